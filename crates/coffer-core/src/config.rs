@@ -1,0 +1,469 @@
+//! The configuration file: one TOML document, resolved against the environment.
+//!
+//! Precedence, highest first: environment variables (`COFFER_*`, `AWS_*`), the file, defaults.
+//! Unknown keys are errors. Secrets are read from `*_file` keys or environment variables into
+//! [`Secret`]s, so they never reach `Debug` output, logs, or a child's command line.
+//! Relative paths in the file are taken relative to the file's own folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+/// Where the configuration comes from when `--config` is not given and `$COFFER_CONFIG` is unset.
+pub const DEFAULT_CONFIG_PATH: &str = "config/coffer.toml";
+
+/// The resolved configuration, ready to use.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The operator's time zone (IANA name), used to read and show times.
+    pub timezone: jiff::tz::TimeZone,
+    /// The name of [`Config::timezone`], as written.
+    pub timezone_name: String,
+    /// The backup repository.
+    pub repository: RepositoryConfig,
+    /// The database that is backed up.
+    pub source: SourceConfig,
+}
+
+/// The backup repository: where and how artifacts are stored.
+#[derive(Debug, Clone)]
+pub struct RepositoryConfig {
+    /// The storage location.
+    pub location: RepositoryLocation,
+    /// How artifacts are compressed before they are stored.
+    pub compression: Compression,
+    /// An age public key (`age1…`); when set, every artifact is encrypted to it.
+    pub encryption_recipient: Option<String>,
+}
+
+/// A repository location.
+#[derive(Debug, Clone)]
+pub enum RepositoryLocation {
+    /// A folder on a local (or mounted) file system.
+    Local(PathBuf),
+    /// A bucket and key prefix on an S3-compatible server.
+    S3(S3Config),
+}
+
+impl std::fmt::Display for RepositoryLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(path) => write!(f, "{}", path.display()),
+            Self::S3(s3) if s3.prefix.is_empty() => write!(f, "s3://{}", s3.bucket),
+            Self::S3(s3) => write!(f, "s3://{}/{}", s3.bucket, s3.prefix),
+        }
+    }
+}
+
+/// S3 connection settings.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// Endpoint URL for S3-compatible servers (`http://127.0.0.1:3900`); AWS when unset.
+    pub endpoint: Option<String>,
+    /// Region; must equal the server's.
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most self-hosted servers.
+    pub path_style: bool,
+    /// When request and response checksums are computed.
+    pub checksum_mode: ChecksumMode,
+    /// Access key id.
+    pub access_key_id: Secret,
+    /// Secret access key.
+    pub secret_access_key: Secret,
+    /// Multipart part size in bytes; memory use is a small multiple of it.
+    pub part_size: usize,
+}
+
+/// When the S3 client computes flexible checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChecksumMode {
+    /// Only where the operation requires one: works with Garage and other servers over plain HTTP.
+    WhenRequired,
+    /// Whenever the operation supports one (the AWS default; best on AWS itself).
+    WhenSupported,
+}
+
+/// The compression of stored artifacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at a level from 1 to 19.
+    Zstd(i32),
+    /// gzip at a level from 1 to 9, for tools that only read gzip.
+    Gzip(u32),
+    /// Stored as is.
+    None,
+}
+
+impl Compression {
+    /// The file-name suffix of this compression (`.zst`, `.gz`, or nothing).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Zstd(_) => ".zst",
+            Self::Gzip(_) => ".gz",
+            Self::None => "",
+        }
+    }
+
+    /// The name recorded in manifests: `zstd`, `gzip` or `none`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Zstd(_) => "zstd",
+            Self::Gzip(_) => "gzip",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The database server that is backed up, reached over TCP like any remote client.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Account name.
+    pub user: String,
+    /// Account password (may be empty).
+    pub password: Secret,
+    /// Databases to back up; empty means every non-system database.
+    pub databases: Vec<String>,
+}
+
+// ---- the file as written ----------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    timezone: Option<String>,
+    repository: Option<RawRepository>,
+    source: Option<RawSource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepository {
+    url: Option<String>,
+    compression: Option<RawCompression>,
+    compression_level: Option<i32>,
+    encryption_recipient: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+    checksum_mode: Option<ChecksumMode>,
+    access_key_id_file: Option<PathBuf>,
+    secret_access_key_file: Option<PathBuf>,
+    part_size_mib: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawCompression {
+    Zstd,
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    databases: Option<Vec<String>>,
+}
+
+/// Reads environment variables; injected so tests can resolve a config without touching the
+/// process environment.
+pub trait Env {
+    /// The value of `name`, if set and not empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+impl Config {
+    /// Picks the file to read: the explicit path, else `$COFFER_CONFIG`, else
+    /// [`DEFAULT_CONFIG_PATH`].
+    pub fn locate(explicit: Option<&Path>, env: &dyn Env) -> PathBuf {
+        explicit
+            .map(Path::to_path_buf)
+            .or_else(|| env.var("COFFER_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    /// Reads and resolves the file at `path`.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, path, env)
+    }
+
+    /// Resolves configuration text as if read from `path`.
+    pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config> {
+        let fail = |key: &str, what: &dyn std::fmt::Display| {
+            Error::config(format!("{}: key `{key}`: {what}", path.display()))
+        };
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|err| {
+                let key = err.path().to_string();
+                let inner = err.into_inner();
+                let line = inner.span().map(|span| 1 + text[..span.start].matches('\n').count());
+                let message = inner.message().replace('\n', " ");
+                match (key.as_str(), line) {
+                    (".", Some(line)) => {
+                        Error::config(format!("{}: line {line}: {message}", path.display()))
+                    }
+                    (".", None) => Error::config(format!("{}: {message}", path.display())),
+                    (key, Some(line)) => Error::config(format!(
+                        "{}: line {line}: key `{key}`: {message}",
+                        path.display()
+                    )),
+                    (key, None) => fail(key, &message),
+                }
+            })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let read_secret = |key: &str, file: &Path| -> Result<Secret> {
+            let file = resolve(file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                fail(key, &format!("cannot read secret file {}: {e}", file.display()))
+            })?;
+            Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+        };
+
+        let timezone_name =
+            env.var("COFFER_TIMEZONE").or(raw.timezone).unwrap_or_else(|| "UTC".to_string());
+        let timezone = jiff::tz::TimeZone::get(&timezone_name).map_err(|_| {
+            fail("timezone", &format!("unknown time zone {timezone_name:?} (want an IANA name such as \"Asia/Riyadh\")"))
+        })?;
+
+        // Repository.
+        let repo = raw.repository.unwrap_or_default();
+        let url = env
+            .var("COFFER_REPOSITORY_URL")
+            .or(repo.url)
+            .ok_or_else(|| fail("repository.url", &"missing (a folder path, file://PATH or s3://BUCKET/PREFIX)"))?;
+        let compression = match (repo.compression.unwrap_or(RawCompression::Zstd), repo.compression_level) {
+            (RawCompression::Zstd, level) => {
+                let level = level.unwrap_or(3);
+                if !(1..=19).contains(&level) {
+                    return Err(fail("repository.compression_level", &format!("{level} is out of range for zstd (1 to 19)")));
+                }
+                Compression::Zstd(level)
+            }
+            (RawCompression::Gzip, level) => {
+                let level = level.unwrap_or(6);
+                if !(1..=9).contains(&level) {
+                    return Err(fail("repository.compression_level", &format!("{level} is out of range for gzip (1 to 9)")));
+                }
+                Compression::Gzip(level as u32)
+            }
+            (RawCompression::None, Some(_)) => {
+                return Err(fail("repository.compression_level", &"makes no sense with compression = \"none\""));
+            }
+            (RawCompression::None, None) => Compression::None,
+        };
+        let encryption_recipient = env.var("COFFER_REPOSITORY_ENCRYPTION_RECIPIENT").or(repo.encryption_recipient);
+        if let Some(recipient) = &encryption_recipient {
+            recipient.parse::<age::x25519::Recipient>().map_err(|e| {
+                fail("repository.encryption_recipient", &format!("not an age public key (age1…): {e}"))
+            })?;
+        }
+        let location = if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(fail("repository.url", &format!("{url:?} names no bucket")));
+            }
+            let access_key_id = match env.var("AWS_ACCESS_KEY_ID") {
+                Some(v) => Secret::new(v),
+                None => match &repo.access_key_id_file {
+                    Some(file) => read_secret("repository.access_key_id_file", file)?,
+                    None => return Err(fail("repository.access_key_id_file", &"missing: an S3 repository needs credentials (or set AWS_ACCESS_KEY_ID)")),
+                },
+            };
+            let secret_access_key = match env.var("AWS_SECRET_ACCESS_KEY") {
+                Some(v) => Secret::new(v),
+                None => match &repo.secret_access_key_file {
+                    Some(file) => read_secret("repository.secret_access_key_file", file)?,
+                    None => return Err(fail("repository.secret_access_key_file", &"missing: an S3 repository needs credentials (or set AWS_SECRET_ACCESS_KEY)")),
+                },
+            };
+            let part_size_mib = repo.part_size_mib.unwrap_or(16);
+            if !(5..=1024).contains(&part_size_mib) {
+                return Err(fail("repository.part_size_mib", &format!("{part_size_mib} is out of range (5 to 1024)")));
+            }
+            let endpoint = env.var("COFFER_REPOSITORY_ENDPOINT").or(repo.endpoint);
+            if let Some(endpoint) = &endpoint
+                && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            {
+                return Err(fail("repository.endpoint", &format!("{endpoint:?} is not an http:// or https:// URL")));
+            }
+            RepositoryLocation::S3(S3Config {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+                endpoint,
+                region: env.var("COFFER_REPOSITORY_REGION").or(repo.region).unwrap_or_else(|| "us-east-1".into()),
+                path_style: repo.path_style.unwrap_or(true),
+                checksum_mode: repo.checksum_mode.unwrap_or(ChecksumMode::WhenRequired),
+                access_key_id,
+                secret_access_key,
+                part_size: part_size_mib as usize * 1024 * 1024,
+            })
+        } else {
+            for (key, set) in [
+                ("repository.endpoint", repo.endpoint.is_some()),
+                ("repository.region", repo.region.is_some()),
+                ("repository.access_key_id_file", repo.access_key_id_file.is_some()),
+                ("repository.secret_access_key_file", repo.secret_access_key_file.is_some()),
+            ] {
+                if set {
+                    return Err(fail(key, &"only applies to an s3:// repository"));
+                }
+            }
+            let folder = url.strip_prefix("file://").unwrap_or(&url);
+            if folder.is_empty() || url.contains("://") && !url.starts_with("file://") {
+                return Err(fail("repository.url", &format!("{url:?} is neither a folder, file://PATH nor s3://BUCKET/PREFIX")));
+            }
+            RepositoryLocation::Local(resolve(Path::new(folder)))
+        };
+
+        // Source.
+        let source = raw.source.unwrap_or_default();
+        let port = match env.var("COFFER_SOURCE_PORT") {
+            Some(v) => v.parse().map_err(|_| fail("source.port", &format!("COFFER_SOURCE_PORT={v:?} is not a port number")))?,
+            None => source.port.unwrap_or(3306),
+        };
+        let password = match env.var("COFFER_SOURCE_PASSWORD") {
+            Some(v) => Secret::new(v),
+            None => match &source.password_file {
+                Some(file) => read_secret("source.password_file", file)?,
+                None => Secret::default(),
+            },
+        };
+        let databases = source.databases.unwrap_or_default();
+        for name in &databases {
+            if name.is_empty() || name.contains('`') || name.len() > 64 {
+                return Err(fail("source.databases", &format!("{name:?} is not a valid database name")));
+            }
+        }
+        let source = SourceConfig {
+            host: env.var("COFFER_SOURCE_HOST").or(source.host).unwrap_or_else(|| "127.0.0.1".into()),
+            port,
+            user: env.var("COFFER_SOURCE_USER").or(source.user).unwrap_or_else(|| "root".into()),
+            password,
+            databases,
+        };
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            timezone,
+            timezone_name,
+            repository: RepositoryConfig { location, compression, encryption_recipient },
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/coffer/coffer.toml"), &no_env)
+    }
+
+    #[test]
+    fn minimal_local_config_gets_defaults() {
+        let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
+        assert!(matches!(&config.repository.location, RepositoryLocation::Local(p) if p == Path::new("/etc/coffer/repo")));
+        assert_eq!(config.repository.compression, Compression::Zstd(3));
+        assert_eq!(config.source.port, 3306);
+        assert_eq!(config.timezone_name, "UTC");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse("[repository]\nurl = \"r\"\ncompresion = \"zstd\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/etc/coffer/coffer.toml"), "{text}");
+        assert!(text.contains("compresion"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+        assert!(!text.contains('\n'), "one line: {text}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("[repository]\nurl = \"r\"\ncompression = \"lz4\"\n", "repository.compression"),
+            ("[repository]\nurl = \"r\"\ncompression_level = 42\n", "repository.compression_level"),
+            ("timezone = \"Mars/Olympus\"\n[repository]\nurl = \"r\"\n", "timezone"),
+            ("[repository]\nurl = \"r\"\nencryption_recipient = \"age1nope\"\n", "repository.encryption_recipient"),
+            ("[repository]\nurl = \"s3://b/p\"\n", "repository.access_key_id_file"),
+            ("[repository]\nurl = \"r\"\nregion = \"x\"\n", "repository.region"),
+            ("[repository]\nurl = \"ftp://x\"\n", "repository.url"),
+            ("[source]\nport = 3306\n", "repository.url"),
+            ("[repository]\nurl = \"r\"\n[source]\nport = 99999\n", "source.port"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key} not in {err}");
+        }
+    }
+
+    #[test]
+    fn missing_secret_file_is_named() {
+        let err = parse("[repository]\nurl = \"r\"\n[source]\npassword_file = \"nope.txt\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/coffer/nope.txt"), "{err}");
+        assert!(err.contains("source.password_file"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |name: &str| match name {
+            "COFFER_SOURCE_HOST" => Some("db.internal".to_string()),
+            "COFFER_SOURCE_PASSWORD" => Some("s3cret".to_string()),
+            "COFFER_REPOSITORY_URL" => Some("s3://bucket/some/prefix/".to_string()),
+            "AWS_ACCESS_KEY_ID" => Some("AK".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("SK".to_string()),
+            _ => None,
+        };
+        let text = "[repository]\nurl = \"r\"\n[source]\nhost = \"localhost\"\n";
+        let config = Config::parse(text, Path::new("c.toml"), &env).unwrap();
+        assert_eq!(config.source.host, "db.internal");
+        assert_eq!(config.source.password.expose(), "s3cret");
+        let RepositoryLocation::S3(s3) = &config.repository.location else { panic!() };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("bucket", "some/prefix"));
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+}

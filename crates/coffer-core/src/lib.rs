@@ -1,0 +1,42 @@
+//! # coffer-core
+//!
+//! The foundation every other coffer crate stands on:
+//!
+//! - [`config`]: the TOML configuration, resolved against the environment ([`config::Config`]);
+//! - [`storage`]: the [`storage::Storage`] trait and its backends, a local folder and S3;
+//! - [`pipeline`]: streaming bytes through compression, encryption and SHA-256 into storage
+//!   ([`pipeline::store`]) and back, verified ([`pipeline::ArtifactReader`]);
+//! - [`manifest`]: what a backup records about itself, including the expectations a restore
+//!   must meet; [`repository`]: the layout in storage and the catalog of backups;
+//! - [`dumpscan`]: reading those expectations from a dump stream as it passes;
+//! - [`client`]: running the server's client tools safely and querying metadata;
+//! - [`error`]: the error type and its kinds, which decide exit codes.
+//!
+//! The storage format is specified in `docs/FORMAT.md`.
+
+pub mod client;
+pub mod config;
+pub mod dumpscan;
+pub mod error;
+pub mod manifest;
+pub mod pipeline;
+pub mod repository;
+pub mod secret;
+pub mod storage;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// Formats an error and all its sources on one line: `outer: inner: innermost`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text.replace('\n', " ")
+}

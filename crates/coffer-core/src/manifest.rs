@@ -1,0 +1,228 @@
+//! Manifests: what a backup is, written last, after every artifact is stored.
+//!
+//! The schema is documented in `docs/FORMAT.md`; readers refuse a `format_version` newer than
+//! [`FORMAT_VERSION`] rather than misreading it, and ignore fields they do not know, so an old
+//! reader can list backups written by a newer coffer of the same format version.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::pipeline::ArtifactRecord;
+
+/// The manifest format this coffer writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The kind of a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    /// A logical dump of whole databases at one consistent moment.
+    Full,
+}
+
+impl BackupKind {
+    /// The name used in ids, keys and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+        }
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One backup, as recorded in `manifests/ID.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Schema version; see [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Time-sortable id: `YYYYMMDDTHHMMSSZ-KIND-XXXX`.
+    pub id: String,
+    /// What kind of backup this is.
+    pub kind: BackupKind,
+    /// When the backup started (UTC).
+    pub started_at: Timestamp,
+    /// When the last artifact was stored (UTC).
+    pub finished_at: Timestamp,
+    /// `finished_at - started_at`, in seconds.
+    pub duration_seconds: f64,
+    /// The coffer version that wrote it.
+    pub coffer_version: String,
+    /// The server that was backed up.
+    pub source: SourceInfo,
+    /// Binary log coordinates of the snapshot, when the server writes a binary log.
+    pub binlog: Option<BinlogCoordinates>,
+    /// Databases included.
+    pub databases: Vec<String>,
+    /// Stored objects, in the order a restore reads them.
+    pub artifacts: Vec<ArtifactRecord>,
+    /// What a restore of this backup must reproduce.
+    pub expectations: Expectations,
+}
+
+/// The source server as the backup saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// Host as configured.
+    pub host: String,
+    /// Port as configured.
+    pub port: u16,
+    /// `SELECT VERSION()`.
+    pub server_version: String,
+    /// `@@server_id`.
+    pub server_id: u64,
+    /// The dump tool and its version line.
+    pub dump_tool: String,
+}
+
+/// Where in the binary log the snapshot sits: replaying from here reaches later points in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinlogCoordinates {
+    /// Binlog file name (`mysql-bin.000042`).
+    pub file: String,
+    /// Position in that file.
+    pub position: u64,
+    /// GTID position (`domain-server-seq[,…]`), when the server reports one.
+    pub gtid_position: Option<String>,
+}
+
+/// What a restore must reproduce, read from the dump stream itself (so from the same snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expectations {
+    /// One entry per database, in dump order.
+    pub databases: Vec<DatabaseExpectations>,
+}
+
+/// The objects and data of one database in a backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseExpectations {
+    /// Database name.
+    pub name: String,
+    /// Base tables with their data.
+    pub tables: Vec<TableExpectation>,
+    /// Views.
+    pub views: Vec<String>,
+    /// Stored procedures and functions.
+    pub routines: Vec<String>,
+    /// Triggers.
+    pub triggers: Vec<String>,
+    /// Scheduled events.
+    pub events: Vec<String>,
+}
+
+/// A table's data as it is in the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableExpectation {
+    /// Table name.
+    pub name: String,
+    /// Rows in the dump.
+    pub rows: u64,
+    /// SHA-256 over the table's rows as the dump renders them, in primary-key order, each row
+    /// tuple followed by a newline (see `docs/FORMAT.md`).
+    pub sha256: String,
+}
+
+impl Manifest {
+    /// Serializes for storage (pretty, so an operator can read it with `cat`).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
+        out.push(b'\n');
+        out
+    }
+
+    /// Parses a stored manifest, refusing a format newer than this coffer understands.
+    pub fn from_json(key: &str, bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes)
+            .map_err(|e| Error::integrity(format!("{key}: not a coffer manifest: {e}")))?;
+        if version.format_version > FORMAT_VERSION {
+            return Err(Error::integrity(format!(
+                "{key}: format_version {} is newer than this coffer reads ({FORMAT_VERSION}); upgrade coffer",
+                version.format_version
+            )));
+        }
+        serde_json::from_slice(bytes).map_err(|e| Error::integrity(format!("{key}: malformed manifest: {e}")))
+    }
+
+    /// Total bytes on storage.
+    pub fn stored_bytes(&self) -> u64 {
+        self.artifacts.iter().map(|a| a.stored_size).sum()
+    }
+
+    /// Total bytes before compression.
+    pub fn size_bytes(&self) -> u64 {
+        self.artifacts.iter().map(|a| a.size).sum()
+    }
+}
+
+/// Makes a new time-sortable backup id: `20261126T174643Z-full-3fa9`. The suffix keeps two
+/// backups started in the same second apart.
+pub fn new_backup_id(kind: BackupKind, at: Timestamp) -> String {
+    let stamp = at.strftime("%Y%m%dT%H%M%SZ");
+    let noise = (u64::from(at.subsec_nanosecond().unsigned_abs()) ^ u64::from(std::process::id()).rotate_left(17)) % 0x10000;
+    format!("{stamp}-{kind}-{noise:04x}")
+}
+
+/// Whether `id` has the shape of a backup id (and so is safe to use in a key).
+pub fn is_valid_backup_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let at: Timestamp = "2026-11-26T17:46:43Z".parse().unwrap();
+        Manifest {
+            format_version: FORMAT_VERSION,
+            id: new_backup_id(BackupKind::Full, at),
+            kind: BackupKind::Full,
+            started_at: at,
+            finished_at: at,
+            duration_seconds: 0.0,
+            coffer_version: "0.1.0".into(),
+            source: SourceInfo { host: "db".into(), port: 3306, server_version: "10.11".into(), server_id: 1, dump_tool: "mariadb-dump".into() },
+            binlog: Some(BinlogCoordinates { file: "mysql-bin.000001".into(), position: 4, gtid_position: None }),
+            databases: vec!["app".into()],
+            artifacts: vec![],
+            expectations: Expectations::default(),
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_are_key_safe() {
+        let a = new_backup_id(BackupKind::Full, "2026-11-26T17:46:43Z".parse().unwrap());
+        let b = new_backup_id(BackupKind::Full, "2026-11-26T17:46:44Z".parse().unwrap());
+        assert!(a.starts_with("20261126T174643Z-full-"));
+        assert!(a < b);
+        assert!(is_valid_backup_id(&a));
+        assert!(!is_valid_backup_id("../x"));
+    }
+
+    #[test]
+    fn manifest_roundtrips_and_tolerates_unknown_fields() {
+        let manifest = sample();
+        let json = manifest.to_json();
+        assert_eq!(Manifest::from_json("m", &json).unwrap(), manifest);
+        let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        value["added_by_a_later_coffer"] = serde_json::json!(true);
+        assert_eq!(Manifest::from_json("m", &serde_json::to_vec(&value).unwrap()).unwrap(), manifest);
+    }
+
+    #[test]
+    fn newer_format_is_refused_by_name() {
+        let mut value: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        value["format_version"] = serde_json::json!(FORMAT_VERSION + 1);
+        let err = Manifest::from_json("manifests/x.json", &serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("manifests/x.json") && err.to_string().contains("upgrade"));
+    }
+}

@@ -1,0 +1,220 @@
+//! A repository in a local folder: the embedded default, and what a mounted NAS looks like.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+
+use super::{BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key};
+use crate::error::{Error, Result};
+
+/// A folder holding one object per file. Writes go to a temporary file beside the target and are
+/// renamed into place after `fsync`, so a crash never leaves a half-written object under its key.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// A storage rooted at `root` (created on first write).
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn io_error(&self, what: &str, key: &str, err: std::io::Error) -> Error {
+        let error = if err.kind() == std::io::ErrorKind::NotFound {
+            Error::not_found(format!("{what} {key} in {}: no such object", self.root.display()))
+        } else {
+            Error::storage(format!("{what} {key} in {}: {err}", self.root.display()))
+        };
+        error.with_source(err)
+    }
+
+    /// Creates the parent folder and a temporary file beside `path`.
+    async fn temp_beside(&self, key: &str, path: &std::path::Path) -> Result<(tokio::fs::File, tempfile::TempPath)> {
+        let parent = path.parent().expect("keys have a parent under the root");
+        tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("creating folder for", key, e))?;
+        let temp = tempfile::Builder::new()
+            .prefix(".coffer-partial-")
+            .tempfile_in(parent)
+            .map_err(|e| self.io_error("creating temporary file for", key, e))?;
+        let (file, temp_path) = temp.into_parts();
+        Ok((tokio::fs::File::from_std(file), temp_path))
+    }
+
+    async fn commit(&self, key: &str, mut file: tokio::fs::File, temp: tempfile::TempPath, path: &std::path::Path, exclusive: bool) -> Result<CreateOutcome> {
+        file.flush().await.map_err(|e| self.io_error("writing", key, e))?;
+        file.sync_all().await.map_err(|e| self.io_error("syncing", key, e))?;
+        drop(file);
+        if exclusive {
+            // A hard link fails if the target exists: an atomic create-if-absent.
+            return match std::fs::hard_link(&temp, path) {
+                Ok(()) => Ok(CreateOutcome::Created),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(CreateOutcome::AlreadyExists),
+                Err(e) => Err(self.io_error("creating", key, e)),
+            };
+        }
+        temp.persist(path).map_err(|e| self.io_error("renaming into place", key, e.error))?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn write_whole(&self, key: &str, body: Bytes, exclusive: bool) -> Result<CreateOutcome> {
+        let path = self.path(key)?;
+        let (mut file, temp) = self.temp_beside(key, &path).await?;
+        file.write_all(&body).await.map_err(|e| self.io_error("writing", key, e))?;
+        self.commit(key, file, temp, &path, exclusive).await
+    }
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        self.write_whole(key, body, false).await.map(drop)
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<CreateOutcome> {
+        self.write_whole(key, body, true).await
+    }
+
+    async fn put_stream(&self, key: &str, mut body: BodyStream) -> Result<u64> {
+        let path = self.path(key)?;
+        let (mut file, temp) = self.temp_beside(key, &path).await?;
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            // On error the temporary file is removed when `temp` drops.
+            let chunk = chunk.map_err(Error::from)?;
+            file.write_all(&chunk).await.map_err(|e| self.io_error("writing", key, e))?;
+            written += chunk.len() as u64;
+        }
+        self.commit(key, file, temp, &path, false).await?;
+        Ok(written)
+    }
+
+    async fn get(&self, key: &str) -> Result<ObjectReader> {
+        let path = self.path(key)?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| self.io_error("opening", key, e))?;
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let root = self.root.clone();
+        let owned_prefix = prefix.to_string();
+        let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<ObjectMeta>> {
+            let mut out = Vec::new();
+            // Walk only the folder the prefix is in: `manifests/` lists one folder, not the tree.
+            let prefix = owned_prefix;
+            let start = match prefix.rfind('/') {
+                Some(i) => root.join(&prefix[..i]),
+                None => root.clone(),
+            };
+            let mut stack = vec![start];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let file_type = entry.file_type()?;
+                    let path = entry.path();
+                    let Ok(rel) = path.strip_prefix(&root) else { continue };
+                    let Some(key) = rel.to_str().map(|k| k.replace(std::path::MAIN_SEPARATOR, "/")) else { continue };
+                    if file_type.is_dir() {
+                        if key.starts_with(&prefix) || prefix.starts_with(&format!("{key}/")) {
+                            stack.push(path);
+                        }
+                    } else if file_type.is_file()
+                        && key.starts_with(&prefix)
+                        && !entry.file_name().to_string_lossy().starts_with(".coffer-partial-")
+                    {
+                        out.push(ObjectMeta { key, size: entry.metadata()?.len() });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::other(format!("listing task failed: {e}")))?;
+        listed.map_err(|e| Error::storage(format!("listing {prefix:?} in {}: {e}", self.root.display())))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error("deleting", key, e)),
+        }
+    }
+
+    async fn probe(&self) -> Result<Capabilities> {
+        tokio::fs::create_dir_all(&self.root).await.map_err(|e| {
+            Error::storage(format!("creating repository folder {}: {e}", self.root.display()))
+        })?;
+        let key = "probe/conditional-write";
+        self.delete(key).await?;
+        let first = self.put_if_absent(key, Bytes::from_static(b"1")).await?;
+        let second = self.put_if_absent(key, Bytes::from_static(b"2")).await?;
+        self.delete(key).await?;
+        Ok(Capabilities {
+            multipart: true,
+            conditional_write: first == CreateOutcome::Created && second == CreateOutcome::AlreadyExists,
+            object_lock: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(items: Vec<std::io::Result<Bytes>>) -> BodyStream {
+        Box::pin(tokio_stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn stream_upload_appears_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().to_path_buf());
+        let n = storage
+            .put_stream("data/a/x", stream(vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))]))
+            .await
+            .unwrap();
+        assert_eq!(n, 11);
+        assert_eq!(&storage.get_bytes("data/a/x").await.unwrap()[..], b"hello world");
+
+        let failed = storage
+            .put_stream("data/a/y", stream(vec![Ok(Bytes::from_static(b"half")), Err(std::io::Error::other("dump died"))]))
+            .await;
+        assert!(failed.unwrap_err().to_string().contains("dump died"));
+        let keys: Vec<_> = storage.list("data/").await.unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, vec!["data/a/x".to_string()], "no partial object, no temp file listed");
+        assert_eq!(std::fs::read_dir(dir.path().join("data/a")).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn conditional_create_and_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().join("repo"));
+        assert_eq!(storage.put_if_absent("m/1", Bytes::from_static(b"a")).await.unwrap(), CreateOutcome::Created);
+        assert_eq!(storage.put_if_absent("m/1", Bytes::from_static(b"b")).await.unwrap(), CreateOutcome::AlreadyExists);
+        assert_eq!(&storage.get_bytes("m/1").await.unwrap()[..], b"a");
+        let caps = storage.probe().await.unwrap();
+        assert!(caps.conditional_write && caps.multipart && !caps.object_lock);
+        let missing = storage.get("m/2").await.err().unwrap();
+        assert_eq!(missing.kind(), crate::error::ErrorKind::NotFound);
+    }
+}
