@@ -36,7 +36,12 @@ impl std::fmt::Display for Endpoint {
 
 impl From<&crate::config::SourceConfig> for Endpoint {
     fn from(source: &crate::config::SourceConfig) -> Self {
-        Self { host: source.host.clone(), port: source.port, user: source.user.clone(), password: source.password.clone() }
+        Self {
+            host: source.host.clone(),
+            port: source.port,
+            user: source.user.clone(),
+            password: source.password.clone(),
+        }
     }
 }
 
@@ -66,22 +71,33 @@ impl Tool {
                         .and_then(|out| String::from_utf8(out.stdout).ok())
                         .and_then(|text| text.lines().next().map(str::to_string))
                         .unwrap_or_default();
-                    return Ok(Tool { path: candidate, version: version.trim().to_string() });
+                    return Ok(Tool {
+                        path: candidate,
+                        version: version.trim().to_string(),
+                    });
                 }
             }
         }
-        Err(Error::other(format!("none of {} is installed (install mariadb-client)", names.join(", "))))
+        Err(Error::other(format!(
+            "none of {} is installed (install mariadb-client)",
+            names.join(", ")
+        )))
     }
 
     /// Whether this is MariaDB's build of the tool (MariaDB-only options are then available).
     pub fn is_mariadb(&self) -> bool {
-        self.version.contains("MariaDB") || self.path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mariadb"))
+        self.version.contains("MariaDB")
+            || self
+                .path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mariadb"))
     }
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A private option file holding the connection settings for one child process.
@@ -151,8 +167,15 @@ pub async fn connect(endpoint: &Endpoint) -> Result<MySqlConnection> {
         .disable_statement_logging();
     match tokio::time::timeout(Duration::from_secs(10), options.connect()).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(Error::database(format!("cannot connect to {endpoint}: {}", crate::error_chain(&e))).transient()),
-        Err(_) => Err(Error::database(format!("cannot connect to {endpoint}: timed out after 10 s")).transient()),
+        Ok(Err(e)) => Err(Error::database(format!(
+            "cannot connect to {endpoint}: {}",
+            crate::error_chain(&e)
+        ))
+        .transient()),
+        Err(_) => Err(Error::database(format!(
+            "cannot connect to {endpoint}: timed out after 10 s"
+        ))
+        .transient()),
     }
 }
 
@@ -174,7 +197,12 @@ pub const SYSTEM_DATABASES: &[&str] = &["information_schema", "performance_schem
 
 /// Reads version, server id, binlog state and the list of user databases.
 pub async fn server_info(conn: &mut MySqlConnection) -> Result<ServerInfo> {
-    let fail = |e: sqlx::Error| Error::database(format!("reading server information: {}", crate::error_chain(&e)));
+    let fail = |e: sqlx::Error| {
+        Error::database(format!(
+            "reading server information: {}",
+            crate::error_chain(&e)
+        ))
+    };
     // Casts keep the column types textual/numeric whatever the server's quirks with SHOW output.
     let row = sqlx::query("SELECT CAST(VERSION() AS CHAR), CAST(@@server_id AS UNSIGNED), CAST(@@log_bin AS UNSIGNED)")
         .fetch_one(&mut *conn)
@@ -183,10 +211,12 @@ pub async fn server_info(conn: &mut MySqlConnection) -> Result<ServerInfo> {
     let version: String = row.try_get(0).map_err(fail)?;
     let server_id: u64 = row.try_get(1).map_err(fail)?;
     let log_bin: u64 = row.try_get(2).map_err(fail)?;
-    let rows = sqlx::query("SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(fail)?;
+    let rows = sqlx::query(
+        "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(fail)?;
     let mut user_databases = Vec::new();
     for row in rows {
         let name: String = row.try_get(0).map_err(fail)?;
@@ -194,7 +224,12 @@ pub async fn server_info(conn: &mut MySqlConnection) -> Result<ServerInfo> {
             user_databases.push(name);
         }
     }
-    Ok(ServerInfo { version, server_id, log_bin: log_bin != 0, user_databases })
+    Ok(ServerInfo {
+        version,
+        server_id,
+        log_bin: log_bin != 0,
+        user_databases,
+    })
 }
 
 /// The account's privileges, as `SHOW GRANTS` lists them, upper-cased.
@@ -206,7 +241,9 @@ pub async fn grants(conn: &mut MySqlConnection) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for row in rows {
         // SHOW output may come back as binary: decode bytes.
-        let bytes: Vec<u8> = row.try_get(0).map_err(|e| Error::database(format!("reading grants: {e}")))?;
+        let bytes: Vec<u8> = row
+            .try_get(0)
+            .map_err(|e| Error::database(format!("reading grants: {e}")))?;
         out.push(String::from_utf8_lossy(&bytes).to_uppercase());
     }
     Ok(out)
@@ -216,12 +253,22 @@ pub async fn grants(conn: &mut MySqlConnection) -> Result<Vec<String>> {
 /// (`ON *.*`). Per-database grants are not counted: a backup host's account is global.
 pub fn missing_backup_privileges(grants: &[String], log_bin: bool) -> Vec<&'static str> {
     let global: Vec<&String> = grants.iter().filter(|g| g.contains(" ON *.* ")).collect();
-    if global.iter().any(|g| g.starts_with("GRANT ALL PRIVILEGES ON *.*")) {
+    if global
+        .iter()
+        .any(|g| g.starts_with("GRANT ALL PRIVILEGES ON *.*"))
+    {
         return Vec::new();
     }
     let has = |p: &str| global.iter().any(|g| g.contains(p));
     let mut missing = Vec::new();
-    for privilege in ["SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES", "RELOAD"] {
+    for privilege in [
+        "SELECT",
+        "SHOW VIEW",
+        "TRIGGER",
+        "EVENT",
+        "LOCK TABLES",
+        "RELOAD",
+    ] {
         if !has(privilege) {
             missing.push(privilege);
         }
@@ -244,11 +291,20 @@ mod tests {
     #[test]
     fn defaults_file_is_private_and_holds_the_password() {
         use std::os::unix::fs::PermissionsExt;
-        let endpoint = Endpoint { host: "127.0.0.1".into(), port: 3307, user: "coffer".into(), password: Secret::new("pw") };
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 3307,
+            user: "coffer".into(),
+            password: Secret::new("pw"),
+        };
         let file = DefaultsFile::new(&endpoint).unwrap();
         let mode = file.path().metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(std::fs::read_to_string(file.path()).unwrap().contains("password=\"pw\""));
+        assert!(
+            std::fs::read_to_string(file.path())
+                .unwrap()
+                .contains("password=\"pw\"")
+        );
         assert!(!file.arg().contains("pw\""));
     }
 
@@ -257,6 +313,15 @@ mod tests {
         let all = vec!["GRANT ALL PRIVILEGES ON *.* TO `ROOT`@`LOCALHOST`".to_string()];
         assert!(missing_backup_privileges(&all, true).is_empty());
         let some = vec!["GRANT SELECT, RELOAD ON *.* TO `B`@`%`".to_string()];
-        assert_eq!(missing_backup_privileges(&some, true), vec!["SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES", "BINLOG MONITOR"]);
+        assert_eq!(
+            missing_backup_privileges(&some, true),
+            vec![
+                "SHOW VIEW",
+                "TRIGGER",
+                "EVENT",
+                "LOCK TABLES",
+                "BINLOG MONITOR"
+            ]
+        );
     }
 }

@@ -233,7 +233,9 @@ impl Config {
             .map_err(|err| {
                 let key = err.path().to_string();
                 let inner = err.into_inner();
-                let line = inner.span().map(|span| 1 + text[..span.start].matches('\n').count());
+                let line = inner
+                    .span()
+                    .map(|span| 1 + text[..span.start].matches('\n').count());
                 let message = inner.message().replace('\n', " ");
                 match (key.as_str(), line) {
                     (".", Some(line)) => {
@@ -248,17 +250,28 @@ impl Config {
                 }
             })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let read_secret = |key: &str, file: &Path| -> Result<Secret> {
             let file = resolve(file);
             let text = std::fs::read_to_string(&file).map_err(|e| {
-                fail(key, &format!("cannot read secret file {}: {e}", file.display()))
+                fail(
+                    key,
+                    &format!("cannot read secret file {}: {e}", file.display()),
+                )
             })?;
             Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
         };
 
-        let timezone_name =
-            env.var("COFFER_TIMEZONE").or(raw.timezone).unwrap_or_else(|| "UTC".to_string());
+        let timezone_name = env
+            .var("COFFER_TIMEZONE")
+            .or(raw.timezone)
+            .unwrap_or_else(|| "UTC".to_string());
         let timezone = jiff::tz::TimeZone::get(&timezone_name).map_err(|_| {
             fail("timezone", &format!("unknown time zone {timezone_name:?} (want an IANA name such as \"Asia/Riyadh\")"))
         })?;
@@ -268,31 +281,53 @@ impl Config {
         let url = env
             .var("COFFER_REPOSITORY_URL")
             .or(repo.url)
-            .ok_or_else(|| fail("repository.url", &"missing (a folder path, file://PATH or s3://BUCKET/PREFIX)"))?;
-        let compression = match (repo.compression.unwrap_or(RawCompression::Zstd), repo.compression_level) {
+            .ok_or_else(|| {
+                fail(
+                    "repository.url",
+                    &"missing (a folder path, file://PATH or s3://BUCKET/PREFIX)",
+                )
+            })?;
+        let compression = match (
+            repo.compression.unwrap_or(RawCompression::Zstd),
+            repo.compression_level,
+        ) {
             (RawCompression::Zstd, level) => {
                 let level = level.unwrap_or(3);
                 if !(1..=19).contains(&level) {
-                    return Err(fail("repository.compression_level", &format!("{level} is out of range for zstd (1 to 19)")));
+                    return Err(fail(
+                        "repository.compression_level",
+                        &format!("{level} is out of range for zstd (1 to 19)"),
+                    ));
                 }
                 Compression::Zstd(level)
             }
             (RawCompression::Gzip, level) => {
                 let level = level.unwrap_or(6);
                 if !(1..=9).contains(&level) {
-                    return Err(fail("repository.compression_level", &format!("{level} is out of range for gzip (1 to 9)")));
+                    return Err(fail(
+                        "repository.compression_level",
+                        &format!("{level} is out of range for gzip (1 to 9)"),
+                    ));
                 }
                 Compression::Gzip(level as u32)
             }
             (RawCompression::None, Some(_)) => {
-                return Err(fail("repository.compression_level", &"makes no sense with compression = \"none\""));
+                return Err(fail(
+                    "repository.compression_level",
+                    &"makes no sense with compression = \"none\"",
+                ));
             }
             (RawCompression::None, None) => Compression::None,
         };
-        let encryption_recipient = env.var("COFFER_REPOSITORY_ENCRYPTION_RECIPIENT").or(repo.encryption_recipient);
+        let encryption_recipient = env
+            .var("COFFER_REPOSITORY_ENCRYPTION_RECIPIENT")
+            .or(repo.encryption_recipient);
         if let Some(recipient) = &encryption_recipient {
             recipient.parse::<age::x25519::Recipient>().map_err(|e| {
-                fail("repository.encryption_recipient", &format!("not an age public key (age1…): {e}"))
+                fail(
+                    "repository.encryption_recipient",
+                    &format!("not an age public key (age1…): {e}"),
+                )
             })?;
         }
         let location = if let Some(rest) = url.strip_prefix("s3://") {
@@ -304,31 +339,50 @@ impl Config {
                 Some(v) => Secret::new(v),
                 None => match &repo.access_key_id_file {
                     Some(file) => read_secret("repository.access_key_id_file", file)?,
-                    None => return Err(fail("repository.access_key_id_file", &"missing: an S3 repository needs credentials (or set AWS_ACCESS_KEY_ID)")),
+                    None => {
+                        return Err(fail(
+                            "repository.access_key_id_file",
+                            &"missing: an S3 repository needs credentials (or set AWS_ACCESS_KEY_ID)",
+                        ));
+                    }
                 },
             };
             let secret_access_key = match env.var("AWS_SECRET_ACCESS_KEY") {
                 Some(v) => Secret::new(v),
                 None => match &repo.secret_access_key_file {
                     Some(file) => read_secret("repository.secret_access_key_file", file)?,
-                    None => return Err(fail("repository.secret_access_key_file", &"missing: an S3 repository needs credentials (or set AWS_SECRET_ACCESS_KEY)")),
+                    None => {
+                        return Err(fail(
+                            "repository.secret_access_key_file",
+                            &"missing: an S3 repository needs credentials (or set AWS_SECRET_ACCESS_KEY)",
+                        ));
+                    }
                 },
             };
             let part_size_mib = repo.part_size_mib.unwrap_or(16);
             if !(5..=1024).contains(&part_size_mib) {
-                return Err(fail("repository.part_size_mib", &format!("{part_size_mib} is out of range (5 to 1024)")));
+                return Err(fail(
+                    "repository.part_size_mib",
+                    &format!("{part_size_mib} is out of range (5 to 1024)"),
+                ));
             }
             let endpoint = env.var("COFFER_REPOSITORY_ENDPOINT").or(repo.endpoint);
             if let Some(endpoint) = &endpoint
                 && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
             {
-                return Err(fail("repository.endpoint", &format!("{endpoint:?} is not an http:// or https:// URL")));
+                return Err(fail(
+                    "repository.endpoint",
+                    &format!("{endpoint:?} is not an http:// or https:// URL"),
+                ));
             }
             RepositoryLocation::S3(S3Config {
                 bucket: bucket.to_string(),
                 prefix: prefix.trim_matches('/').to_string(),
                 endpoint,
-                region: env.var("COFFER_REPOSITORY_REGION").or(repo.region).unwrap_or_else(|| "us-east-1".into()),
+                region: env
+                    .var("COFFER_REPOSITORY_REGION")
+                    .or(repo.region)
+                    .unwrap_or_else(|| "us-east-1".into()),
                 path_style: repo.path_style.unwrap_or(true),
                 checksum_mode: repo.checksum_mode.unwrap_or(ChecksumMode::WhenRequired),
                 access_key_id,
@@ -339,8 +393,14 @@ impl Config {
             for (key, set) in [
                 ("repository.endpoint", repo.endpoint.is_some()),
                 ("repository.region", repo.region.is_some()),
-                ("repository.access_key_id_file", repo.access_key_id_file.is_some()),
-                ("repository.secret_access_key_file", repo.secret_access_key_file.is_some()),
+                (
+                    "repository.access_key_id_file",
+                    repo.access_key_id_file.is_some(),
+                ),
+                (
+                    "repository.secret_access_key_file",
+                    repo.secret_access_key_file.is_some(),
+                ),
             ] {
                 if set {
                     return Err(fail(key, &"only applies to an s3:// repository"));
@@ -348,7 +408,10 @@ impl Config {
             }
             let folder = url.strip_prefix("file://").unwrap_or(&url);
             if folder.is_empty() || url.contains("://") && !url.starts_with("file://") {
-                return Err(fail("repository.url", &format!("{url:?} is neither a folder, file://PATH nor s3://BUCKET/PREFIX")));
+                return Err(fail(
+                    "repository.url",
+                    &format!("{url:?} is neither a folder, file://PATH nor s3://BUCKET/PREFIX"),
+                ));
             }
             RepositoryLocation::Local(resolve(Path::new(folder)))
         };
@@ -356,7 +419,12 @@ impl Config {
         // Source.
         let source = raw.source.unwrap_or_default();
         let port = match env.var("COFFER_SOURCE_PORT") {
-            Some(v) => v.parse().map_err(|_| fail("source.port", &format!("COFFER_SOURCE_PORT={v:?} is not a port number")))?,
+            Some(v) => v.parse().map_err(|_| {
+                fail(
+                    "source.port",
+                    &format!("COFFER_SOURCE_PORT={v:?} is not a port number"),
+                )
+            })?,
             None => source.port.unwrap_or(3306),
         };
         let password = match env.var("COFFER_SOURCE_PASSWORD") {
@@ -369,13 +437,22 @@ impl Config {
         let databases = source.databases.unwrap_or_default();
         for name in &databases {
             if name.is_empty() || name.contains('`') || name.len() > 64 {
-                return Err(fail("source.databases", &format!("{name:?} is not a valid database name")));
+                return Err(fail(
+                    "source.databases",
+                    &format!("{name:?} is not a valid database name"),
+                ));
             }
         }
         let source = SourceConfig {
-            host: env.var("COFFER_SOURCE_HOST").or(source.host).unwrap_or_else(|| "127.0.0.1".into()),
+            host: env
+                .var("COFFER_SOURCE_HOST")
+                .or(source.host)
+                .unwrap_or_else(|| "127.0.0.1".into()),
             port,
-            user: env.var("COFFER_SOURCE_USER").or(source.user).unwrap_or_else(|| "root".into()),
+            user: env
+                .var("COFFER_SOURCE_USER")
+                .or(source.user)
+                .unwrap_or_else(|| "root".into()),
             password,
             databases,
         };
@@ -384,7 +461,11 @@ impl Config {
             path: path.to_path_buf(),
             timezone,
             timezone_name,
-            repository: RepositoryConfig { location, compression, encryption_recipient },
+            repository: RepositoryConfig {
+                location,
+                compression,
+                encryption_recipient,
+            },
             source,
         })
     }
@@ -405,7 +486,9 @@ mod tests {
     #[test]
     fn minimal_local_config_gets_defaults() {
         let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
-        assert!(matches!(&config.repository.location, RepositoryLocation::Local(p) if p == Path::new("/etc/coffer/repo")));
+        assert!(
+            matches!(&config.repository.location, RepositoryLocation::Local(p) if p == Path::new("/etc/coffer/repo"))
+        );
         assert_eq!(config.repository.compression, Compression::Zstd(3));
         assert_eq!(config.source.port, 3306);
         assert_eq!(config.timezone_name, "UTC");
@@ -424,15 +507,36 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         for (text, key) in [
-            ("[repository]\nurl = \"r\"\ncompression = \"lz4\"\n", "repository.compression"),
-            ("[repository]\nurl = \"r\"\ncompression_level = 42\n", "repository.compression_level"),
-            ("timezone = \"Mars/Olympus\"\n[repository]\nurl = \"r\"\n", "timezone"),
-            ("[repository]\nurl = \"r\"\nencryption_recipient = \"age1nope\"\n", "repository.encryption_recipient"),
-            ("[repository]\nurl = \"s3://b/p\"\n", "repository.access_key_id_file"),
-            ("[repository]\nurl = \"r\"\nregion = \"x\"\n", "repository.region"),
+            (
+                "[repository]\nurl = \"r\"\ncompression = \"lz4\"\n",
+                "repository.compression",
+            ),
+            (
+                "[repository]\nurl = \"r\"\ncompression_level = 42\n",
+                "repository.compression_level",
+            ),
+            (
+                "timezone = \"Mars/Olympus\"\n[repository]\nurl = \"r\"\n",
+                "timezone",
+            ),
+            (
+                "[repository]\nurl = \"r\"\nencryption_recipient = \"age1nope\"\n",
+                "repository.encryption_recipient",
+            ),
+            (
+                "[repository]\nurl = \"s3://b/p\"\n",
+                "repository.access_key_id_file",
+            ),
+            (
+                "[repository]\nurl = \"r\"\nregion = \"x\"\n",
+                "repository.region",
+            ),
             ("[repository]\nurl = \"ftp://x\"\n", "repository.url"),
             ("[source]\nport = 3306\n", "repository.url"),
-            ("[repository]\nurl = \"r\"\n[source]\nport = 99999\n", "source.port"),
+            (
+                "[repository]\nurl = \"r\"\n[source]\nport = 99999\n",
+                "source.port",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{key} not in {err}");
@@ -462,8 +566,13 @@ mod tests {
         let config = Config::parse(text, Path::new("c.toml"), &env).unwrap();
         assert_eq!(config.source.host, "db.internal");
         assert_eq!(config.source.password.expose(), "s3cret");
-        let RepositoryLocation::S3(s3) = &config.repository.location else { panic!() };
-        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("bucket", "some/prefix"));
+        let RepositoryLocation::S3(s3) = &config.repository.location else {
+            panic!()
+        };
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("bucket", "some/prefix")
+        );
         assert!(!format!("{config:?}").contains("s3cret"));
     }
 }

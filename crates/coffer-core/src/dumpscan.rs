@@ -96,19 +96,28 @@ impl DumpScanner {
             let b = data[i];
             i += 1;
             if b == b'\n' {
-                self.end_line();
+                // MariaDB 10.x writes `INSERT INTO `t` VALUES` alone, tuples on the lines after.
+                if self.line.starts_with(b"INSERT INTO `") && self.line.ends_with(b"` VALUES") {
+                    self.start_insert();
+                } else {
+                    self.end_line();
+                }
                 continue;
             }
             if self.line.len() < LINE_CAP {
                 self.line.push(b);
             }
-            if b == b' ' && self.line.starts_with(b"INSERT INTO `") && self.line.ends_with(b"` VALUES ") {
+            // MySQL and older MariaDB write the tuples on the statement's own line.
+            if b == b' '
+                && self.line.starts_with(b"INSERT INTO `")
+                && self.line.ends_with(b"` VALUES ")
+            {
                 self.start_insert();
             }
         }
     }
 
-    /// Scans row tuples from `data[start..]` until the statement's line ends; returns where it stopped.
+    /// Scans row tuples from `data[start..]` until the statement's `;`; returns where it stopped.
     fn scan_tuples(&mut self, data: &[u8], start: usize) -> usize {
         let Some(t) = self.current_table else {
             unreachable!("an INSERT always has a table")
@@ -147,7 +156,7 @@ impl DumpScanner {
                         table.rows += 1;
                     }
                 }
-                b'\n' if self.depth == 0 => {
+                b';' if self.depth == 0 => {
                     self.in_insert = false;
                     self.line.clear();
                     return i;
@@ -168,7 +177,11 @@ impl DumpScanner {
         let index = match tables.iter().position(|t| t.name == name) {
             Some(index) => index,
             None => {
-                tables.push(TableState { name, rows: 0, hasher: Sha256::new() });
+                tables.push(TableState {
+                    name,
+                    rows: 0,
+                    hasher: Sha256::new(),
+                });
                 tables.len() - 1
             }
         };
@@ -231,7 +244,11 @@ impl DumpScanner {
                 let db = self.database_for_object();
                 let tables = &mut self.databases[db].tables;
                 if !tables.iter().any(|t| t.name == name) {
-                    tables.push(TableState { name, rows: 0, hasher: Sha256::new() });
+                    tables.push(TableState {
+                        name,
+                        rows: 0,
+                        hasher: Sha256::new(),
+                    });
                 }
             }
         } else if let Some(rest) = line.strip_prefix(b"/*!50001 VIEW `") {
@@ -239,8 +256,9 @@ impl DumpScanner {
                 let db = self.database_for_object();
                 push_unique(&mut self.databases[db].views, name);
             }
-        } else if line.starts_with(b"/*!50003 CREATE*/") && find(line, b"TRIGGER `").is_some() {
-            if let Some(name) = after(b"TRIGGER `").and_then(ident) {
+        } else if line.starts_with(b"/*!50003 CREATE*/") && find(line, b" TRIGGER ").is_some() {
+            // The trigger's name is written as its author wrote it: quoted or not, maybe qualified.
+            if let Some(name) = after(b" TRIGGER ").and_then(name_token) {
                 let db = self.database_for_object();
                 push_unique(&mut self.databases[db].triggers, name);
             }
@@ -249,8 +267,12 @@ impl DumpScanner {
                 let db = self.database_for_object();
                 push_unique(&mut self.databases[db].events, name);
             }
-        } else if line.starts_with(b"CREATE ") && (find(line, b" PROCEDURE `").is_some() || find(line, b" FUNCTION `").is_some()) {
-            let name = after(b" PROCEDURE `").or_else(|| after(b" FUNCTION `")).and_then(ident);
+        } else if line.starts_with(b"CREATE ")
+            && (find(line, b" PROCEDURE `").is_some() || find(line, b" FUNCTION `").is_some())
+        {
+            let name = after(b" PROCEDURE `")
+                .or_else(|| after(b" FUNCTION `"))
+                .and_then(ident);
             if let Some(name) = name {
                 let db = self.database_for_object();
                 push_unique(&mut self.databases[db].routines, name);
@@ -264,12 +286,20 @@ impl DumpScanner {
     fn comment(&mut self, text: &str) {
         if text.starts_with("Dump completed") {
             self.completed = true;
-        } else if text.starts_with("CHANGE MASTER TO") || text.starts_with("CHANGE REPLICATION SOURCE TO") {
-            self.binlog_file = quoted_value(text, "_LOG_FILE='").map(str::to_string);
-            self.binlog_position = text
+        } else if text.starts_with("CHANGE MASTER TO")
+            || text.starts_with("CHANGE REPLICATION SOURCE TO")
+        {
+            // `CHANGE MASTER TO MASTER_USE_GTID=slave_pos` comes first on MariaDB: only a line
+            // with both a file and a position sets the coordinates.
+            let file = quoted_value(text, "_LOG_FILE='");
+            let position = text
                 .split_once("_LOG_POS=")
                 .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
                 .and_then(|digits| digits.parse().ok());
+            if let (Some(file), Some(position)) = (file, position) {
+                self.binlog_file = Some(file.to_string());
+                self.binlog_position = Some(position);
+            }
         } else if text.starts_with("SET GLOBAL gtid_slave_pos=") {
             self.gtid_position = quoted_value(text, "gtid_slave_pos='").map(str::to_string);
         }
@@ -286,7 +316,11 @@ impl DumpScanner {
                 tables: d
                     .tables
                     .into_iter()
-                    .map(|t| TableExpectation { name: t.name, rows: t.rows, sha256: hex::encode(t.hasher.finalize()) })
+                    .map(|t| TableExpectation {
+                        name: t.name,
+                        rows: t.rows,
+                        sha256: hex::encode(t.hasher.finalize()),
+                    })
                     .collect(),
                 views: d.views,
                 routines: d.routines,
@@ -295,12 +329,18 @@ impl DumpScanner {
             })
             .collect();
         let binlog = match (self.binlog_file, self.binlog_position) {
-            (Some(file), Some(position)) => {
-                Some(BinlogCoordinates { file, position, gtid_position: self.gtid_position.filter(|g| !g.is_empty()) })
-            }
+            (Some(file), Some(position)) => Some(BinlogCoordinates {
+                file,
+                position,
+                gtid_position: self.gtid_position.filter(|g| !g.is_empty()),
+            }),
             _ => None,
         };
-        DumpFacts { expectations: Expectations { databases }, binlog, completed: self.completed }
+        DumpFacts {
+            expectations: Expectations { databases },
+            binlog,
+            completed: self.completed,
+        }
     }
 }
 
@@ -332,6 +372,31 @@ fn ident(bytes: &[u8]) -> Option<String> {
         i += 1;
     }
     None
+}
+
+/// A possibly qualified, possibly unquoted object name at the start of `bytes`; the last part.
+fn name_token(bytes: &[u8]) -> Option<String> {
+    let mut rest = bytes;
+    loop {
+        let (name, len) = if rest.first() == Some(&b'`') {
+            let name = ident(&rest[1..])?;
+            let len = 2 + name.len() + name.matches('`').count();
+            (name, len)
+        } else {
+            let len = rest
+                .iter()
+                .position(|b| {
+                    !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80)
+                })
+                .unwrap_or(rest.len());
+            (String::from_utf8(rest[..len].to_vec()).ok()?, len)
+        };
+        if rest.get(len) == Some(&b'.') {
+            rest = &rest[len + 1..];
+            continue;
+        }
+        return (!name.is_empty()).then_some(name);
+    }
 }
 
 /// The identifier that starts at the first backquote of `bytes`.
@@ -370,12 +435,15 @@ CREATE TABLE `invoices` (
   `note` text DEFAULT NULL,
   PRIMARY KEY (`id`)
 ) ENGINE=InnoDB;
-INSERT INTO `invoices` VALUES (1,'it\'s (fine)'),(2,NULL),(3,'a),(b');
+INSERT INTO `invoices` VALUES
+(1,'it\'s (fine); really'),
+(2,NULL),
+(3,'a),(b');
 INSERT INTO `invoices` VALUES (4,0x00FF);
 CREATE TABLE `empty``one` (
   `id` int(11) NOT NULL
 ) ENGINE=InnoDB;
-/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER `inv_bi` BEFORE INSERT ON `invoices` FOR EACH ROW SET NEW.note = NEW.note */;;
+/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER app.inv_bi BEFORE INSERT ON `invoices` FOR EACH ROW SET NEW.note = NEW.note */;;
 /*!50106 CREATE*/ /*!50117 DEFINER=`root`@`localhost`*/ /*!50106 EVENT `nightly` ON SCHEDULE EVERY 1 DAY STARTS '2026-01-01 00:00:00' ON COMPLETION NOT PRESERVE ENABLE DO SELECT 1 */ ;;
 CREATE DEFINER=`root`@`localhost` PROCEDURE `close_month`()
 BEGIN SELECT 1; END ;;
@@ -398,18 +466,27 @@ RETURN x ;;
         let facts = scan_in_chunks(DUMP, 1 << 20);
         assert!(facts.completed);
         let binlog = facts.binlog.unwrap();
-        assert_eq!((binlog.file.as_str(), binlog.position), ("mysql-bin.000003", 1234));
+        assert_eq!(
+            (binlog.file.as_str(), binlog.position),
+            ("mysql-bin.000003", 1234)
+        );
         assert_eq!(binlog.gtid_position.as_deref(), Some("0-1-42"));
-        let [db] = facts.expectations.databases.as_slice() else { panic!("one database") };
+        let [db] = facts.expectations.databases.as_slice() else {
+            panic!("one database")
+        };
         assert_eq!(db.name, "app");
-        let tables: Vec<_> = db.tables.iter().map(|t| (t.name.as_str(), t.rows)).collect();
+        let tables: Vec<_> = db
+            .tables
+            .iter()
+            .map(|t| (t.name.as_str(), t.rows))
+            .collect();
         assert_eq!(tables, vec![("invoices", 4), ("empty`one", 0)]);
         assert_eq!(db.views, vec!["open_invoices"]);
         assert_eq!(db.triggers, vec!["inv_bi"]);
         assert_eq!(db.events, vec!["nightly"]);
         assert_eq!(db.routines, vec!["close_month", "fee"]);
         let mut expected = Sha256::new();
-        expected.update(b"(1,'it\\'s (fine)')\n(2,NULL)\n(3,'a),(b')\n(4,0x00FF)\n");
+        expected.update(b"(1,'it\\'s (fine); really')\n(2,NULL)\n(3,'a),(b')\n(4,0x00FF)\n");
         assert_eq!(db.tables[0].sha256, hex::encode(expected.finalize()));
     }
 

@@ -43,7 +43,12 @@ pub struct Error {
 impl Error {
     /// A permanent error of `kind` with a message.
     pub fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
-        Self { kind, transient: false, message: message.to_string(), source: None }
+        Self {
+            kind,
+            transient: false,
+            message: message.to_string(),
+            source: None,
+        }
     }
 
     /// A configuration error.

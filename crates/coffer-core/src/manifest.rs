@@ -149,7 +149,8 @@ impl Manifest {
                 version.format_version
             )));
         }
-        serde_json::from_slice(bytes).map_err(|e| Error::integrity(format!("{key}: malformed manifest: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::integrity(format!("{key}: malformed manifest: {e}")))
     }
 
     /// Total bytes on storage.
@@ -167,7 +168,9 @@ impl Manifest {
 /// backups started in the same second apart.
 pub fn new_backup_id(kind: BackupKind, at: Timestamp) -> String {
     let stamp = at.strftime("%Y%m%dT%H%M%SZ");
-    let noise = (u64::from(at.subsec_nanosecond().unsigned_abs()) ^ u64::from(std::process::id()).rotate_left(17)) % 0x10000;
+    let noise = (u64::from(at.subsec_nanosecond().unsigned_abs())
+        ^ u64::from(std::process::id()).rotate_left(17))
+        % 0x10000;
     format!("{stamp}-{kind}-{noise:04x}")
 }
 
@@ -190,8 +193,18 @@ mod tests {
             finished_at: at,
             duration_seconds: 0.0,
             coffer_version: "0.1.0".into(),
-            source: SourceInfo { host: "db".into(), port: 3306, server_version: "10.11".into(), server_id: 1, dump_tool: "mariadb-dump".into() },
-            binlog: Some(BinlogCoordinates { file: "mysql-bin.000001".into(), position: 4, gtid_position: None }),
+            source: SourceInfo {
+                host: "db".into(),
+                port: 3306,
+                server_version: "10.11".into(),
+                server_id: 1,
+                dump_tool: "mariadb-dump".into(),
+            },
+            binlog: Some(BinlogCoordinates {
+                file: "mysql-bin.000001".into(),
+                position: 4,
+                gtid_position: None,
+            }),
             databases: vec!["app".into()],
             artifacts: vec![],
             expectations: Expectations::default(),
@@ -215,14 +228,20 @@ mod tests {
         assert_eq!(Manifest::from_json("m", &json).unwrap(), manifest);
         let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
         value["added_by_a_later_coffer"] = serde_json::json!(true);
-        assert_eq!(Manifest::from_json("m", &serde_json::to_vec(&value).unwrap()).unwrap(), manifest);
+        assert_eq!(
+            Manifest::from_json("m", &serde_json::to_vec(&value).unwrap()).unwrap(),
+            manifest
+        );
     }
 
     #[test]
     fn newer_format_is_refused_by_name() {
         let mut value: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
         value["format_version"] = serde_json::json!(FORMAT_VERSION + 1);
-        let err = Manifest::from_json("manifests/x.json", &serde_json::to_vec(&value).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("manifests/x.json") && err.to_string().contains("upgrade"));
+        let err = Manifest::from_json("manifests/x.json", &serde_json::to_vec(&value).unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("manifests/x.json") && err.to_string().contains("upgrade")
+        );
     }
 }

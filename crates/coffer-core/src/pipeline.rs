@@ -206,26 +206,38 @@ struct Finished {
 
 impl ArtifactWriter {
     fn new(encoding: &Encoding, tx: mpsc::Sender<Chunk>, progress: Progress) -> Result<Self> {
-        let sink = StoreSink { tx, buffer: BytesMut::with_capacity(CHUNK), hasher: Sha256::new(), stored: 0 };
+        let sink = StoreSink {
+            tx,
+            buffer: BytesMut::with_capacity(CHUNK),
+            hasher: Sha256::new(),
+            stored: 0,
+        };
         let encrypt = match &encoding.recipient {
             None => Encrypt::Plain(sink),
             Some(recipient) => {
                 let recipient: age::x25519::Recipient = recipient
                     .parse()
                     .map_err(|e| Error::config(format!("invalid age recipient: {e}")))?;
-                let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                    .map_err(|e| Error::other(format!("setting up encryption: {e}")))?;
+                let encryptor = age::Encryptor::with_recipients(std::iter::once(
+                    &recipient as &dyn age::Recipient,
+                ))
+                .map_err(|e| Error::other(format!("setting up encryption: {e}")))?;
                 Encrypt::Age(encryptor.wrap_output(sink)?)
             }
         };
         let inner = match encoding.compression {
             Compression::Zstd(level) => Compress::Zstd(zstd::Encoder::new(encrypt, level)?),
-            Compression::Gzip(level) => {
-                Compress::Gzip(flate2::write::GzEncoder::new(encrypt, flate2::Compression::new(level)))
-            }
+            Compression::Gzip(level) => Compress::Gzip(flate2::write::GzEncoder::new(
+                encrypt,
+                flate2::Compression::new(level),
+            )),
             Compression::None => Compress::None(encrypt),
         };
-        Ok(Self { inner, size: 0, progress })
+        Ok(Self {
+            inner,
+            size: 0,
+            progress,
+        })
     }
 
     /// Flushes every stage and tells the upload the artifact is complete.
@@ -235,7 +247,11 @@ impl ArtifactWriter {
         sink.tx
             .blocking_send(Chunk::End)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the storage upload stopped"))?;
-        Ok(Finished { size: self.size, stored_size: sink.stored, sha256: hex::encode(sink.hasher.finalize()) })
+        Ok(Finished {
+            size: self.size,
+            stored_size: sink.stored,
+            sha256: hex::encode(sink.hasher.finalize()),
+        })
     }
 
     /// Bytes written so far (before compression).
@@ -298,13 +314,23 @@ where
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let mut writer = ArtifactWriter::new(encoding, tx, progress)?;
     let producer = tokio::task::spawn_blocking(move || match produce(&mut writer) {
-        Ok(value) => writer.finish().map(|finished| (finished, value)).map_err(Error::from),
+        Ok(value) => writer
+            .finish()
+            .map(|finished| (finished, value))
+            .map_err(Error::from),
         // Dropping the writer without `End` makes the upload fail and store nothing.
         Err(err) => Err(err),
     });
-    let upload = storage.put_stream(key, Box::pin(BodyChunks { inner: rx, done: false }));
+    let upload = storage.put_stream(
+        key,
+        Box::pin(BodyChunks {
+            inner: rx,
+            done: false,
+        }),
+    );
     let (produced, uploaded) = tokio::join!(producer, upload);
-    let produced = produced.map_err(|e| Error::other(format!("artifact writer thread failed: {e}")))?;
+    let produced =
+        produced.map_err(|e| Error::other(format!("artifact writer thread failed: {e}")))?;
     let (finished, value) = match (produced, uploaded) {
         (Ok(produced), Ok(_)) => produced,
         // The producer's error explains a failed upload better than "writer stopped".
@@ -360,16 +386,25 @@ impl<R: Read> Read for VerifyingReader<R> {
         self.hasher.update(&buf[..n]);
         self.read += n as u64;
         if self.read > self.expected_size {
-            return Err(self.mismatch(format!("object is larger than the recorded {} bytes", self.expected_size)));
+            return Err(self.mismatch(format!(
+                "object is larger than the recorded {} bytes",
+                self.expected_size
+            )));
         }
         if n == 0 && !buf.is_empty() && !self.checked {
             self.checked = true;
             if self.read != self.expected_size {
-                return Err(self.mismatch(format!("object has {} bytes, the manifest records {}", self.read, self.expected_size)));
+                return Err(self.mismatch(format!(
+                    "object has {} bytes, the manifest records {}",
+                    self.read, self.expected_size
+                )));
             }
             let actual = hex::encode(self.hasher.clone().finalize());
             if actual != self.expected_sha256 {
-                return Err(self.mismatch(format!("SHA-256 is {actual}, the manifest records {}", self.expected_sha256)));
+                return Err(self.mismatch(format!(
+                    "SHA-256 is {actual}, the manifest records {}",
+                    self.expected_sha256
+                )));
             }
         }
         Ok(n)
@@ -384,14 +419,22 @@ pub struct ArtifactReader {
 
 impl ArtifactReader {
     /// Wraps the raw object bytes of `record`.
-    pub fn new(raw: Box<dyn Read + Send>, record: &ArtifactRecord, identity: Option<&age::x25519::Identity>) -> Result<Self> {
+    pub fn new(
+        raw: Box<dyn Read + Send>,
+        record: &ArtifactRecord,
+        identity: Option<&age::x25519::Identity>,
+    ) -> Result<Self> {
         let verified = io::BufReader::with_capacity(CHUNK, VerifyingReader::new(raw, record));
         let decrypted: Box<dyn Read + Send> = if record.encrypted {
             let identity = identity.ok_or_else(|| {
-                Error::config(format!("{} is encrypted: an age identity (private key) is needed to read it", record.key))
+                Error::config(format!(
+                    "{} is encrypted: an age identity (private key) is needed to read it",
+                    record.key
+                ))
             })?;
-            let decryptor = age::Decryptor::new_buffered(verified)
-                .map_err(|e| Error::integrity(format!("{}: not a valid age file: {e}", record.key)))?;
+            let decryptor = age::Decryptor::new_buffered(verified).map_err(|e| {
+                Error::integrity(format!("{}: not a valid age file: {e}", record.key))
+            })?;
             let reader = decryptor
                 .decrypt(std::iter::once(identity as &dyn age::Identity))
                 .map_err(|e| Error::integrity(format!("{}: cannot decrypt: {e}", record.key)))?;
@@ -403,7 +446,12 @@ impl ArtifactReader {
             "zstd" => Box::new(zstd::Decoder::new(decrypted)?),
             "gzip" => Box::new(flate2::read::MultiGzDecoder::new(decrypted)),
             "none" => decrypted,
-            other => return Err(Error::integrity(format!("{}: unknown compression {other:?}", record.key))),
+            other => {
+                return Err(Error::integrity(format!(
+                    "{}: unknown compression {other:?}",
+                    record.key
+                )));
+            }
         };
         Ok(Self { inner })
     }
@@ -435,11 +483,17 @@ pub async fn verify_stored(storage: &dyn Storage, record: &ArtifactRecord) -> Re
         read += n as u64;
     }
     if read != record.stored_size {
-        return Err(Error::integrity(format!("{}: object has {read} bytes, the manifest records {}", record.key, record.stored_size)));
+        return Err(Error::integrity(format!(
+            "{}: object has {read} bytes, the manifest records {}",
+            record.key, record.stored_size
+        )));
     }
     let actual = hex::encode(hasher.finalize());
     if actual != record.sha256 {
-        return Err(Error::integrity(format!("{}: SHA-256 is {actual}, the manifest records {}", record.key, record.sha256)));
+        return Err(Error::integrity(format!(
+            "{}: SHA-256 is {actual}, the manifest records {}",
+            record.key, record.sha256
+        )));
     }
     Ok(())
 }
@@ -452,22 +506,37 @@ mod tests {
     async fn roundtrip(compression: Compression, identity: Option<age::x25519::Identity>) {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(dir.path().to_path_buf());
-        let encoding = Encoding { compression, recipient: identity.as_ref().map(|i| i.to_public().to_string()) };
-        let data: Vec<u8> = (0..3_000_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let encoding = Encoding {
+            compression,
+            recipient: identity.as_ref().map(|i| i.to_public().to_string()),
+        };
+        let data: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let payload = data.clone();
-        let (record, ()) = store(&storage, "blob", "data/x/blob", &encoding, Progress::default(), move |w| {
-            for piece in payload.chunks(70_001) {
-                w.write_all(piece)?;
-            }
-            Ok(())
-        })
+        let (record, ()) = store(
+            &storage,
+            "blob",
+            "data/x/blob",
+            &encoding,
+            Progress::default(),
+            move |w| {
+                for piece in payload.chunks(70_001) {
+                    w.write_all(piece)?;
+                }
+                Ok(())
+            },
+        )
         .await
         .unwrap();
         assert_eq!(record.size, data.len() as u64);
         verify_stored(&storage, &record).await.unwrap();
         let raw = std::fs::File::open(dir.path().join("data/x/blob")).unwrap();
         let mut out = Vec::new();
-        ArtifactReader::new(Box::new(raw), &record, identity.as_ref()).unwrap().read_to_end(&mut out).unwrap();
+        ArtifactReader::new(Box::new(raw), &record, identity.as_ref())
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
         assert!(out == data, "roundtrip changed the data");
 
         // One flipped byte is caught both by the digest check and by a decoding read.
@@ -502,20 +571,36 @@ mod tests {
 
     #[tokio::test]
     async fn encrypted_roundtrip_and_corruption() {
-        roundtrip(Compression::Zstd(3), Some(age::x25519::Identity::generate())).await;
+        roundtrip(
+            Compression::Zstd(3),
+            Some(age::x25519::Identity::generate()),
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn failed_producer_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(dir.path().to_path_buf());
-        let encoding = Encoding { compression: Compression::Zstd(3), recipient: None };
-        let result: Result<(ArtifactRecord, ())> =
-            store(&storage, "blob", "data/x/blob", &encoding, Progress::default(), |w| {
+        let encoding = Encoding {
+            compression: Compression::Zstd(3),
+            recipient: None,
+        };
+        let result: Result<(ArtifactRecord, ())> = store(
+            &storage,
+            "blob",
+            "data/x/blob",
+            &encoding,
+            Progress::default(),
+            |w| {
                 w.write_all(&[7u8; 1_000_000])?;
-                Err(Error::new(crate::error::ErrorKind::Backup, "mariadb-dump exited with status 2"))
-            })
-            .await;
+                Err(Error::new(
+                    crate::error::ErrorKind::Backup,
+                    "mariadb-dump exited with status 2",
+                ))
+            },
+        )
+        .await;
         assert!(result.unwrap_err().to_string().contains("status 2"));
         assert!(storage.list("").await.unwrap().is_empty());
     }

@@ -35,7 +35,9 @@ pub struct Repository {
 impl Repository {
     /// Opens the repository a configuration names (no I/O yet).
     pub async fn open(config: &RepositoryConfig) -> Result<Self> {
-        Ok(Self { storage: storage::open(&config.location).await? })
+        Ok(Self {
+            storage: storage::open(&config.location).await?,
+        })
     }
 
     /// Wraps an already opened storage.
@@ -59,10 +61,16 @@ impl Repository {
                     created_by: format!("coffer {}", env!("CARGO_PKG_VERSION")),
                 };
                 let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
-                match self.storage.put_if_absent(MARKER_KEY, Bytes::from(body)).await? {
+                match self
+                    .storage
+                    .put_if_absent(MARKER_KEY, Bytes::from(body))
+                    .await?
+                {
                     CreateOutcome::Created => Ok(()),
                     // Another coffer initialized it meanwhile: check what it wrote.
-                    CreateOutcome::AlreadyExists => check_marker(&self.storage.get_bytes(MARKER_KEY).await?),
+                    CreateOutcome::AlreadyExists => {
+                        check_marker(&self.storage.get_bytes(MARKER_KEY).await?)
+                    }
                 }
             }
             Err(e) => Err(e),
@@ -117,7 +125,10 @@ impl Repository {
         })?;
         let manifest = Manifest::from_json(&key, &bytes)?;
         if manifest.id != id {
-            return Err(Error::integrity(format!("{key} holds the manifest of {}", manifest.id)));
+            return Err(Error::integrity(format!(
+                "{key} holds the manifest of {}",
+                manifest.id
+            )));
         }
         Ok(manifest)
     }
@@ -125,7 +136,11 @@ impl Repository {
     /// Writes a manifest: the last step of every backup. Never replaces an existing one.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let key = Self::manifest_key(&manifest.id);
-        match self.storage.put_if_absent(&key, Bytes::from(manifest.to_json())).await? {
+        match self
+            .storage
+            .put_if_absent(&key, Bytes::from(manifest.to_json()))
+            .await?
+        {
             CreateOutcome::Created => Ok(()),
             CreateOutcome::AlreadyExists => Err(Error::storage(format!("{key} already exists"))),
         }
@@ -145,8 +160,9 @@ impl Repository {
 }
 
 fn check_marker(bytes: &[u8]) -> Result<()> {
-    let marker: Marker = serde_json::from_slice(bytes)
-        .map_err(|e| Error::integrity(format!("{MARKER_KEY}: not a coffer repository marker: {e}")))?;
+    let marker: Marker = serde_json::from_slice(bytes).map_err(|e| {
+        Error::integrity(format!("{MARKER_KEY}: not a coffer repository marker: {e}"))
+    })?;
     if marker.format_version > FORMAT_VERSION {
         return Err(Error::integrity(format!(
             "{MARKER_KEY}: repository format {} is newer than this coffer reads ({FORMAT_VERSION}); upgrade coffer",

@@ -59,7 +59,13 @@ pub struct SandboxOptions {
 
 impl Default for SandboxOptions {
     fn default() -> Self {
-        Self { server_id: 1, log_bin: true, binlog_format: BinlogFormat::Mixed, gtid_strict_mode: false, extra_args: Vec::new() }
+        Self {
+            server_id: 1,
+            log_bin: true,
+            binlog_format: BinlogFormat::Mixed,
+            gtid_strict_mode: false,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -74,7 +80,11 @@ pub struct Sandbox {
 
 fn find_program(names: &[&'static str]) -> Result<PathBuf, SandboxError> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
-    let extra = [PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin"), PathBuf::from("/usr/libexec")];
+    let extra = [
+        PathBuf::from("/usr/sbin"),
+        PathBuf::from("/usr/local/sbin"),
+        PathBuf::from("/usr/libexec"),
+    ];
     for name in names {
         for dir in std::env::split_paths(&path_var).chain(extra.iter().cloned()) {
             let candidate = dir.join(name);
@@ -87,19 +97,26 @@ fn find_program(names: &[&'static str]) -> Result<PathBuf, SandboxError> {
 }
 
 fn free_port() -> Result<u16, SandboxError> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 fn running_as_root() -> bool {
     // The effective uid is not reachable without unsafe code or a dependency; `id -u` is cheap.
-    Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0\n"))
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
 }
 
 impl Sandbox {
     /// Initializes a data directory and starts `mariadbd` on a free loopback port; returns once
     /// the server answers.
     pub fn start(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
-        let dir = tempfile::Builder::new().prefix("coffer-sandbox-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("coffer-sandbox-")
+            .tempdir()?;
         let install = find_program(&["mariadb-install-db", "mysql_install_db"])?;
         let mut command = Command::new(install);
         command
@@ -120,7 +137,12 @@ impl Sandbox {
             )));
         }
         std::fs::create_dir_all(dir.path().join("binlog"))?;
-        let mut sandbox = Sandbox { dir, port: 0, options, guardian: None };
+        let mut sandbox = Sandbox {
+            dir,
+            port: 0,
+            options,
+            guardian: None,
+        };
         sandbox.launch()?;
         Ok(sandbox)
     }
@@ -156,7 +178,10 @@ impl Sandbox {
             "--max-allowed-packet=64M".to_string(),
         ];
         if self.options.log_bin {
-            args.push(format!("--log-bin={}", d.join("binlog/mysql-bin").display()));
+            args.push(format!(
+                "--log-bin={}",
+                d.join("binlog/mysql-bin").display()
+            ));
             let format = match self.options.binlog_format {
                 BinlogFormat::Row => "ROW",
                 BinlogFormat::Mixed => "MIXED",
@@ -192,18 +217,26 @@ impl Sandbox {
                 self.guardian = None;
                 return Err(SandboxError::Failed(format!(
                     "mariadbd exited during start-up ({status}): {}",
-                    last_lines(&std::fs::read_to_string(self.error_log()).unwrap_or_default(), 3)
+                    last_lines(
+                        &std::fs::read_to_string(self.error_log()).unwrap_or_default(),
+                        3
+                    )
                 )));
             }
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && self.sql("SELECT 1").is_ok() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && self.sql("SELECT 1").is_ok()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 self.stop();
                 return Err(SandboxError::Failed(format!(
                     "mariadbd did not answer within 60 s: {}",
-                    last_lines(&std::fs::read_to_string(self.error_log()).unwrap_or_default(), 3)
+                    last_lines(
+                        &std::fs::read_to_string(self.error_log()).unwrap_or_default(),
+                        3
+                    )
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -260,7 +293,12 @@ impl Sandbox {
 
     /// `root` over TCP (no password: the sandbox is reachable only from this machine).
     pub fn root_endpoint(&self) -> Endpoint {
-        Endpoint { host: "127.0.0.1".into(), port: self.port, user: "root".into(), password: Secret::default() }
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: "root".into(),
+            password: Secret::default(),
+        }
     }
 
     /// Runs SQL as root over the socket with the `mariadb` client; returns its tab-separated
@@ -270,7 +308,12 @@ impl Sandbox {
         let mut child = Command::new(client)
             .arg("--no-defaults")
             .arg(format!("--socket={}", self.socket().display()))
-            .args(["--user=root", "--batch", "--skip-column-names", "--default-character-set=utf8mb4"])
+            .args([
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+                "--default-character-set=utf8mb4",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -293,7 +336,12 @@ impl Sandbox {
 
     /// Creates an account reachable over TCP from loopback with `password` and `grants`
     /// (e.g. `"ALL PRIVILEGES ON *.*"`), and returns its endpoint.
-    pub fn create_user(&self, user: &str, password: &str, grants: &str) -> Result<Endpoint, SandboxError> {
+    pub fn create_user(
+        &self,
+        user: &str,
+        password: &str,
+        grants: &str,
+    ) -> Result<Endpoint, SandboxError> {
         let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
         self.sql(&format!(
             "CREATE OR REPLACE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{quoted}';\n\
@@ -301,7 +349,12 @@ impl Sandbox {
              GRANT {grants} TO '{user}'@'127.0.0.1';\n\
              GRANT {grants} TO '{user}'@'localhost';"
         ))?;
-        Ok(Endpoint { host: "127.0.0.1".into(), port: self.port, user: user.into(), password: Secret::new(password) })
+        Ok(Endpoint {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: user.into(),
+            password: Secret::new(password),
+        })
     }
 }
 

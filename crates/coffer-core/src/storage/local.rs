@@ -7,7 +7,9 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
-use super::{BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key};
+use super::{
+    BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key,
+};
 use crate::error::{Error, Result};
 
 /// A folder holding one object per file. Writes go to a temporary file beside the target and are
@@ -30,7 +32,10 @@ impl LocalStorage {
 
     fn io_error(&self, what: &str, key: &str, err: std::io::Error) -> Error {
         let error = if err.kind() == std::io::ErrorKind::NotFound {
-            Error::not_found(format!("{what} {key} in {}: no such object", self.root.display()))
+            Error::not_found(format!(
+                "{what} {key} in {}: no such object",
+                self.root.display()
+            ))
         } else {
             Error::storage(format!("{what} {key} in {}: {err}", self.root.display()))
         };
@@ -38,9 +43,15 @@ impl LocalStorage {
     }
 
     /// Creates the parent folder and a temporary file beside `path`.
-    async fn temp_beside(&self, key: &str, path: &std::path::Path) -> Result<(tokio::fs::File, tempfile::TempPath)> {
+    async fn temp_beside(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+    ) -> Result<(tokio::fs::File, tempfile::TempPath)> {
         let parent = path.parent().expect("keys have a parent under the root");
-        tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("creating folder for", key, e))?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| self.io_error("creating folder for", key, e))?;
         let temp = tempfile::Builder::new()
             .prefix(".coffer-partial-")
             .tempfile_in(parent)
@@ -49,26 +60,42 @@ impl LocalStorage {
         Ok((tokio::fs::File::from_std(file), temp_path))
     }
 
-    async fn commit(&self, key: &str, mut file: tokio::fs::File, temp: tempfile::TempPath, path: &std::path::Path, exclusive: bool) -> Result<CreateOutcome> {
-        file.flush().await.map_err(|e| self.io_error("writing", key, e))?;
-        file.sync_all().await.map_err(|e| self.io_error("syncing", key, e))?;
+    async fn commit(
+        &self,
+        key: &str,
+        mut file: tokio::fs::File,
+        temp: tempfile::TempPath,
+        path: &std::path::Path,
+        exclusive: bool,
+    ) -> Result<CreateOutcome> {
+        file.flush()
+            .await
+            .map_err(|e| self.io_error("writing", key, e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| self.io_error("syncing", key, e))?;
         drop(file);
         if exclusive {
             // A hard link fails if the target exists: an atomic create-if-absent.
             return match std::fs::hard_link(&temp, path) {
                 Ok(()) => Ok(CreateOutcome::Created),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(CreateOutcome::AlreadyExists),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Ok(CreateOutcome::AlreadyExists)
+                }
                 Err(e) => Err(self.io_error("creating", key, e)),
             };
         }
-        temp.persist(path).map_err(|e| self.io_error("renaming into place", key, e.error))?;
+        temp.persist(path)
+            .map_err(|e| self.io_error("renaming into place", key, e.error))?;
         Ok(CreateOutcome::Created)
     }
 
     async fn write_whole(&self, key: &str, body: Bytes, exclusive: bool) -> Result<CreateOutcome> {
         let path = self.path(key)?;
         let (mut file, temp) = self.temp_beside(key, &path).await?;
-        file.write_all(&body).await.map_err(|e| self.io_error("writing", key, e))?;
+        file.write_all(&body)
+            .await
+            .map_err(|e| self.io_error("writing", key, e))?;
         self.commit(key, file, temp, &path, exclusive).await
     }
 }
@@ -94,7 +121,9 @@ impl Storage for LocalStorage {
         while let Some(chunk) = body.next().await {
             // On error the temporary file is removed when `temp` drops.
             let chunk = chunk.map_err(Error::from)?;
-            file.write_all(&chunk).await.map_err(|e| self.io_error("writing", key, e))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| self.io_error("writing", key, e))?;
             written += chunk.len() as u64;
         }
         self.commit(key, file, temp, &path, false).await?;
@@ -103,8 +132,13 @@ impl Storage for LocalStorage {
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         let path = self.path(key)?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| self.io_error("opening", key, e))?;
-        Ok(Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file)))
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| self.io_error("opening", key, e))?;
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(
+            256 * 1024,
+            file,
+        )))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -129,17 +163,30 @@ impl Storage for LocalStorage {
                     let entry = entry?;
                     let file_type = entry.file_type()?;
                     let path = entry.path();
-                    let Ok(rel) = path.strip_prefix(&root) else { continue };
-                    let Some(key) = rel.to_str().map(|k| k.replace(std::path::MAIN_SEPARATOR, "/")) else { continue };
+                    let Ok(rel) = path.strip_prefix(&root) else {
+                        continue;
+                    };
+                    let Some(key) = rel
+                        .to_str()
+                        .map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"))
+                    else {
+                        continue;
+                    };
                     if file_type.is_dir() {
                         if key.starts_with(&prefix) || prefix.starts_with(&format!("{key}/")) {
                             stack.push(path);
                         }
                     } else if file_type.is_file()
                         && key.starts_with(&prefix)
-                        && !entry.file_name().to_string_lossy().starts_with(".coffer-partial-")
+                        && !entry
+                            .file_name()
+                            .to_string_lossy()
+                            .starts_with(".coffer-partial-")
                     {
-                        out.push(ObjectMeta { key, size: entry.metadata()?.len() });
+                        out.push(ObjectMeta {
+                            key,
+                            size: entry.metadata()?.len(),
+                        });
                     }
                 }
             }
@@ -148,7 +195,12 @@ impl Storage for LocalStorage {
         })
         .await
         .map_err(|e| Error::other(format!("listing task failed: {e}")))?;
-        listed.map_err(|e| Error::storage(format!("listing {prefix:?} in {}: {e}", self.root.display())))
+        listed.map_err(|e| {
+            Error::storage(format!(
+                "listing {prefix:?} in {}: {e}",
+                self.root.display()
+            ))
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -162,7 +214,10 @@ impl Storage for LocalStorage {
 
     async fn probe(&self) -> Result<Capabilities> {
         tokio::fs::create_dir_all(&self.root).await.map_err(|e| {
-            Error::storage(format!("creating repository folder {}: {e}", self.root.display()))
+            Error::storage(format!(
+                "creating repository folder {}: {e}",
+                self.root.display()
+            ))
         })?;
         let key = "probe/conditional-write";
         self.delete(key).await?;
@@ -171,7 +226,8 @@ impl Storage for LocalStorage {
         self.delete(key).await?;
         Ok(Capabilities {
             multipart: true,
-            conditional_write: first == CreateOutcome::Created && second == CreateOutcome::AlreadyExists,
+            conditional_write: first == CreateOutcome::Created
+                && second == CreateOutcome::AlreadyExists,
             object_lock: false,
         })
     }
@@ -190,27 +246,69 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(dir.path().to_path_buf());
         let n = storage
-            .put_stream("data/a/x", stream(vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))]))
+            .put_stream(
+                "data/a/x",
+                stream(vec![
+                    Ok(Bytes::from_static(b"hello ")),
+                    Ok(Bytes::from_static(b"world")),
+                ]),
+            )
             .await
             .unwrap();
         assert_eq!(n, 11);
-        assert_eq!(&storage.get_bytes("data/a/x").await.unwrap()[..], b"hello world");
+        assert_eq!(
+            &storage.get_bytes("data/a/x").await.unwrap()[..],
+            b"hello world"
+        );
 
         let failed = storage
-            .put_stream("data/a/y", stream(vec![Ok(Bytes::from_static(b"half")), Err(std::io::Error::other("dump died"))]))
+            .put_stream(
+                "data/a/y",
+                stream(vec![
+                    Ok(Bytes::from_static(b"half")),
+                    Err(std::io::Error::other("dump died")),
+                ]),
+            )
             .await;
         assert!(failed.unwrap_err().to_string().contains("dump died"));
-        let keys: Vec<_> = storage.list("data/").await.unwrap().into_iter().map(|m| m.key).collect();
-        assert_eq!(keys, vec!["data/a/x".to_string()], "no partial object, no temp file listed");
-        assert_eq!(std::fs::read_dir(dir.path().join("data/a")).unwrap().count(), 1);
+        let keys: Vec<_> = storage
+            .list("data/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(
+            keys,
+            vec!["data/a/x".to_string()],
+            "no partial object, no temp file listed"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("data/a"))
+                .unwrap()
+                .count(),
+            1
+        );
     }
 
     #[tokio::test]
     async fn conditional_create_and_probe() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(dir.path().join("repo"));
-        assert_eq!(storage.put_if_absent("m/1", Bytes::from_static(b"a")).await.unwrap(), CreateOutcome::Created);
-        assert_eq!(storage.put_if_absent("m/1", Bytes::from_static(b"b")).await.unwrap(), CreateOutcome::AlreadyExists);
+        assert_eq!(
+            storage
+                .put_if_absent("m/1", Bytes::from_static(b"a"))
+                .await
+                .unwrap(),
+            CreateOutcome::Created
+        );
+        assert_eq!(
+            storage
+                .put_if_absent("m/1", Bytes::from_static(b"b"))
+                .await
+                .unwrap(),
+            CreateOutcome::AlreadyExists
+        );
         assert_eq!(&storage.get_bytes("m/1").await.unwrap()[..], b"a");
         let caps = storage.probe().await.unwrap();
         assert!(caps.conditional_write && caps.multipart && !caps.object_lock);

@@ -112,7 +112,9 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
         || key.starts_with('/')
         || key.contains('\\')
         || key.contains('\0')
-        || key.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
     if bad {
         return Err(Error::other(format!("invalid object key {key:?}")));
     }
@@ -125,7 +127,15 @@ mod tests {
 
     #[test]
     fn keys_cannot_escape_the_root() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a\\b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a\\b",
+        ] {
             assert!(check_key(bad).is_err(), "{bad:?} accepted");
         }
         check_key("data/20261126-full/dump.sql.zst").unwrap();

@@ -23,7 +23,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tokio_stream::StreamExt;
 
-use super::{BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key};
+use super::{
+    BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key,
+};
 use crate::config::{ChecksumMode, S3Config};
 use crate::error::{Error, Result};
 
@@ -43,12 +45,14 @@ impl S3Storage {
             ))
             .build_https();
         let (request_checksums, response_checksums) = match config.checksum_mode {
-            ChecksumMode::WhenRequired => {
-                (RequestChecksumCalculation::WhenRequired, ResponseChecksumValidation::WhenRequired)
-            }
-            ChecksumMode::WhenSupported => {
-                (RequestChecksumCalculation::WhenSupported, ResponseChecksumValidation::WhenSupported)
-            }
+            ChecksumMode::WhenRequired => (
+                RequestChecksumCalculation::WhenRequired,
+                ResponseChecksumValidation::WhenRequired,
+            ),
+            ChecksumMode::WhenSupported => (
+                RequestChecksumCalculation::WhenSupported,
+                ResponseChecksumValidation::WhenSupported,
+            ),
         };
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -82,7 +86,10 @@ impl S3Storage {
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        Self { client: Client::from_conf(builder.build()), config }
+        Self {
+            client: Client::from_conf(builder.build()),
+            config,
+        }
     }
 
     fn full_key(&self, key: &str) -> Result<String> {
@@ -105,19 +112,31 @@ impl S3Storage {
                 let code = service.err().code().unwrap_or("unknown");
                 let detail = service.err().message().unwrap_or("");
                 (
-                    format!("{code} (HTTP {status}) {detail}").trim().to_string(),
+                    format!("{code} (HTTP {status}) {detail}")
+                        .trim()
+                        .to_string(),
                     status >= 500 || status == 429,
-                    status == 404 || code == "NoSuchKey" || code == "NotFound",
+                    code == "NoSuchKey" || (status == 404 && code != "NoSuchBucket"),
                 )
             }
-            SdkError::DispatchFailure(failure) => {
-                (format!("cannot reach {}: {failure:?}", self.endpoint()), true, false)
-            }
-            SdkError::TimeoutError(_) => (format!("timed out talking to {}", self.endpoint()), true, false),
+            SdkError::DispatchFailure(failure) => (
+                format!("cannot reach {}: {failure:?}", self.endpoint()),
+                true,
+                false,
+            ),
+            SdkError::TimeoutError(_) => (
+                format!("timed out talking to {}", self.endpoint()),
+                true,
+                false,
+            ),
             other => (crate::error_chain(other), true, false),
         };
         let text = format!("{what} {key} in {location}: {message}");
-        let error = if missing { Error::not_found(text) } else { Error::storage(text) };
+        let error = if missing {
+            Error::not_found(text)
+        } else {
+            Error::storage(text)
+        };
         if transient { error.transient() } else { error }
     }
 
@@ -125,8 +144,19 @@ impl S3Storage {
         self.config.endpoint.as_deref().unwrap_or("AWS S3")
     }
 
-    async fn put_object(&self, key: &str, full: &str, body: Bytes, if_absent: bool) -> Result<CreateOutcome> {
-        let mut request = self.client.put_object().bucket(&self.config.bucket).key(full).body(ByteStream::from(body));
+    async fn put_object(
+        &self,
+        key: &str,
+        full: &str,
+        body: Bytes,
+        if_absent: bool,
+    ) -> Result<CreateOutcome> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(full)
+            .body(ByteStream::from(body));
         if if_absent {
             request = request.if_none_match("*");
         }
@@ -139,7 +169,13 @@ impl S3Storage {
         }
     }
 
-    async fn multipart(&self, key: &str, full: &str, first: Bytes, body: &mut BodyStream) -> Result<u64> {
+    async fn multipart(
+        &self,
+        key: &str,
+        full: &str,
+        first: Bytes,
+        body: &mut BodyStream,
+    ) -> Result<u64> {
         let created = self
             .client
             .create_multipart_upload()
@@ -150,12 +186,23 @@ impl S3Storage {
             .map_err(|e| self.error("starting multipart upload of", key, e))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| Error::storage(format!("starting multipart upload of {key}: server returned no upload id")))?
+            .ok_or_else(|| {
+                Error::storage(format!(
+                    "starting multipart upload of {key}: server returned no upload id"
+                ))
+            })?
             .to_string();
         let result = self.upload_parts(key, full, &upload_id, first, body).await;
         if result.is_err() {
             // Abort so the server frees the parts; the original error is what matters.
-            let abort = self.client.abort_multipart_upload().bucket(&self.config.bucket).key(full).upload_id(&upload_id).send().await;
+            let abort = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.config.bucket)
+                .key(full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
             if let Err(e) = abort {
                 tracing::warn!(key, error = %self.error("aborting multipart upload of", key, e), "multipart upload left behind");
             }
@@ -163,7 +210,14 @@ impl S3Storage {
         result
     }
 
-    async fn upload_parts(&self, key: &str, full: &str, upload_id: &str, first: Bytes, body: &mut BodyStream) -> Result<u64> {
+    async fn upload_parts(
+        &self,
+        key: &str,
+        full: &str,
+        upload_id: &str,
+        first: Bytes,
+        body: &mut BodyStream,
+    ) -> Result<u64> {
         let part_size = self.config.part_size;
         let mut parts = Vec::new();
         let mut total = 0u64;
@@ -191,7 +245,12 @@ impl S3Storage {
                 .send()
                 .await
                 .map_err(|e| self.error(&format!("uploading part {number} of"), key, e))?;
-            parts.push(CompletedPart::builder().set_e_tag(uploaded.e_tag().map(str::to_string)).part_number(number).build());
+            parts.push(
+                CompletedPart::builder()
+                    .set_e_tag(uploaded.e_tag().map(str::to_string))
+                    .part_number(number)
+                    .build(),
+            );
             if !buffer.is_empty() {
                 let next_len = buffer.len().min(part_size);
                 pending = Some(buffer.split_to(next_len).freeze());
@@ -203,7 +262,11 @@ impl S3Storage {
             .bucket(&self.config.bucket)
             .key(full)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.error("completing multipart upload of", key, e))?;
@@ -215,7 +278,10 @@ impl S3Storage {
 impl Storage for S3Storage {
     fn location(&self) -> String {
         match &self.config.endpoint {
-            Some(endpoint) => format!("s3://{}/{} at {endpoint}", self.config.bucket, self.config.prefix),
+            Some(endpoint) => format!(
+                "s3://{}/{} at {endpoint}",
+                self.config.bucket, self.config.prefix
+            ),
             None => format!("s3://{}/{}", self.config.bucket, self.config.prefix),
         }
     }
@@ -272,7 +338,11 @@ impl Storage for S3Storage {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let root = if self.config.prefix.is_empty() { String::new() } else { format!("{}/", self.config.prefix) };
+        let root = if self.config.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.config.prefix)
+        };
         let mut pages = self
             .client
             .list_objects_v2()
@@ -282,10 +352,21 @@ impl Storage for S3Storage {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("listing", if prefix.is_empty() { "objects" } else { prefix }, e))?;
+            let page = page.map_err(|e| {
+                self.error(
+                    "listing",
+                    if prefix.is_empty() { "objects" } else { prefix },
+                    e,
+                )
+            })?;
             for object in page.contents() {
-                let Some(key) = object.key().and_then(|k| k.strip_prefix(&root)) else { continue };
-                out.push(ObjectMeta { key: key.to_string(), size: object.size().unwrap_or(0).max(0) as u64 });
+                let Some(key) = object.key().and_then(|k| k.strip_prefix(&root)) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                });
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -309,7 +390,15 @@ impl Storage for S3Storage {
         let key = "probe/multipart";
         let full = self.full_key(key)?;
         let mut empty: BodyStream = Box::pin(tokio_stream::empty());
-        let multipart = match self.multipart(key, &full, Bytes::from_static(b"coffer multipart probe"), &mut empty).await {
+        let multipart = match self
+            .multipart(
+                key,
+                &full,
+                Bytes::from_static(b"coffer multipart probe"),
+                &mut empty,
+            )
+            .await
+        {
             Ok(_) => {
                 let read = self.get_bytes(key).await?;
                 read.as_ref() == b"coffer multipart probe"
@@ -328,13 +417,23 @@ impl Storage for S3Storage {
         self.delete(key).await?;
         let conditional_write = second == CreateOutcome::AlreadyExists && kept.as_ref() == b"1";
 
-        let object_lock = match self.client.get_object_lock_configuration().bucket(&self.config.bucket).send().await {
+        let object_lock = match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.config.bucket)
+            .send()
+            .await
+        {
             Ok(out) => out
                 .object_lock_configuration()
                 .and_then(|c| c.object_lock_enabled())
                 .is_some_and(|e| e.as_str() == "Enabled"),
             Err(_) => false,
         };
-        Ok(Capabilities { multipart, conditional_write, object_lock })
+        Ok(Capabilities {
+            multipart,
+            conditional_write,
+            object_lock,
+        })
     }
 }

@@ -1,0 +1,251 @@
+//! The full backup: one consistent logical dump of the source, streamed into the repository.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+
+use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
+use coffer_core::config::Config;
+use coffer_core::dumpscan::{DumpFacts, DumpScanner};
+use coffer_core::manifest::{BackupKind, FORMAT_VERSION, Manifest, SourceInfo, new_backup_id};
+use coffer_core::pipeline::{self, Encoding, Progress};
+use coffer_core::repository::Repository;
+use coffer_core::{Error, ErrorKind, Result};
+use jiff::Timestamp;
+use tracing::{Instrument, info, info_span, warn};
+
+/// The logical name of the dump artifact.
+pub const DUMP_ARTIFACT: &str = "dump.sql";
+
+/// Lines of the dump tool's stderr kept for the error message.
+const STDERR_TAIL: usize = 20;
+
+/// Runs a full backup of the configured source into `repository` and returns its manifest.
+///
+/// The dump runs over TCP with `--single-transaction` (no global lock on InnoDB), recording the
+/// snapshot's binlog coordinates and GTID position; routines, triggers and events are included and
+/// blobs written in hex. Its output is scanned for expectations as it streams through the
+/// pipeline. The manifest is written only after the artifact is stored; on any failure there is
+/// no manifest, and whatever was stored under the backup's data folder is removed.
+pub async fn run_full_backup(
+    config: &Config,
+    repository: &Repository,
+    progress: Progress,
+) -> Result<Manifest> {
+    let started_at = Timestamp::now();
+    let id = new_backup_id(BackupKind::Full, started_at);
+    let span = info_span!("backup.full", id = %id, source = %format!("{}:{}", config.source.host, config.source.port));
+    async {
+        let result = full_backup(config, repository, &id, started_at, progress).await;
+        if let Err(err) = &result {
+            // No manifest was written, so the backup does not exist; clear what it left.
+            match repository.remove_data(&id).await {
+                Ok(removed) if removed.is_empty() => {}
+                Ok(removed) => info!(objects = removed.len(), "removed the objects of the failed backup"),
+                Err(cleanup) => warn!(error = %cleanup, "objects of the failed backup under data/{id}/ are left behind"),
+            }
+            warn!(error = %err, "full backup failed");
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn full_backup(
+    config: &Config,
+    repository: &Repository,
+    id: &str,
+    started_at: Timestamp,
+    progress: Progress,
+) -> Result<Manifest> {
+    let endpoint = Endpoint::from(&config.source);
+    let mut conn = client::connect(&endpoint).await?;
+    let server = client::server_info(&mut conn).await?;
+    drop(conn);
+    let databases = if config.source.databases.is_empty() {
+        server.user_databases.clone()
+    } else {
+        let missing: Vec<&String> = config
+            .source
+            .databases
+            .iter()
+            .filter(|d| !server.user_databases.contains(d))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::config(format!(
+                "source.databases names databases the server does not have: {missing:?}"
+            )));
+        }
+        config.source.databases.clone()
+    };
+    if databases.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Backup,
+            format!("{endpoint} has no databases to back up"),
+        ));
+    }
+    if !server.log_bin {
+        warn!(
+            "the source writes no binary log: this backup records no coordinates and cannot anchor a point-in-time restore"
+        );
+    }
+
+    repository.ensure_initialized().await?;
+    let tool = Tool::find(&["mariadb-dump", "mysqldump"])?;
+    let defaults = DefaultsFile::new(&endpoint)?;
+    let mut args = vec![
+        defaults.arg(),
+        "--single-transaction".to_string(),
+        "--routines".to_string(),
+        "--triggers".to_string(),
+        "--events".to_string(),
+        "--hex-blob".to_string(),
+        "--order-by-primary".to_string(),
+        "--quick".to_string(),
+        "--default-character-set=utf8mb4".to_string(),
+    ];
+    if server.log_bin {
+        if tool.is_mariadb() {
+            args.extend(["--master-data=2".to_string(), "--gtid".to_string()]);
+        } else {
+            args.push("--source-data=2".to_string());
+        }
+    }
+    args.push("--databases".to_string());
+    args.extend(databases.iter().cloned());
+
+    let encoding = Encoding {
+        compression: config.repository.compression,
+        recipient: config.repository.encryption_recipient.clone(),
+    };
+    let key = Repository::data_key(id, &format!("{DUMP_ARTIFACT}{}", encoding.suffix()));
+    info!(databases = ?databases, tool = %tool.version, key = %key, "dumping");
+    let tool_path = tool.path.clone();
+    let (record, facts) = pipeline::store(
+        repository.storage(),
+        DUMP_ARTIFACT,
+        &key,
+        &encoding,
+        progress,
+        move |writer| {
+            // `defaults` lives until the dump exits, then the file is removed.
+            let facts = run_dump(&tool_path, &args, writer);
+            drop(defaults);
+            facts
+        },
+    )
+    .await?;
+    if server.log_bin && facts.binlog.is_none() {
+        return Err(Error::new(
+            ErrorKind::Backup,
+            "the dump recorded no binlog coordinates although the server writes a binary log",
+        ));
+    }
+
+    let finished_at = Timestamp::now();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        id: id.to_string(),
+        kind: BackupKind::Full,
+        started_at,
+        finished_at,
+        duration_seconds: (finished_at.as_millisecond() - started_at.as_millisecond()) as f64
+            / 1000.0,
+        coffer_version: env!("CARGO_PKG_VERSION").to_string(),
+        source: SourceInfo {
+            host: config.source.host.clone(),
+            port: config.source.port,
+            server_version: server.version,
+            server_id: server.server_id,
+            dump_tool: tool.version,
+        },
+        binlog: facts.binlog,
+        databases,
+        artifacts: vec![record],
+        expectations: facts.expectations,
+    };
+    repository.write_manifest(&manifest).await?;
+    info!(
+        bytes = manifest.size_bytes(),
+        stored_bytes = manifest.stored_bytes(),
+        seconds = manifest.duration_seconds,
+        "full backup stored"
+    );
+    Ok(manifest)
+}
+
+/// Runs the dump tool, scanning and writing its output; fails unless it exits 0 after writing its
+/// completion trailer.
+fn run_dump(tool: &std::path::Path, args: &[String], writer: &mut dyn Write) -> Result<DumpFacts> {
+    let name = tool
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::other(format!("cannot start {name}: {e}")))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let stderr_tail = std::thread::spawn(move || {
+        let mut tail = std::collections::VecDeque::with_capacity(STDERR_TAIL);
+        for line in BufReader::new(stderr)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            if tail.len() == STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        tail.into_iter().collect::<Vec<_>>().join(" | ")
+    });
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut scanner = DumpScanner::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let copied: Result<()> = (|| loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::Backup,
+                    format!("reading {name} output: {e}"),
+                ));
+            }
+        };
+        scanner.feed(&buf[..n]);
+        writer.write_all(&buf[..n]).map_err(Error::from)?;
+    })();
+    if copied.is_err() {
+        let _ = child.kill();
+    }
+    drop(stdout);
+    let status = child
+        .wait()
+        .map_err(|e| Error::other(format!("waiting for {name}: {e}")))?;
+    let stderr_text = stderr_tail.join().unwrap_or_default();
+    copied?;
+    if !status.success() {
+        let detail = if stderr_text.is_empty() {
+            String::new()
+        } else {
+            format!(": {stderr_text}")
+        };
+        return Err(Error::new(
+            ErrorKind::Backup,
+            format!("{name} failed ({status}){detail}"),
+        ));
+    }
+    let facts = scanner.finish();
+    if !facts.completed {
+        return Err(Error::new(
+            ErrorKind::Backup,
+            format!("{name} output ended before its completion trailer"),
+        ));
+    }
+    Ok(facts)
+}

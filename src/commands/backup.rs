@@ -1,0 +1,288 @@
+//! `coffer backup run|list|show|verify`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use coffer_core::config::Config;
+use coffer_core::manifest::{BackupKind, Manifest};
+use coffer_core::pipeline::Progress;
+use coffer_core::repository::Repository;
+use serde::Serialize;
+
+use super::open_repository;
+use crate::cli::KindArg;
+use crate::{exit, output};
+
+/// `backup run full`.
+pub async fn run_full(config: &Config, json: bool) -> Result<u8> {
+    let repository = open_repository(config).await?;
+    let progress = Progress::default();
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| spinner(progress.clone()));
+    let result = coffer_scheduler::run_full_backup(config, &repository, progress).await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let manifest = result.context("full backup failed")?;
+    if json {
+        output::json(&manifest)?;
+    } else {
+        let tables: usize = manifest
+            .expectations
+            .databases
+            .iter()
+            .map(|d| d.tables.len())
+            .sum();
+        println!(
+            "backup {} stored: {} database(s), {tables} table(s), {} dumped, {} stored, in {:.1} s",
+            manifest.id,
+            manifest.databases.len(),
+            output::bytes(manifest.size_bytes()),
+            output::bytes(manifest.stored_bytes()),
+            manifest.duration_seconds
+        );
+        if let Some(binlog) = &manifest.binlog {
+            println!(
+                "snapshot at binlog {}:{}{}",
+                binlog.file,
+                binlog.position,
+                gtid_suffix(binlog.gtid_position.as_deref())
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn gtid_suffix(gtid: Option<&str>) -> String {
+    gtid.map(|g| format!(" (GTID {g})")).unwrap_or_default()
+}
+
+fn spinner(progress: Progress) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} dumping {bytes} ({bytes_per_sec}) {elapsed}",
+        )
+        .expect("valid template"),
+    );
+    let ticking = bar.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            ticking.set_position(progress.bytes());
+            ticking.tick();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+    (bar, ticker)
+}
+
+/// One line of `backup list --json`.
+#[derive(Serialize)]
+struct ListEntry<'a> {
+    id: &'a str,
+    kind: BackupKind,
+    started_at: jiff::Timestamp,
+    finished_at: jiff::Timestamp,
+    duration_seconds: f64,
+    size_bytes: u64,
+    stored_bytes: u64,
+    databases: &'a [String],
+    binlog: Option<&'a coffer_core::manifest::BinlogCoordinates>,
+}
+
+/// `backup list`.
+pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<u8> {
+    let repository = open_repository(config).await?;
+    let manifests = repository.list().await.context("listing backups")?;
+    let wanted = kind.map(|KindArg::Full| BackupKind::Full);
+    let selected: Vec<&Manifest> = manifests
+        .iter()
+        .filter(|m| wanted.is_none_or(|k| m.kind == k))
+        .collect();
+    if json {
+        let entries: Vec<ListEntry> = selected
+            .iter()
+            .map(|m| ListEntry {
+                id: &m.id,
+                kind: m.kind,
+                started_at: m.started_at,
+                finished_at: m.finished_at,
+                duration_seconds: m.duration_seconds,
+                size_bytes: m.size_bytes(),
+                stored_bytes: m.stored_bytes(),
+                databases: &m.databases,
+                binlog: m.binlog.as_ref(),
+            })
+            .collect();
+        output::json(&entries)?;
+        return Ok(exit::OK);
+    }
+    if selected.is_empty() {
+        println!("no backups in {}", repository.storage().location());
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<32} {:<6} {:<26} {:>9} {:>11} {:>11}",
+        "ID",
+        "KIND",
+        format!("STARTED ({})", config.timezone_name),
+        "DURATION",
+        "SIZE",
+        "STORED"
+    );
+    for m in selected {
+        println!(
+            "{:<32} {:<6} {:<26} {:>8.1}s {:>11} {:>11}",
+            m.id,
+            m.kind,
+            output::local_time(m.started_at, &config.timezone),
+            m.duration_seconds,
+            output::bytes(m.size_bytes()),
+            output::bytes(m.stored_bytes())
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Resolves `latest` or checks an id exists, returning its manifest.
+async fn resolve(repository: &Repository, id: &str) -> Result<Manifest> {
+    if id == "latest" {
+        let manifests = repository.list().await.context("listing backups")?;
+        return manifests
+            .into_iter()
+            .rfind(|m| m.kind == BackupKind::Full)
+            .ok_or_else(|| {
+                coffer_core::Error::not_found(format!(
+                    "no full backup in {}",
+                    repository.storage().location()
+                ))
+                .into()
+            });
+    }
+    Ok(repository.manifest(id).await?)
+}
+
+/// `backup show`.
+pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
+    let repository = open_repository(config).await?;
+    let manifest = resolve(&repository, id).await?;
+    if json {
+        output::json(&manifest)?;
+        return Ok(exit::OK);
+    }
+    println!("id:           {}", manifest.id);
+    println!("kind:         {}", manifest.kind);
+    println!(
+        "started:      {}",
+        output::local_time(manifest.started_at, &config.timezone)
+    );
+    println!(
+        "finished:     {}",
+        output::local_time(manifest.finished_at, &config.timezone)
+    );
+    println!("duration:     {:.1} s", manifest.duration_seconds);
+    println!(
+        "source:       {}:{} (server {}, server_id {})",
+        manifest.source.host,
+        manifest.source.port,
+        manifest.source.server_version,
+        manifest.source.server_id
+    );
+    println!("dump tool:    {}", manifest.source.dump_tool);
+    match &manifest.binlog {
+        Some(b) => println!(
+            "binlog:       {}:{}{}",
+            b.file,
+            b.position,
+            gtid_suffix(b.gtid_position.as_deref())
+        ),
+        None => println!("binlog:       none (the source wrote no binary log)"),
+    }
+    println!("databases:    {}", manifest.databases.join(", "));
+    for artifact in &manifest.artifacts {
+        println!(
+            "artifact:     {} {} -> {} ({}{}) sha256 {}",
+            artifact.key,
+            output::bytes(artifact.size),
+            output::bytes(artifact.stored_size),
+            artifact.compression,
+            if artifact.encrypted { ", age" } else { "" },
+            artifact.sha256
+        );
+    }
+    for db in &manifest.expectations.databases {
+        println!(
+            "database {}: {} tables, {} views, {} routines, {} triggers, {} events",
+            db.name,
+            db.tables.len(),
+            db.views.len(),
+            db.routines.len(),
+            db.triggers.len(),
+            db.events.len()
+        );
+        for table in &db.tables {
+            println!(
+                "  {:<40} {:>12} rows  sha256 {}",
+                table.name,
+                table.rows,
+                &table.sha256[..16]
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `backup verify`.
+pub async fn verify(
+    config: &Config,
+    id: &str,
+    identity_file: Option<&Path>,
+    json: bool,
+) -> Result<u8> {
+    let identity = identity_file.map(read_identity).transpose()?;
+    let repository = open_repository(config).await?;
+    let manifest = resolve(&repository, id).await?;
+    let report = coffer_restore::verify_backup(&repository, &manifest, identity.as_ref()).await?;
+    if json {
+        output::json(&report)?;
+    } else {
+        for artifact in &report.artifacts {
+            match &artifact.error {
+                None => println!("ok      {} ({:?})", artifact.key, artifact.depth),
+                Some(error) => println!("FAILED  {error}"),
+            }
+        }
+    }
+    if report.ok() {
+        if !json {
+            println!("backup {} verified", manifest.id);
+        }
+        Ok(exit::OK)
+    } else {
+        eprintln!("coffer: error: backup {} failed verification", manifest.id);
+        Ok(exit::VERIFY_FAILED)
+    }
+}
+
+fn read_identity(path: &Path) -> Result<age::x25519::Identity> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        coffer_core::Error::config(format!("cannot read identity file {}: {e}", path.display()))
+    })?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .ok_or_else(|| {
+            coffer_core::Error::config(format!(
+                "{} holds no age identity (AGE-SECRET-KEY-…)",
+                path.display()
+            ))
+        })?;
+    line.parse().map_err(|e| {
+        coffer_core::Error::config(format!("{}: invalid age identity: {e}", path.display())).into()
+    })
+}

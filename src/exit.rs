@@ -1,0 +1,43 @@
+//! The exit-code contract (documented in docs/CLI.md; scripts, systemd and alerting read it).
+
+use coffer_core::ErrorKind;
+
+/// Success.
+pub const OK: u8 = 0;
+/// An unexpected failure: a bug, or the local machine (a missing tool, local disk).
+pub const INTERNAL: u8 = 1;
+/// Bad command line, configuration or input (clap also exits 2 on usage errors).
+pub const BAD_INPUT: u8 = 2;
+/// The database could not be reached or refused us.
+pub const DATABASE: u8 = 3;
+/// The repository storage could not be reached or failed.
+pub const STORAGE: u8 = 4;
+/// The backup job failed (e.g. the dump tool failed).
+pub const BACKUP_FAILED: u8 = 5;
+/// Verification found damaged or missing data.
+pub const VERIFY_FAILED: u8 = 6;
+/// Another coffer holds the repository lock.
+pub const LOCKED: u8 = 7;
+/// The named backup does not exist.
+pub const NOT_FOUND: u8 = 8;
+
+/// The exit code for an error of `kind`.
+pub fn code_for(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Config => BAD_INPUT,
+        ErrorKind::Database => DATABASE,
+        ErrorKind::Storage => STORAGE,
+        ErrorKind::Backup => BACKUP_FAILED,
+        ErrorKind::Integrity => VERIFY_FAILED,
+        ErrorKind::NotFound => NOT_FOUND,
+        ErrorKind::Locked => LOCKED,
+        ErrorKind::Other => INTERNAL,
+    }
+}
+
+/// The exit code for an error that reached `main`: the kind of the first coffer error in its chain.
+pub fn code_for_error(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<coffer_core::Error>())
+        .map_or(INTERNAL, |e| code_for(e.kind()))
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `coffer` binary against a real MariaDB (a sandbox `mariadbd` with a
+//! binary log) and real S3 servers (s3s-fs, Garage), all started once for this test binary.
+
+mod backup_folder;
+mod backup_s3;
+mod failures;
+mod secrets;
+mod util;
