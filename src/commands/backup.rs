@@ -138,7 +138,7 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
         println!(
             "{:<32} {:<6} {:<26} {:>8.1}s {:>11} {:>11}",
             m.id,
-            m.kind,
+            m.kind.as_str(),
             output::local_time(m.started_at, &config.timezone),
             m.duration_seconds,
             output::bytes(m.size_bytes()),

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what coffer's demo, tests and benchmark need, skipping whatever is already there.
+#   scripts/install-deps.sh          MariaDB server + client tools, zstd, procps
+#   scripts/install-deps.sh --s3     also the S3 test servers (s3s-fs, Garage) via cargo install
+set -euo pipefail
+
+want_s3=0
+for arg in "$@"; do
+  case "$arg" in
+    --s3) want_s3=1 ;;
+    *) echo "install-deps: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for tool in mariadbd mariadb-install-db; do have "$tool" || { missing+=(mariadb-server); break; }; done
+for tool in mariadb mariadb-dump mariadb-binlog; do have "$tool" || { missing+=(mariadb-client); break; }; done
+have zstd || missing+=(zstd)
+have pgrep || missing+=(procps)
+have sha256sum || missing+=(coreutils)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]} with apt-get"
+  # Keep the package's own service from starting: coffer starts its own throwaway servers.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    created_policy=1
+  fi
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ "$created_policy" = 1 ] && as_root rm -f "$policy"
+fi
+
+if [ "$want_s3" = 1 ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+  # Versions pinned to what builds with the project's Rust (see shared/S3-TEST-SERVERS.md).
+  if ! command -v s3s-fs >/dev/null 2>&1; then
+    echo "install-deps: building s3s-fs (about 2 minutes)"
+    cargo install s3s-fs@0.14.1 --features binary --locked --quiet
+  fi
+  if ! command -v garage >/dev/null 2>&1; then
+    echo "install-deps: building garage (about 11 minutes)"
+    cargo install garage@2.5.0 --locked --quiet
+  fi
+fi
+echo "install-deps: ok"
