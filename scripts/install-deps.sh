@@ -21,6 +21,7 @@ for tool in mariadb mariadb-dump mariadb-binlog; do have "$tool" || { missing+=(
 have zstd || missing+=(zstd)
 have pgrep || missing+=(procps)
 have sha256sum || missing+=(coreutils)
+have bc || missing+=(bc)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]} with apt-get"
   # Keep the package's own service from starting: coffer starts its own throwaway servers.

@@ -50,7 +50,8 @@ fn init_logging(format: cli::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),

@@ -4,5 +4,6 @@
 mod backup_folder;
 mod backup_s3;
 mod failures;
+mod interrupted;
 mod secrets;
 mod util;

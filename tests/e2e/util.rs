@@ -29,23 +29,39 @@ pub fn repo_root() -> PathBuf {
 /// Starts (once) and returns the shared source server.
 pub fn source() -> &'static Source {
     SOURCE.get_or_init(|| {
-        let sandbox = Sandbox::start(SandboxOptions { server_id: 101, ..Default::default() }).expect("source sandbox starts");
-        let fixture = std::fs::read_to_string(repo_root().join("scripts/sql/invoice-platform.sql")).unwrap();
-        sandbox.sql(&format!("SET @scale = 200;\n{fixture}")).expect("fixture loads");
+        let sandbox = Sandbox::start(SandboxOptions {
+            server_id: 101,
+            ..Default::default()
+        })
+        .expect("source sandbox starts");
+        let fixture =
+            std::fs::read_to_string(repo_root().join("scripts/sql/invoice-platform.sql")).unwrap();
         sandbox
-            .sql(
-                "CREATE DATABASE bulk; USE bulk;
-                 CREATE TABLE blobs (id INT PRIMARY KEY, body MEDIUMTEXT) ENGINE=InnoDB;
-                 SET SESSION max_recursive_iterations = 1000000;
-                 INSERT INTO blobs WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 60000)
-                   SELECT n, CONCAT(SHA2(n, 512), SHA2(n + 1e6, 512), SHA2(n + 2e6, 512), SHA2(n + 3e6, 512)) FROM s;",
-            )
-            .expect("bulk data loads");
+            .sql(&format!("SET @scale = 200;\n{fixture}"))
+            .expect("fixture loads");
+        load_bulk(&sandbox, 60000);
         sandbox
-            .create_user(SOURCE_USER, SOURCE_PASSWORD, "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, PROCESS ON *.*")
+            .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
             .expect("backup account");
         Source { sandbox }
     })
+}
+
+/// The grants of the backup account.
+pub const BACKUP_GRANTS: &str =
+    "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, PROCESS ON *.*";
+
+/// Creates database `bulk` with `rows` rows of ~520 bytes of poorly compressible text.
+pub fn load_bulk(sandbox: &Sandbox, rows: u32) {
+    sandbox
+        .sql(&format!(
+                "CREATE DATABASE bulk; USE bulk;
+                 CREATE TABLE blobs (id INT PRIMARY KEY, body MEDIUMTEXT) ENGINE=InnoDB;
+                 SET SESSION max_recursive_iterations = 1000000;
+                 INSERT INTO blobs WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows})
+                   SELECT n, CONCAT(SHA2(n, 512), SHA2(n + 1e6, 512), SHA2(n + 2e6, 512), SHA2(n + 3e6, 512)) FROM s;",
+        ))
+        .expect("bulk data loads");
 }
 
 /// Runs a query on the source as root and returns trimmed output.
@@ -138,7 +154,12 @@ static GARAGE: OnceLock<S3Server> = OnceLock::new();
 
 /// The shared s3s-fs server.
 pub fn s3s() -> &'static S3Server {
-    S3S.get_or_init(|| {
+    S3S.get_or_init(start_s3s)
+}
+
+/// A private s3s-fs server, for a test that stops it (drop the server to stop it).
+pub fn start_s3s() -> S3Server {
+    {
         let binary = program(
             "s3s-fs",
             "cargo install s3s-fs@0.14.1 --features binary --locked",
@@ -178,7 +199,7 @@ pub fn s3s() -> &'static S3Server {
             _dir: dir,
             _process: process,
         }
-    })
+    }
 }
 
 impl S3Server {
@@ -289,7 +310,16 @@ impl Setup {
     /// A config pointing at the shared source (`databases`) and the given repository, with
     /// `extra` appended to `[repository]`.
     pub fn new(repo: Repo<'_>, databases: &[&str], extra_repository: &str) -> Setup {
-        let source = source();
+        Self::with_source(&source().sandbox, repo, databases, extra_repository)
+    }
+
+    /// Like [`Setup::new`] for another source server, which must have the backup account.
+    pub fn with_source(
+        source: &Sandbox,
+        repo: Repo<'_>,
+        databases: &[&str],
+        extra_repository: &str,
+    ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("secrets");
         std::fs::create_dir_all(&secrets).unwrap();
@@ -319,7 +349,7 @@ impl Setup {
         let text = format!(
             "timezone = \"Asia/Riyadh\"\n\n[repository]\n{repository}{extra_repository}\n\n[source]\nhost = \"127.0.0.1\"\nport = {}\n\
              user = \"{SOURCE_USER}\"\npassword_file = \"secrets/db-password\"\ndatabases = [{databases}]\n",
-            source.sandbox.port()
+            source.port()
         );
         let config = dir.path().join("coffer.toml");
         std::fs::write(&config, text).unwrap();

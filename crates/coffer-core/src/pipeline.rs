@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::config::Compression;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::storage::Storage;
 
 /// Size of the chunks handed from the writer thread to the upload.
@@ -333,9 +333,14 @@ where
         produced.map_err(|e| Error::other(format!("artifact writer thread failed: {e}")))?;
     let (finished, value) = match (produced, uploaded) {
         (Ok(produced), Ok(_)) => produced,
-        // The producer's error explains a failed upload better than "writer stopped".
-        (Err(err), _) => return Err(err),
-        (Ok(_), Err(err)) => return Err(err),
+        // When both fail, one caused the other: a storage failure makes the writer's next send
+        // fail ("upload stopped"); a producer failure makes the upload see a premature end.
+        (Err(_), Err(upload))
+            if matches!(upload.kind(), ErrorKind::Storage | ErrorKind::NotFound) =>
+        {
+            return Err(upload);
+        }
+        (Err(err), _) | (Ok(_), Err(err)) => return Err(err),
     };
     let record = ArtifactRecord {
         name: name.to_string(),

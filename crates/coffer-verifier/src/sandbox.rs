@@ -118,12 +118,15 @@ impl Sandbox {
             .prefix("coffer-sandbox-")
             .tempdir()?;
         let install = find_program(&["mariadb-install-db", "mysql_install_db"])?;
+        std::fs::create_dir_all(dir.path().join("tmp"))?;
         let mut command = Command::new(install);
         command
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.path().join("data").display()))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
+            // A private tmpdir: concurrent bootstraps sharing /tmp have been seen to collide.
+            .arg(format!("--tmpdir={}", dir.path().join("tmp").display()))
             .stdin(Stdio::null());
         if running_as_root() {
             command.arg("--user=root");
@@ -171,6 +174,7 @@ impl Sandbox {
             format!("--log-error={}", self.error_log().display()),
             format!("--port={}", self.port),
             "--bind-address=127.0.0.1".to_string(),
+            format!("--tmpdir={}", d.join("tmp").display()),
             "--skip-name-resolve".to_string(),
             format!("--server-id={}", self.options.server_id),
             "--innodb-buffer-pool-size=128M".to_string(),

@@ -119,8 +119,12 @@ impl S3Storage {
                     code == "NoSuchKey" || (status == 404 && code != "NoSuchBucket"),
                 )
             }
-            SdkError::DispatchFailure(failure) => (
-                format!("cannot reach {}: {failure:?}", self.endpoint()),
+            SdkError::DispatchFailure(_) => (
+                format!(
+                    "cannot reach {}: {}",
+                    self.endpoint(),
+                    crate::error_chain(&err)
+                ),
                 true,
                 false,
             ),

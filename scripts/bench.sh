@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Full-backup benchmark: `coffer backup run full` against `mariadb-dump … | zstd -3 > file` on the
+# same database in the same run, at two sizes (the larger 4x the smaller) to show that coffer's
+# memory does not grow with the database. Writes docs/BENCHMARKS.md.
+#
+#   scripts/bench.sh                      # ~256 MiB and ~1 GiB dumps
+#   BENCH_SCALES="186000 744000" scripts/bench.sh   # ~1 GiB and ~4 GiB
+#   BENCH_ROUNDS=3 scripts/bench.sh       # rounds per side (best is reported)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+scales=${BENCH_SCALES:-"46500 186000"}
+rounds=${BENCH_ROUNDS:-2}
+echo "==> building (release)"
+cargo build --release --locked --quiet --bin coffer
+cargo build --release --locked --quiet -p coffer-verifier --bin coffer-sandbox
+
+work=$(mktemp -d /tmp/coffer-bench.XXXXXX)
+trap 'exec 3>&- 2>/dev/null || true; rm -rf "$work"' EXIT
+results="$work/results.md"
+: > "$results"
+
+now() { date +%s.%N; }
+# Runs "$@" and prints "seconds peak_rss_kib" (peak RSS of that process itself, not its children).
+measure() {
+  local start end pid peak=0 hwm
+  start=$(now)
+  "$@" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$hwm" ] && peak=$hwm
+    sleep 0.05
+  done
+  wait "$pid"
+  end=$(now)
+  echo "$(echo "$end - $start" | bc -l) $peak"
+}
+
+for scale in $scales; do
+  dir="$work/scale-$scale"
+  mkdir -p "$dir/secrets"
+  (umask 077; echo "bench-$RANDOM-pw" > "$dir/secrets/db-password")
+  echo "==> scale $scale: loading the invoice platform (this takes a while)"
+  load_start=$(now)
+  exec 3> >(target/release/coffer-sandbox --ready-file "$dir/ready" --server-id 1 \
+    --sql scripts/sql/invoice-platform.sql --scale "$scale" --user coffer --password-file "$dir/secrets/db-password")
+  while [ ! -s "$dir/ready" ]; do sleep 1; done
+  load_seconds=$(echo "$(now) - $load_start" | bc -l)
+  port=$(sed -n 's/^port=//p' "$dir/ready")
+  socket=$(sed -n 's/^socket=//p' "$dir/ready")
+  cat > "$dir/coffer.toml" <<TOML
+[repository]
+url = "repo"
+compression = "zstd"
+compression_level = 3
+[source]
+host = "127.0.0.1"
+port = $port
+user = "coffer"
+password_file = "secrets/db-password"
+databases = ["app"]
+TOML
+  (umask 077; printf '[client]\nprotocol=TCP\nhost=127.0.0.1\nport=%s\nuser=coffer\npassword="%s"\n' "$port" "$(cat "$dir/secrets/db-password")" > "$dir/client.cnf")
+  baseline() {
+    mariadb-dump --defaults-file="$dir/client.cnf" --single-transaction --routines --triggers --events \
+      --hex-blob --order-by-primary --quick --default-character-set=utf8mb4 --master-data=2 --gtid \
+      --databases app | zstd -3 -q -f -o "$dir/baseline.sql.zst"
+  }
+  best_base=""; best_coffer=""; coffer_rss=0
+  for round in $(seq 1 "$rounds"); do
+    read -r t _ < <(measure bash -c "$(declare -f baseline); dir='$dir'; baseline")
+    if [ -z "$best_base" ] || [ "$(echo "$t < $best_base" | bc -l)" = 1 ]; then best_base=$t; fi
+    rm -rf "$dir/repo"
+    read -r t rss < <(measure target/release/coffer --config "$dir/coffer.toml" backup run full --json)
+    if [ -z "$best_coffer" ] || [ "$(echo "$t < $best_coffer" | bc -l)" = 1 ]; then best_coffer=$t; fi
+    if [ "$rss" -gt "$coffer_rss" ]; then coffer_rss=$rss; fi
+    echo "    round $round: baseline ${best_base}s, coffer ${t}s, coffer peak RSS ${rss} KiB"
+  done
+  dump_bytes=$(zstd -dc "$dir/baseline.sql.zst" | wc -c)
+  base_stored=$(stat -c %s "$dir/baseline.sql.zst")
+  coffer_stored=$(find "$dir/repo/data" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+  mib() { echo "scale=1; $1 / 1048576" | bc -l; }
+  ratio=$(echo "scale=3; $best_coffer / $best_base" | bc -l)
+  base_tp=$(echo "scale=1; $dump_bytes / 1048576 / $best_base" | bc -l)
+  coffer_tp=$(echo "scale=1; $dump_bytes / 1048576 / $best_coffer" | bc -l)
+  printf '| %s | %s MiB | %.1f s | %.2f s (%s MiB/s) | %.2f s (%s MiB/s) | **%s** | %s MiB / %s MiB | %s MiB |\n' \
+    "$scale" "$(mib "$dump_bytes")" "$load_seconds" "$best_base" "$base_tp" "$best_coffer" "$coffer_tp" "$ratio" \
+    "$(mib "$base_stored")" "$(mib "$coffer_stored")" "$(echo "scale=1; $coffer_rss / 1024" | bc -l)" >> "$results"
+  exec 3>&-
+  sleep 2
+done
+
+{
+  cat <<'HEAD'
+# Benchmarks
+
+Made by `scripts/bench.sh` (release build); each figure is the best of the rounds it ran. Both
+sides dump the same database with the same `mariadb-dump` options (`--single-transaction
+--master-data=2 --gtid --routines --triggers --events --hex-blob --order-by-primary --quick`),
+compress with zstd level 3 and write to local disk. coffer additionally scans the stream for the
+expectations (row counts and per-table SHA-256), hashes the stored bytes and writes a manifest.
+Peak RSS is coffer's own process (`VmHWM`), not the dump tool's.
+
+Targets: time ratio coffer / baseline ≤ 1.05; coffer peak RSS < 100 MiB, and no higher for a
+4x larger database.
+
+## Full backup: coffer against `mariadb-dump | zstd -3 > file`
+
+| scale | dump size | load time | baseline | coffer | ratio | stored (baseline / coffer) | coffer peak RSS |
+|---|---|---|---|---|---|---|---|
+HEAD
+  cat "$results"
+  cat <<TAIL
+
+Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(mariadb-dump --version | sed 's/,.*//'), zstd $(zstd --version | sed 's/.*v//; s/,.*//').
+Run on $(date -u +%Y-%m-%d) with \`BENCH_SCALES="$scales" BENCH_ROUNDS=$rounds scripts/bench.sh\`.
+TAIL
+} > docs/BENCHMARKS.md
+echo "==> wrote docs/BENCHMARKS.md"
+cat docs/BENCHMARKS.md

@@ -1,0 +1,110 @@
+//! A backup interrupted by the outside world (storage gone, source gone) leaves no backup.
+
+use std::time::Duration;
+
+use coffer_verifier::{Sandbox, SandboxOptions};
+
+use crate::util::{
+    BACKUP_GRANTS, Repo, Run, SOURCE_PASSWORD, SOURCE_USER, Setup, load_bulk, start_s3s,
+};
+
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(
+                    entry
+                        .path()
+                        .strip_prefix(dir)
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn storage_dying_mid_upload_fails_with_exit_4_and_no_manifest() {
+    let server = start_s3s();
+    let bucket = server.new_bucket("dying");
+    let data_dir = server.data_dir.clone().unwrap().join(&bucket);
+    // zstd level 19 makes the dump slow enough to be caught mid-way.
+    let setup = Setup::new(
+        Repo::S3 {
+            server: &server,
+            bucket,
+            prefix: String::new(),
+        },
+        &["bulk"],
+        "compression_level = 19\n",
+    );
+    let child = setup
+        .coffer(&["backup", "run", "full"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(server);
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.expect_code(4);
+    assert!(
+        run.error_line().contains("data/"),
+        "the error names the object: {run:#?}"
+    );
+    let left: Vec<String> = files_under(&data_dir);
+    assert!(
+        !left.iter().any(|f| f.starts_with("manifests/")),
+        "a manifest was written: {left:?}"
+    );
+    assert!(
+        !left.iter().any(|f| f.starts_with("data/")),
+        "an artifact was committed: {left:?}"
+    );
+}
+
+#[test]
+fn source_crashing_mid_dump_fails_with_exit_5_and_no_manifest() {
+    let mut sandbox = Sandbox::start(SandboxOptions {
+        server_id: 303,
+        ..Default::default()
+    })
+    .unwrap();
+    load_bulk(&sandbox, 60000);
+    sandbox
+        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
+        .unwrap();
+    let setup = Setup::with_source(
+        &sandbox,
+        Repo::Folder,
+        &["bulk"],
+        "compression_level = 19\n",
+    );
+    let child = setup
+        .coffer(&["backup", "run", "full"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    sandbox.crash().unwrap();
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.expect_code(5);
+    assert!(
+        run.error_line().contains("mariadb-dump") || run.error_line().contains("mysqldump"),
+        "{run:#?}"
+    );
+    let left = files_under(&setup.repo_dir());
+    assert_eq!(
+        left,
+        vec!["coffer-repository.json".to_string()],
+        "only the repository marker may remain"
+    );
+}
