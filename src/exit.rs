@@ -4,7 +4,7 @@ use coffer_core::ErrorKind;
 
 /// Success.
 pub const OK: u8 = 0;
-/// An unexpected failure: a bug, or the local machine (a missing tool, local disk).
+/// An unexpected failure: a bug, or the local machine (a missing tool, a temp file).
 pub const INTERNAL: u8 = 1;
 /// Bad command line, configuration or input (clap also exits 2 on usage errors).
 pub const BAD_INPUT: u8 = 2;

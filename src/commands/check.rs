@@ -55,6 +55,21 @@ pub async fn run(config_path: Option<&Path>, json: bool) -> Result<u8> {
         },
     });
 
+    items.push(match client::Tool::find(&["mariadb-dump", "mysqldump"]) {
+        Ok(tool) => CheckItem {
+            name: "dump tool",
+            ok: true,
+            detail: format!("{} ({})", tool.path.display(), tool.version),
+            code: exit::OK,
+        },
+        Err(e) => CheckItem {
+            name: "dump tool",
+            ok: false,
+            detail: e.to_string(),
+            code: exit::code_for(e.kind()),
+        },
+    });
+
     let mut s3_capabilities = None;
     let repository = open_repository(&config).await?;
     let reachable = repository.check_reachable().await;
@@ -71,7 +86,17 @@ pub async fn run(config_path: Option<&Path>, json: bool) -> Result<u8> {
                 detail: format!("{} ({state})", repository.storage().location()),
                 code: exit::OK,
             });
-            if matches!(config.repository.location, RepositoryLocation::S3(_)) {
+            if matches!(config.repository.location, RepositoryLocation::Local(_)) {
+                // Reachable is not writable: write, read and remove a probe object.
+                if let Err(e) = repository.storage().probe().await {
+                    items.push(CheckItem {
+                        name: "storage write",
+                        ok: false,
+                        detail: e.to_string(),
+                        code: exit::code_for(e.kind()),
+                    });
+                }
+            } else {
                 match repository.storage().probe().await {
                     Ok(caps) => {
                         let detail = format!(

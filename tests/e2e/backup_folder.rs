@@ -187,7 +187,7 @@ fn a_backup_restores_by_hand_with_zstd_and_mariadb() {
         ..Default::default()
     })
     .unwrap();
-    let zstd = Command::new("zstd")
+    let mut zstd = Command::new("zstd")
         .arg("-dc")
         .arg(&object)
         .stdout(Stdio::piped())
@@ -197,10 +197,11 @@ fn a_backup_restores_by_hand_with_zstd_and_mariadb() {
         .arg("--no-defaults")
         .arg(format!("--socket={}", target.socket().display()))
         .arg("--user=root")
-        .stdin(zstd.stdout.unwrap())
+        .stdin(zstd.stdout.take().unwrap())
         .status()
         .unwrap();
     assert!(status.success());
+    assert!(zstd.wait().unwrap().success());
 
     let target_sql = |q: &str| target.sql(q).unwrap().trim().to_string();
     assert_eq!(

@@ -168,9 +168,10 @@ impl Manifest {
 /// backups started in the same second apart.
 pub fn new_backup_id(kind: BackupKind, at: Timestamp) -> String {
     let stamp = at.strftime("%Y%m%dT%H%M%SZ");
-    let noise = (u64::from(at.subsec_nanosecond().unsigned_abs())
-        ^ u64::from(std::process::id()).rotate_left(17))
-        % 0x10000;
+    let mixed = u64::from(at.subsec_nanosecond().unsigned_abs())
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(std::process::id()).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let noise = (mixed >> 48) & 0xffff;
     format!("{stamp}-{kind}-{noise:04x}")
 }
 

@@ -136,13 +136,22 @@ impl Repository {
     /// Writes a manifest: the last step of every backup. Never replaces an existing one.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let key = Self::manifest_key(&manifest.id);
+        let body = manifest.to_json();
         match self
             .storage
-            .put_if_absent(&key, Bytes::from(manifest.to_json()))
+            .put_if_absent(&key, Bytes::from(body.clone()))
             .await?
         {
             CreateOutcome::Created => Ok(()),
-            CreateOutcome::AlreadyExists => Err(Error::storage(format!("{key} already exists"))),
+            // A retried PUT whose first attempt landed sees its own manifest: that is success.
+            CreateOutcome::AlreadyExists
+                if self.storage.get_bytes(&key).await?.as_ref() == body.as_slice() =>
+            {
+                Ok(())
+            }
+            CreateOutcome::AlreadyExists => Err(Error::storage(format!(
+                "{key} already exists with other content"
+            ))),
         }
     }
 

@@ -65,6 +65,17 @@ async fn full_backup(
     let databases = if config.source.databases.is_empty() {
         server.user_databases.clone()
     } else {
+        let system: Vec<&String> = config
+            .source
+            .databases
+            .iter()
+            .filter(|d| client::SYSTEM_DATABASES.contains(&d.as_str()))
+            .collect();
+        if !system.is_empty() {
+            return Err(Error::config(format!(
+                "source.databases names the server's own databases {system:?}: accounts and grants are not part of a logical backup"
+            )));
+        }
         let missing: Vec<&String> = config
             .source
             .databases

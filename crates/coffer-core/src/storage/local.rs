@@ -75,19 +75,26 @@ impl LocalStorage {
             .await
             .map_err(|e| self.io_error("syncing", key, e))?;
         drop(file);
-        if exclusive {
+        let outcome = if exclusive {
             // A hard link fails if the target exists: an atomic create-if-absent.
-            return match std::fs::hard_link(&temp, path) {
-                Ok(()) => Ok(CreateOutcome::Created),
+            match std::fs::hard_link(&temp, path) {
+                Ok(()) => CreateOutcome::Created,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Ok(CreateOutcome::AlreadyExists)
+                    return Ok(CreateOutcome::AlreadyExists);
                 }
-                Err(e) => Err(self.io_error("creating", key, e)),
-            };
-        }
-        temp.persist(path)
-            .map_err(|e| self.io_error("renaming into place", key, e.error))?;
-        Ok(CreateOutcome::Created)
+                Err(e) => return Err(self.io_error("creating", key, e)),
+            }
+        } else {
+            temp.persist(path)
+                .map_err(|e| self.io_error("renaming into place", key, e.error))?;
+            CreateOutcome::Created
+        };
+        // The new name is durable only once its folder is synced.
+        let parent = path.parent().expect("keys have a parent under the root");
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| self.io_error("syncing the folder of", key, e))?;
+        Ok(outcome)
     }
 
     async fn write_whole(&self, key: &str, body: Bytes, exclusive: bool) -> Result<CreateOutcome> {

@@ -2,9 +2,10 @@
 //!
 //! Uploads of unknown length fill one part at a time (`part_size`, 16 MiB by default) and switch
 //! from a single PUT to a multipart upload only when the data outgrows one part, so memory stays
-//! at about one part whatever the artifact's size. A failed stream aborts its multipart upload.
-//! Transient failures (connection errors, 5xx, throttling) are retried with exponential backoff
-//! by the SDK's standard retry strategy; every request body is in memory, so every retry is safe.
+//! at about two parts (one being sent, the next filling) whatever the artifact's size. A failed
+//! stream aborts its multipart upload. Transient failures (connection errors, 5xx, throttling)
+//! are retried with exponential backoff by the SDK's standard retry strategy; every request body
+//! is in memory, so every retry is safe.
 
 use std::time::Duration;
 

@@ -80,7 +80,7 @@ fn run(args: Args) -> Result<(), String> {
         let password = std::fs::read_to_string(password_file)
             .map_err(|e| format!("{}: {e}", password_file.display()))?;
         sandbox
-            .create_user(user, password.trim_end_matches('\n'), "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, PROCESS, REPLICATION SLAVE ON *.*")
+            .create_user(user, password.trim_end_matches('\n'), "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.*")
             .map_err(|e| e.to_string())?;
     }
     std::fs::write(
