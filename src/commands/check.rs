@@ -20,6 +20,25 @@ struct CheckItem {
     code: u8,
 }
 
+impl CheckItem {
+    fn from_result(name: &'static str, result: coffer_core::Result<String>) -> Self {
+        match result {
+            Ok(detail) => Self {
+                name,
+                ok: true,
+                detail,
+                code: exit::OK,
+            },
+            Err(e) => Self {
+                name,
+                ok: false,
+                detail: e.to_string(),
+                code: exit::code_for(e.kind()),
+            },
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct CheckReport {
     ok: bool,
@@ -32,110 +51,68 @@ struct CheckReport {
 pub async fn run(config_path: Option<&Path>, json: bool) -> Result<u8> {
     // A configuration that does not load ends the check at once: nothing else can be tried.
     let config = load_config(config_path)?;
-    let mut items = vec![CheckItem {
-        name: "config",
-        ok: true,
-        detail: config.path.display().to_string(),
-        code: exit::OK,
-    }];
+    let mut items = vec![CheckItem::from_result(
+        "config",
+        Ok(config.path.display().to_string()),
+    )];
 
     let endpoint = Endpoint::from(&config.source);
-    items.push(match check_database(&endpoint).await {
-        Ok(detail) => CheckItem {
-            name: "database",
-            ok: true,
-            detail,
-            code: exit::OK,
-        },
-        Err(e) => CheckItem {
-            name: "database",
-            ok: false,
-            detail: e.to_string(),
-            code: exit::code_for(e.kind()),
-        },
-    });
-
-    items.push(match client::Tool::find(&["mariadb-dump", "mysqldump"]) {
-        Ok(tool) => CheckItem {
-            name: "dump tool",
-            ok: true,
-            detail: format!("{} ({})", tool.path.display(), tool.version),
-            code: exit::OK,
-        },
-        Err(e) => CheckItem {
-            name: "dump tool",
-            ok: false,
-            detail: e.to_string(),
-            code: exit::code_for(e.kind()),
-        },
-    });
+    items.push(CheckItem::from_result(
+        "database",
+        check_database(&endpoint).await,
+    ));
+    let tool = client::Tool::find(&["mariadb-dump", "mysqldump"]);
+    items.push(CheckItem::from_result(
+        "dump tool",
+        tool.map(|t| format!("{} ({})", t.path.display(), t.version)),
+    ));
 
     let mut s3_capabilities = None;
     let repository = open_repository(&config).await?;
-    let reachable = repository.check_reachable().await;
-    match reachable {
-        Ok(initialized) => {
-            let state = if initialized {
-                "initialized"
-            } else {
-                "reachable, no backup yet"
-            };
-            items.push(CheckItem {
-                name: "storage",
-                ok: true,
-                detail: format!("{} ({state})", repository.storage().location()),
-                code: exit::OK,
-            });
-            if matches!(config.repository.location, RepositoryLocation::Local(_)) {
-                // Reachable is not writable: write, read and remove a probe object.
-                if let Err(e) = repository.storage().probe().await {
-                    items.push(CheckItem {
-                        name: "storage write",
-                        ok: false,
-                        detail: e.to_string(),
-                        code: exit::code_for(e.kind()),
-                    });
-                }
-            } else {
-                match repository.storage().probe().await {
-                    Ok(caps) => {
-                        let detail = format!(
-                            "multipart {}, conditional write {}, object lock {}",
-                            yes_no(caps.multipart),
-                            if caps.conditional_write {
-                                "honoured"
-                            } else {
-                                "ignored by the server"
-                            },
-                            yes_no(caps.object_lock)
-                        );
-                        items.push(CheckItem {
-                            name: "s3 capabilities",
-                            ok: caps.multipart,
-                            detail,
-                            code: if caps.multipart {
-                                exit::OK
-                            } else {
-                                exit::STORAGE
-                            },
-                        });
-                        s3_capabilities = Some(caps);
-                    }
-                    Err(e) => items.push(CheckItem {
-                        name: "s3 capabilities",
-                        ok: false,
-                        detail: e.to_string(),
-                        code: exit::code_for(e.kind()),
-                    }),
-                }
+    let location = repository.storage().location();
+    let reachable = repository.check_reachable().await.map(|initialized| {
+        let state = if initialized {
+            "initialized"
+        } else {
+            "reachable, no backup yet"
+        };
+        format!("{location} ({state})")
+    });
+    let storage_ok = reachable.is_ok();
+    items.push(CheckItem::from_result("storage", reachable));
+    if storage_ok {
+        let probe = repository.storage().probe().await;
+        match (&config.repository.location, probe) {
+            // Reachable is not writable: the probe writes, reads and removes a small object.
+            (RepositoryLocation::Local(_), Ok(_)) => {}
+            (RepositoryLocation::Local(_), Err(e)) => {
+                items.push(CheckItem::from_result("storage write", Err(e)))
+            }
+            (RepositoryLocation::S3(_), Ok(caps)) => {
+                let detail = format!(
+                    "multipart {}, conditional write {}, object lock {}",
+                    yes_no(caps.multipart),
+                    if caps.conditional_write {
+                        "honoured"
+                    } else {
+                        "ignored by the server"
+                    },
+                    yes_no(caps.object_lock)
+                );
+                let result = if caps.multipart {
+                    Ok(detail)
+                } else {
+                    Err(coffer_core::Error::storage(format!(
+                        "{detail}: multipart uploads are required"
+                    )))
+                };
+                items.push(CheckItem::from_result("s3 capabilities", result));
+                s3_capabilities = Some(caps);
+            }
+            (RepositoryLocation::S3(_), Err(e)) => {
+                items.push(CheckItem::from_result("s3 capabilities", Err(e)))
             }
         }
-        Err(e) => items.push(CheckItem {
-            name: "storage",
-            ok: false,
-            detail: e.to_string(),
-            code: exit::code_for(e.kind()),
-        }),
     }
 
     let code = items.iter().find(|i| !i.ok).map_or(exit::OK, |i| i.code);

@@ -30,6 +30,18 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// Starts `backup run full` and gives it time to be well under way.
+fn spawn_slow_backup(setup: &Setup) -> std::process::Child {
+    let child = setup
+        .coffer(&["backup", "run", "full"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child
+}
+
 #[test]
 fn storage_dying_mid_upload_fails_with_exit_4_and_no_manifest() {
     let server = start_s3s();
@@ -45,13 +57,7 @@ fn storage_dying_mid_upload_fails_with_exit_4_and_no_manifest() {
         &["bulk"],
         "compression_level = 19\n",
     );
-    let child = setup
-        .coffer(&["backup", "run", "full"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let child = spawn_slow_backup(&setup);
     drop(server);
     let run = Run::from(child.wait_with_output().unwrap());
     run.expect_code(4);
@@ -87,13 +93,7 @@ fn source_crashing_mid_dump_fails_with_exit_5_and_no_manifest() {
         &["bulk"],
         "compression_level = 19\n",
     );
-    let child = setup
-        .coffer(&["backup", "run", "full"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let child = spawn_slow_backup(&setup);
     sandbox.crash().unwrap();
     let run = Run::from(child.wait_with_output().unwrap());
     run.expect_code(5);
