@@ -30,7 +30,7 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-/// Starts `backup run full` and gives it time to be well under way.
+/// Starts `backup run full` and returns once its dump has been streaming for a moment.
 fn spawn_slow_backup(setup: &Setup) -> std::process::Child {
     let child = setup
         .coffer(&["backup", "run", "full"])
@@ -38,7 +38,27 @@ fn spawn_slow_backup(setup: &Setup) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new("pgrep")
+            .args([
+                "-P",
+                &child.id().to_string(),
+                "-f",
+                "mariadb-dump|mysqldump",
+            ])
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dump never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(700));
     child
 }
 
