@@ -16,6 +16,7 @@ echo "==> building (release)"
 cargo build --release --locked --quiet --bin coffer
 cargo build --release --locked --quiet -p coffer-verifier --bin coffer-sandbox
 
+. scripts/lib/sandbox.sh
 work=$(mktemp -d /tmp/coffer-bench.XXXXXX)
 trap 'exec 3>&- 2>/dev/null || true; rm -rf "$work"' EXIT
 results="$work/results.md"
@@ -26,7 +27,8 @@ now() { date +%s.%N; }
 measure() {
   local start end pid peak=0 hwm
   start=$(now)
-  "$@" &
+  # The command's own stdout goes to a file: ours carries the measurement.
+  "$@" > "$work/last-stdout" &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
@@ -40,28 +42,13 @@ measure() {
 
 for scale in $scales; do
   dir="$work/scale-$scale"
-  mkdir -p "$dir/secrets"
-  (umask 077; echo "bench-$RANDOM-pw" > "$dir/secrets/db-password")
+  mkdir -p "$dir"
   echo "==> scale $scale: loading the invoice platform (this takes a while)"
   load_start=$(now)
-  exec 3> >(target/release/coffer-sandbox --ready-file "$dir/ready" --server-id 1 \
-    --sql scripts/sql/invoice-platform.sql --scale "$scale" --user coffer --password-file "$dir/secrets/db-password")
-  while [ ! -s "$dir/ready" ]; do sleep 1; done
+  SANDBOX_BIN=target/release/coffer-sandbox start_invoice_sandbox "$dir" "$scale"
   load_seconds=$(echo "$(now) - $load_start" | bc -l)
-  port=$(sed -n 's/^port=//p' "$dir/ready")
-  socket=$(sed -n 's/^socket=//p' "$dir/ready")
-  cat > "$dir/coffer.toml" <<TOML
-[repository]
-url = "repo"
-compression = "zstd"
-compression_level = 3
-[source]
-host = "127.0.0.1"
-port = $port
-user = "coffer"
-password_file = "secrets/db-password"
-databases = ["app"]
-TOML
+  port=$SANDBOX_PORT
+  write_coffer_config "$dir" "$port"
   (umask 077; printf '[client]\nprotocol=TCP\nhost=127.0.0.1\nport=%s\nuser=coffer\npassword="%s"\n' "$port" "$(cat "$dir/secrets/db-password")" > "$dir/client.cnf")
   baseline() {
     mariadb-dump --defaults-file="$dir/client.cnf" --single-transaction --routines --triggers --events \
@@ -88,7 +75,7 @@ TOML
   printf '| %s | %s MiB | %.1f s | %.2f s (%s MiB/s) | %.2f s (%s MiB/s) | **%s** | %s MiB / %s MiB | %s MiB |\n' \
     "$scale" "$(mib "$dump_bytes")" "$load_seconds" "$best_base" "$base_tp" "$best_coffer" "$coffer_tp" "$ratio" \
     "$(mib "$base_stored")" "$(mib "$coffer_stored")" "$(echo "scale=1; $coffer_rss / 1024" | bc -l)" >> "$results"
-  exec 3>&-
+  stop_sandbox
   sleep 2
 done
 

@@ -14,34 +14,13 @@ coffer=target/debug/coffer
 
 demo=.demo
 rm -rf "$demo"
-mkdir -p "$demo/secrets"
-(umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$demo/secrets/db-password")
+mkdir -p "$demo"
+. scripts/lib/sandbox.sh
 
 echo "==> starting a throwaway MariaDB with the invoice platform"
-# The sandbox lives until its stdin closes, that is until this script exits.
-exec 3> >(target/debug/coffer-sandbox --ready-file "$demo/sandbox.ready" --server-id 1 \
-  --sql scripts/sql/invoice-platform.sql --scale "${DEMO_SCALE:-2000}" \
-  --user coffer --password-file "$demo/secrets/db-password")
-for _ in $(seq 1 600); do [ -s "$demo/sandbox.ready" ] && break; sleep 0.1; done
-[ -s "$demo/sandbox.ready" ] || { echo "demo: the sandbox did not start" >&2; exit 1; }
-port=$(sed -n 's/^port=//p' "$demo/sandbox.ready")
-echo "    MariaDB on 127.0.0.1:$port"
-
-cat > "$demo/coffer.toml" <<TOML
-timezone = "UTC"
-
-[repository]
-url = "repo"
-compression = "zstd"
-compression_level = 3
-
-[source]
-host = "127.0.0.1"
-port = $port
-user = "coffer"
-password_file = "secrets/db-password"
-databases = ["app"]
-TOML
+start_invoice_sandbox "$demo" "${DEMO_SCALE:-2000}"
+echo "    MariaDB on 127.0.0.1:$SANDBOX_PORT"
+write_coffer_config "$demo" "$SANDBOX_PORT"
 export COFFER_CONFIG="$demo/coffer.toml"
 
 echo "==> coffer check"
