@@ -85,14 +85,14 @@ WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < @sc
 SELECT CONCAT('User ', n), CONCAT('user', n, '@example.test'),
        CONCAT('$2y$10$', SHA2(CONCAT('pw', n), 256)),
        ELT(1 + n % 3, 'admin', 'seller', 'investor'),
-       TIMESTAMP('2025-01-01') + INTERVAL n MINUTE, TIMESTAMP('2025-01-01') + INTERVAL n HOUR
+       TIMESTAMP('2025-01-01') + INTERVAL n SECOND, TIMESTAMP('2025-01-01') + INTERVAL n MINUTE
 FROM seq;
 
 INSERT INTO companies (owner_id, legal_name, registration_no, country, credit_limit, logo, created_at)
 WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < @scale)
 SELECT n, CONCAT('Company ', n, ' O''Brien & Sons "Trading"'), LPAD(n, 10, '0'), ELT(1 + n % 3, 'SA', 'AE', 'EG'),
        ROUND(10000 + n * 37.5, 2), IF(n % 10 = 0, UNHEX(SHA2(n, 512)), NULL),
-       TIMESTAMP('2025-01-01') + INTERVAL n HOUR
+       TIMESTAMP('2025-01-01') + INTERVAL n MINUTE
 FROM seq;
 
 INSERT INTO invoices (company_id, number, debtor, amount, currency, due_date, status, notes, created_at)

@@ -14,6 +14,7 @@
 //!
 //! The storage format is specified in `docs/FORMAT.md`.
 
+pub mod binlog;
 pub mod client;
 pub mod config;
 pub mod dumpscan;
