@@ -228,14 +228,12 @@ impl BinlogIndexer {
                     self.close_group(end, timestamp);
                 }
             }
-            ROTATE_EVENT if body.len() >= 8 => {
-                // A rotate written by the server itself ends the file; a fake one (timestamp 0)
-                // at the start of a remote dump only names the file.
-                if timestamp != 0 || start > 4 {
-                    let name = &body[8..body.len().saturating_sub(checksum_len).max(8)];
-                    self.index.next_file = Some(String::from_utf8_lossy(name).into_owned());
-                    self.index.closed = true;
-                }
+            // A rotate written by the server itself ends the file; a fake one (timestamp 0) at
+            // the start of a remote dump only names the file.
+            ROTATE_EVENT if body.len() >= 8 && (timestamp != 0 || start > 4) => {
+                let name = &body[8..body.len().saturating_sub(checksum_len).max(8)];
+                self.index.next_file = Some(String::from_utf8_lossy(name).into_owned());
+                self.index.closed = true;
             }
             STOP_EVENT => self.index.closed = true,
             _ => {}
@@ -319,7 +317,7 @@ mod tests {
         let mut fde = vec![0u8; 2 + 50 + 4 + 1];
         fde[2..12].copy_from_slice(b"10.11.19-M");
         fde.extend_from_slice(&[0, 0, 0, 0, 0]); // algorithm 0 (off) + 4 bytes
-        let mut push = |file: &mut Vec<u8>, kind, ts, body: &[u8]| {
+        let push = |file: &mut Vec<u8>, kind, ts, body: &[u8]| {
             let at = file.len() as u64;
             file.extend(event(kind, ts, 7, at, body));
             (at, file.len() as u64)
