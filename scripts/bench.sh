@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 scales=${BENCH_SCALES:-"46500 186000"}
-rounds=${BENCH_ROUNDS:-2}
+rounds=${BENCH_ROUNDS:-3}
 echo "==> building (release)"
 cargo build --release --locked --quiet --bin coffer
 cargo build --release --locked --quiet -p coffer-verifier --bin coffer-sandbox
@@ -58,12 +58,13 @@ for scale in $scales; do
   best_base=""; best_coffer=""; coffer_rss=0
   for round in $(seq 1 "$rounds"); do
     read -r t _ < <(measure bash -c "$(declare -f baseline); dir='$dir'; baseline")
+    base_t=$t
     if [ -z "$best_base" ] || [ "$(echo "$t < $best_base" | bc -l)" = 1 ]; then best_base=$t; fi
     rm -rf "$dir/repo"
     read -r t rss < <(measure target/release/coffer --config "$dir/coffer.toml" backup run full --json)
     if [ -z "$best_coffer" ] || [ "$(echo "$t < $best_coffer" | bc -l)" = 1 ]; then best_coffer=$t; fi
     if [ "$rss" -gt "$coffer_rss" ]; then coffer_rss=$rss; fi
-    echo "    round $round: baseline ${best_base}s, coffer ${t}s, coffer peak RSS ${rss} KiB"
+    echo "    round $round: baseline ${base_t}s, coffer ${t}s, coffer peak RSS ${rss} KiB"
   done
   dump_bytes=$(zstd -dc "$dir/baseline.sql.zst" | wc -c)
   base_stored=$(stat -c %s "$dir/baseline.sql.zst")

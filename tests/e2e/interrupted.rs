@@ -64,7 +64,7 @@ fn spawn_slow_backup(setup: &Setup) -> std::process::Child {
 
 #[test]
 fn storage_dying_mid_upload_fails_with_exit_4_and_no_manifest() {
-    let server = start_s3s();
+    let mut server = start_s3s(false);
     let bucket = server.new_bucket("dying");
     let data_dir = server.data_dir.clone().unwrap().join(&bucket);
     // zstd level 19 makes the dump slow enough to be caught mid-way.
@@ -78,7 +78,7 @@ fn storage_dying_mid_upload_fails_with_exit_4_and_no_manifest() {
         "compression_level = 19\n",
     );
     let child = spawn_slow_backup(&setup);
-    drop(server);
+    server.kill();
     let run = Run::from(child.wait_with_output().unwrap());
     run.expect_code(4);
     assert!(

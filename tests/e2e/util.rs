@@ -76,15 +76,40 @@ pub fn source_sql(sql: &str) -> String {
 
 /// A process that lives as long as the test binary: a guardian shell stops it when our pipe closes.
 pub struct Guarded {
-    _child: Child,
-    _stdin: ChildStdin,
+    child: Child,
+    stdin: Option<ChildStdin>,
 }
 
-pub fn guarded(program: &Path, args: &[String], envs: &[(&str, String)], log: &Path) -> Guarded {
-    let log_file = std::fs::File::create(log).unwrap();
+impl Drop for Guarded {
+    /// Stops the server and waits until it is gone.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// With `remove_dir`, the guardian also removes `dir` (the server's data) when it stops the
+/// server: shared servers live in statics, which are never dropped.
+pub fn guarded(
+    program: &Path,
+    args: &[String],
+    envs: &[(&str, String)],
+    dir: &Path,
+    remove_dir: bool,
+) -> Guarded {
+    let log = dir.join("server.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let cleanup = if remove_dir {
+        r#"rm -rf "$GUARDED_DIR""#
+    } else {
+        "true"
+    };
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(r#""$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; wait "$pid""#)
+        .arg(format!(
+            r#""$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; wait "$pid"; {cleanup}"#
+        ))
+        .env("GUARDED_DIR", dir)
         .arg("guardian")
         .arg(program)
         .args(args)
@@ -96,8 +121,8 @@ pub fn guarded(program: &Path, args: &[String], envs: &[(&str, String)], log: &P
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
     let stdin = child.stdin.take().unwrap();
     Guarded {
-        _child: child,
-        _stdin: stdin,
+        child,
+        stdin: Some(stdin),
     }
 }
 
@@ -146,7 +171,7 @@ pub struct S3Server {
     pub data_dir: Option<PathBuf>,
     pub bucket: Option<String>,
     _dir: tempfile::TempDir,
-    _process: Guarded,
+    process: Option<Guarded>,
 }
 
 static S3S: OnceLock<S3Server> = OnceLock::new();
@@ -154,11 +179,12 @@ static GARAGE: OnceLock<S3Server> = OnceLock::new();
 
 /// The shared s3s-fs server.
 pub fn s3s() -> &'static S3Server {
-    S3S.get_or_init(start_s3s)
+    S3S.get_or_init(|| start_s3s(true))
 }
 
-/// A private s3s-fs server, for a test that stops it (drop the server to stop it).
-pub fn start_s3s() -> S3Server {
+/// A private s3s-fs server, for a test that stops it ([`S3Server::kill`]); without
+/// `remove_on_exit` its data stays for inspection until the server value is dropped.
+pub fn start_s3s(remove_on_exit: bool) -> S3Server {
     {
         let binary = program(
             "s3s-fs",
@@ -172,7 +198,7 @@ pub fn start_s3s() -> S3Server {
             "COFFERTESTKEY".to_string(),
             "coffer-test-secret-key".to_string(),
         );
-        let log = dir.path().join("s3s-fs.log");
+        let log = dir.path().join("server.log");
         let args = [
             "--host",
             "127.0.0.1",
@@ -187,7 +213,7 @@ pub fn start_s3s() -> S3Server {
         .map(|s| s.to_string())
         .chain([data.display().to_string()])
         .collect::<Vec<_>>();
-        let process = guarded(&binary, &args, &[], &log);
+        let process = guarded(&binary, &args, &[], dir.path(), remove_on_exit);
         wait_for_port(port, "s3s-fs", &log);
         S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -197,12 +223,17 @@ pub fn start_s3s() -> S3Server {
             data_dir: Some(data),
             bucket: None,
             _dir: dir,
-            _process: process,
+            process: Some(process),
         }
     }
 }
 
 impl S3Server {
+    /// Stops the server now, keeping its data folder.
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+
     /// A fresh bucket name for one test (created on s3s-fs; Garage has its one default bucket, so
     /// tests there use distinct prefixes instead).
     pub fn new_bucket(&self, name: &str) -> String {
@@ -239,14 +270,14 @@ pub fn garage() -> &'static S3Server {
         .unwrap();
         let access_key = format!("GK{}", "0123456789abcdef01234567");
         let secret_key = "fedcba9876543210".repeat(4);
-        let log = dir.path().join("garage.log");
+        let log = dir.path().join("server.log");
         let args = vec!["-c".to_string(), config.display().to_string(), "server".into(), "--single-node".into(), "--default-bucket".into()];
         let envs = [
             ("GARAGE_DEFAULT_ACCESS_KEY", access_key.clone()),
             ("GARAGE_DEFAULT_SECRET_KEY", secret_key.clone()),
             ("GARAGE_DEFAULT_BUCKET", "backups".to_string()),
         ];
-        let process = guarded(&binary, &args, &envs, &log);
+        let process = guarded(&binary, &args, &envs, dir.path(), true);
         wait_for_port(s3_port, "garage", &log);
         let server = S3Server {
             endpoint: format!("http://127.0.0.1:{s3_port}"),
@@ -256,7 +287,7 @@ pub fn garage() -> &'static S3Server {
             data_dir: None,
             bucket: Some("backups".into()),
             _dir: dir,
-            _process: process,
+            process: Some(process),
         };
         // The default bucket and key appear shortly after the port opens: wait until a listing works.
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -6,7 +6,8 @@
 //!
 //! `mariadbd` runs under a tiny `sh` guardian that holds a pipe from us: when the pipe closes —
 //! we dropped the [`Sandbox`], or our process died, even by `SIGKILL` — the guardian stops the
-//! server. No sandbox outlives the process that started it.
+//! server and removes its folder. No sandbox outlives the process that started it, and none
+//! leaves its data behind (a static sandbox shared by a test binary is never dropped).
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -203,7 +204,13 @@ impl Sandbox {
         let _ = std::fs::remove_file(self.socket());
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(r#""$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; wait "$pid""#)
+            // `keep` on the pipe means a restart follows; anything else (our process died, or
+            // the sandbox was dropped) also removes the sandbox folder.
+            .arg(concat!(
+                r#""$@" & pid=$!; read -r order; kill "$pid" 2>/dev/null; wait "$pid"; "#,
+                r#"[ "$order" = keep ] || rm -rf "$COFFER_SANDBOX_DIR""#
+            ))
+            .env("COFFER_SANDBOX_DIR", d)
             .arg("coffer-sandbox")
             .arg(mariadbd)
             .args(&args)
@@ -249,7 +256,14 @@ impl Sandbox {
 
     /// Stops the server (cleanly: it gets `SIGTERM` and is waited for). The data stays until drop.
     pub fn stop(&mut self) {
-        if let Some((mut child, stdin)) = self.guardian.take() {
+        self.stop_guardian(true);
+    }
+
+    fn stop_guardian(&mut self, keep_data: bool) {
+        if let Some((mut child, mut stdin)) = self.guardian.take() {
+            if keep_data {
+                let _ = stdin.write_all(b"keep\n");
+            }
             drop(stdin);
             let _ = child.wait();
         }
@@ -364,7 +378,8 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.stop();
+        // The guardian removes the folder too; `TempDir` then finds nothing left to do.
+        self.stop_guardian(false);
     }
 }
 
