@@ -39,6 +39,53 @@ pub enum Command {
     /// Take, list, show and verify backups.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Restore backups.
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+}
+
+/// `coffer restore …`
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Restore a full backup into a database server. Every artifact's digest is verified before
+    /// the target is touched; a non-empty target database is refused unless --drop-existing.
+    Db(RestoreDbArgs),
+}
+
+/// `coffer restore db` flags.
+#[derive(Debug, Args)]
+pub struct RestoreDbArgs {
+    /// The backup to restore (an id as listed).
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "latest",
+        conflicts_with = "latest"
+    )]
+    pub backup: Option<String>,
+    /// Restore the newest full backup.
+    #[arg(long)]
+    pub latest: bool,
+    /// Target server [default: [restore] target_host/target_port, else the source's].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: Option<String>,
+    /// Restore a single-database backup under this name.
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+    /// Drop target databases that already hold tables, then restore.
+    #[arg(long)]
+    pub drop_existing: bool,
+    /// Do not ask for confirmation (needed for --drop-existing without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print what would be restored where, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// age identity file (private key), for encrypted backups.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// `--json`.

@@ -12,14 +12,17 @@ pub const BAD_INPUT: u8 = 2;
 pub const DATABASE: u8 = 3;
 /// The repository storage could not be reached or failed.
 pub const STORAGE: u8 = 4;
-/// The backup job failed (e.g. the dump tool failed).
-pub const BACKUP_FAILED: u8 = 5;
+/// The job failed: a backup (e.g. the dump tool failed) or a restore (the client tool failed).
+pub const JOB_FAILED: u8 = 5;
 /// Verification found damaged or missing data.
 pub const VERIFY_FAILED: u8 = 6;
 /// Another coffer holds the repository lock.
 pub const LOCKED: u8 = 7;
 /// The named backup does not exist.
 pub const NOT_FOUND: u8 = 8;
+/// Refused to protect data: a restore onto a non-empty database without `--drop-existing`, or
+/// a destructive step without confirmation.
+pub const REFUSED: u8 = 9;
 
 /// The exit code for an error of `kind`.
 pub fn code_for(kind: ErrorKind) -> u8 {
@@ -27,7 +30,8 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         ErrorKind::Config => BAD_INPUT,
         ErrorKind::Database => DATABASE,
         ErrorKind::Storage => STORAGE,
-        ErrorKind::Backup => BACKUP_FAILED,
+        ErrorKind::Backup | ErrorKind::Restore => JOB_FAILED,
+        ErrorKind::Refused => REFUSED,
         ErrorKind::Integrity => VERIFY_FAILED,
         ErrorKind::NotFound => NOT_FOUND,
         ErrorKind::Locked => LOCKED,

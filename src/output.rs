@@ -23,6 +23,39 @@ pub fn local_time(at: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
         .to_string()
 }
 
+/// A progress spinner on stderr, shown only on a terminal: bytes so far, rate, elapsed time.
+pub struct Spinner {
+    bar: indicatif::ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Spinner {
+    /// Starts a spinner that reads `progress`, or nothing when stderr is not a terminal.
+    pub fn start(verb: &str, progress: coffer_core::pipeline::Progress) -> Option<Spinner> {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        let template = format!("{{spinner}} {verb} {{bytes}} ({{bytes_per_sec}}) {{elapsed}}");
+        bar.set_style(indicatif::ProgressStyle::with_template(&template).expect("valid template"));
+        let ticking = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                ticking.set_position(progress.bytes());
+                ticking.tick();
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            }
+        });
+        Some(Spinner { bar, ticker })
+    }
+
+    /// Stops and clears the spinner.
+    pub fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

@@ -1,17 +1,14 @@
 //! `coffer backup run|list|show|verify`.
 
-use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use coffer_core::config::Config;
 use coffer_core::manifest::{BackupKind, Manifest};
 use coffer_core::pipeline::Progress;
-use coffer_core::repository::Repository;
 use serde::Serialize;
 
-use super::open_repository;
+use super::{open_repository, read_identity, resolve_backup};
 use crate::cli::KindArg;
 use crate::{exit, output};
 
@@ -19,13 +16,10 @@ use crate::{exit, output};
 pub async fn run_full(config: &Config, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
     let progress = Progress::default();
-    let bar = std::io::stderr()
-        .is_terminal()
-        .then(|| spinner(progress.clone()));
+    let spinner = output::Spinner::start("dumping", progress.clone());
     let result = coffer_scheduler::run_full_backup(config, &repository, progress).await;
-    if let Some((bar, ticker)) = bar {
-        ticker.abort();
-        bar.finish_and_clear();
+    if let Some(spinner) = spinner {
+        spinner.finish();
     }
     let manifest = result.context("full backup failed")?;
     if json {
@@ -59,25 +53,6 @@ pub async fn run_full(config: &Config, json: bool) -> Result<u8> {
 
 fn gtid_suffix(gtid: Option<&str>) -> String {
     gtid.map(|g| format!(" (GTID {g})")).unwrap_or_default()
-}
-
-fn spinner(progress: Progress) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} dumping {bytes} ({bytes_per_sec}) {elapsed}",
-        )
-        .expect("valid template"),
-    );
-    let ticking = bar.clone();
-    let ticker = tokio::spawn(async move {
-        loop {
-            ticking.set_position(progress.bytes());
-            ticking.tick();
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
-    });
-    (bar, ticker)
 }
 
 /// One line of `backup list --json`.
@@ -148,28 +123,10 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
     Ok(exit::OK)
 }
 
-/// Resolves `latest` or checks an id exists, returning its manifest.
-async fn resolve(repository: &Repository, id: &str) -> Result<Manifest> {
-    if id == "latest" {
-        let manifests = repository.list().await.context("listing backups")?;
-        return manifests
-            .into_iter()
-            .rfind(|m| m.kind == BackupKind::Full)
-            .ok_or_else(|| {
-                coffer_core::Error::not_found(format!(
-                    "no full backup in {}",
-                    repository.storage().location()
-                ))
-                .into()
-            });
-    }
-    Ok(repository.manifest(id).await?)
-}
-
 /// `backup show`.
 pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
-    let manifest = resolve(&repository, id).await?;
+    let manifest = resolve_backup(&repository, id).await?;
     if json {
         output::json(&manifest)?;
         return Ok(exit::OK);
@@ -245,7 +202,7 @@ pub async fn verify(
 ) -> Result<u8> {
     let identity = identity_file.map(read_identity).transpose()?;
     let repository = open_repository(config).await?;
-    let manifest = resolve(&repository, id).await?;
+    let manifest = resolve_backup(&repository, id).await?;
     let report = coffer_restore::verify_backup(&repository, &manifest, identity.as_ref()).await?;
     if json {
         output::json(&report)?;
@@ -266,23 +223,4 @@ pub async fn verify(
         eprintln!("coffer: error: backup {} failed verification", manifest.id);
         Ok(exit::VERIFY_FAILED)
     }
-}
-
-fn read_identity(path: &Path) -> Result<age::x25519::Identity> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        coffer_core::Error::config(format!("cannot read identity file {}: {e}", path.display()))
-    })?;
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .ok_or_else(|| {
-            coffer_core::Error::config(format!(
-                "{} holds no age identity (AGE-SECRET-KEY-…)",
-                path.display()
-            ))
-        })?;
-    line.parse().map_err(|e| {
-        coffer_core::Error::config(format!("{}: invalid age identity: {e}", path.display())).into()
-    })
 }

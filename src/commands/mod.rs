@@ -3,17 +3,22 @@
 
 mod backup;
 mod check;
+mod restore;
 
 use anyhow::Result;
 use coffer_core::config::{Config, ProcessEnv};
 use coffer_core::repository::Repository;
 
-use crate::cli::{BackupCommand, Cli, Command, RunCommand};
+use crate::cli::{BackupCommand, Cli, Command, RestoreCommand, RunCommand};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Check(flags) => check::run(cli.config.as_deref(), flags.json).await,
+        Command::Restore(RestoreCommand::Db(args)) => {
+            let config = load_config(cli.config.as_deref())?;
+            restore::run_db(&config, args).await
+        }
         Command::Backup(command) => {
             let config = load_config(cli.config.as_deref())?;
             match command {
@@ -43,4 +48,46 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
 /// Opens the configured repository.
 pub async fn open_repository(config: &Config) -> Result<Repository> {
     Ok(Repository::open(&config.repository).await?)
+}
+
+/// Resolves `latest` or checks an id exists, returning its manifest.
+pub async fn resolve_backup(
+    repository: &Repository,
+    id: &str,
+) -> Result<coffer_core::manifest::Manifest> {
+    use coffer_core::manifest::BackupKind;
+    if id == "latest" {
+        let manifests = repository.list().await?;
+        return manifests
+            .into_iter()
+            .rfind(|m| m.kind == BackupKind::Full)
+            .ok_or_else(|| {
+                coffer_core::Error::not_found(format!(
+                    "no full backup in {}",
+                    repository.storage().location()
+                ))
+                .into()
+            });
+    }
+    Ok(repository.manifest(id).await?)
+}
+
+/// Reads an age identity (private key) file as `age-keygen` writes it.
+pub fn read_identity(path: &std::path::Path) -> Result<age::x25519::Identity> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        coffer_core::Error::config(format!("cannot read identity file {}: {e}", path.display()))
+    })?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .ok_or_else(|| {
+            coffer_core::Error::config(format!(
+                "{} holds no age identity (AGE-SECRET-KEY-…)",
+                path.display()
+            ))
+        })?;
+    line.parse().map_err(|e| {
+        coffer_core::Error::config(format!("{}: invalid age identity: {e}", path.display())).into()
+    })
 }

@@ -5,5 +5,6 @@ mod backup_folder;
 mod backup_s3;
 mod failures;
 mod interrupted;
+mod restore;
 mod secrets;
 mod util;

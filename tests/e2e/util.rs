@@ -404,6 +404,13 @@ impl Setup {
         Run::from(self.coffer(args).output().unwrap())
     }
 
+    /// Appends text (a new section) to the config.
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        config.push_str(text);
+        std::fs::write(&self.config, config).unwrap();
+    }
+
     /// Rewrites the config with `from` replaced by `to`.
     pub fn edit_config(&self, from: &str, to: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap();

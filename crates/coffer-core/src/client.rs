@@ -45,6 +45,17 @@ impl From<&crate::config::SourceConfig> for Endpoint {
     }
 }
 
+impl From<&crate::config::RestoreConfig> for Endpoint {
+    fn from(target: &crate::config::RestoreConfig) -> Self {
+        Self {
+            host: target.host.clone(),
+            port: target.port,
+            user: target.user.clone(),
+            password: target.password.clone(),
+        }
+    }
+}
+
 /// A client program of the server (`mariadb-dump`, `mariadb`, `mariadb-binlog`) found on `PATH`.
 #[derive(Debug, Clone)]
 pub struct Tool {

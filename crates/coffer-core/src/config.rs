@@ -28,6 +28,25 @@ pub struct Config {
     pub repository: RepositoryConfig,
     /// The database that is backed up.
     pub source: SourceConfig,
+    /// Where and how restores go.
+    pub restore: RestoreConfig,
+}
+
+/// Restore settings: the target server (each field defaults to the source's) and hooks.
+#[derive(Debug, Clone)]
+pub struct RestoreConfig {
+    /// Target host.
+    pub host: String,
+    /// Target port.
+    pub port: u16,
+    /// Target account.
+    pub user: String,
+    /// Target password.
+    pub password: Secret,
+    /// Shell commands run before a restore touches the target (e.g. `php artisan down`).
+    pub before: Vec<String>,
+    /// Shell commands run after a restore, whether it succeeded or not (e.g. `php artisan up`).
+    pub after: Vec<String>,
 }
 
 /// The backup repository: where and how artifacts are stored.
@@ -147,6 +166,18 @@ struct RawConfig {
     timezone: Option<String>,
     repository: Option<RawRepository>,
     source: Option<RawSource>,
+    restore: Option<RawRestore>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestore {
+    target_host: Option<String>,
+    target_port: Option<u16>,
+    target_user: Option<String>,
+    target_password_file: Option<PathBuf>,
+    before: Option<Vec<String>>,
+    after: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -457,7 +488,41 @@ impl Config {
             databases,
         };
 
+        // Restore target: each field defaults to the source's.
+        let restore = raw.restore.unwrap_or_default();
+        let target_port = match env.var("COFFER_TARGET_PORT") {
+            Some(v) => v.parse().map_err(|_| {
+                fail(
+                    "restore.target_port",
+                    &format!("COFFER_TARGET_PORT={v:?} is not a port number"),
+                )
+            })?,
+            None => restore.target_port.unwrap_or(source.port),
+        };
+        let target_password = match env.var("COFFER_TARGET_PASSWORD") {
+            Some(v) => Secret::new(v),
+            None => match &restore.target_password_file {
+                Some(file) => read_secret("restore.target_password_file", file)?,
+                None => source.password.clone(),
+            },
+        };
+        let restore = RestoreConfig {
+            host: env
+                .var("COFFER_TARGET_HOST")
+                .or(restore.target_host)
+                .unwrap_or_else(|| source.host.clone()),
+            port: target_port,
+            user: env
+                .var("COFFER_TARGET_USER")
+                .or(restore.target_user)
+                .unwrap_or_else(|| source.user.clone()),
+            password: target_password,
+            before: restore.before.unwrap_or_default(),
+            after: restore.after.unwrap_or_default(),
+        };
+
         Ok(Config {
+            restore,
             path: path.to_path_buf(),
             timezone,
             timezone_name,
@@ -550,6 +615,36 @@ mod tests {
             .to_string();
         assert!(err.contains("/etc/coffer/nope.txt"), "{err}");
         assert!(err.contains("source.password_file"), "{err}");
+    }
+
+    #[test]
+    fn restore_target_defaults_to_the_source() {
+        let text =
+            "[repository]\nurl = \"r\"\n[source]\nhost = \"db\"\nport = 3307\nuser = \"b\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(
+            (
+                config.restore.host.as_str(),
+                config.restore.port,
+                config.restore.user.as_str()
+            ),
+            ("db", 3307, "b")
+        );
+        let text =
+            format!("{text}[restore]\ntarget_host = \"sandbox\"\nafter = [\"php artisan up\"]\n");
+        let env = |name: &str| (name == "COFFER_TARGET_PORT").then(|| "3310".to_string());
+        let config = Config::parse(&text, Path::new("c.toml"), &env).unwrap();
+        assert_eq!(
+            (config.restore.host.as_str(), config.restore.port),
+            ("sandbox", 3310)
+        );
+        assert_eq!(config.restore.after, vec!["php artisan up"]);
+        assert!(
+            parse("[repository]\nurl = \"r\"\n[restore]\ntarget = \"x\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("target")
+        );
     }
 
     #[test]

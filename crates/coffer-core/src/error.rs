@@ -19,6 +19,10 @@ pub enum ErrorKind {
     Storage,
     /// A backup job failed (the dump tool failed, the stream broke).
     Backup,
+    /// A restore failed while writing to the target (the client tool failed, a hook failed).
+    Restore,
+    /// The operation was refused to protect data (a non-empty target without `--drop-existing`).
+    Refused,
     /// Stored data does not match its recorded digest or size, or cannot be decoded.
     Integrity,
     /// An object or backup that should exist does not.
@@ -64,6 +68,11 @@ impl Error {
     /// An integrity error (digest or size mismatch, undecodable data).
     pub fn integrity(message: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Integrity, message)
+    }
+
+    /// A refusal that protects data.
+    pub fn refused(message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Refused, message)
     }
 
     /// A database error.

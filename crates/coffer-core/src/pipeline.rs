@@ -73,8 +73,9 @@ impl Progress {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    /// Counts `n` more bytes.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -184,7 +185,7 @@ impl Write for ArtifactWriter {
             Compress::None(w) => w.write(data)?,
         };
         self.size += n as u64;
-        self.progress.add(n);
+        self.progress.add(n as u64);
         Ok(n)
     }
 

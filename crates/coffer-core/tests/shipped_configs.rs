@@ -15,9 +15,10 @@ fn every_shipped_example_parses() {
         }
         // Secrets come from the environment here: the example's secret files are on a server.
         let env = |name: &str| match name {
-            "COFFER_SOURCE_PASSWORD" | "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => {
-                Some("x".to_string())
-            }
+            "COFFER_SOURCE_PASSWORD"
+            | "COFFER_TARGET_PASSWORD"
+            | "AWS_ACCESS_KEY_ID"
+            | "AWS_SECRET_ACCESS_KEY" => Some("x".to_string()),
             _ => None,
         };
         Config::load(&path, &env).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

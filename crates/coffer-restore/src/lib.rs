@@ -5,9 +5,14 @@
 //! - [`verify`]: [`verify_backup`] re-reads every artifact of a backup, checks its size and
 //!   SHA-256, decodes it, and for a dump re-derives the expectations and compares them with the
 //!   manifest's.
+//! - [`full`]: [`restore_full`] restores a full backup into a server: every digest verified
+//!   before the target is touched, non-empty databases refused unless replacing them was asked
+//!   for, `before`/`after` hooks around it, the dump replayed by the server's own client.
 //!
-//! Full restores and point-in-time replay build on the same verified reader next.
+//! Point-in-time replay of archived binlogs builds on [`full`] next.
 
+pub mod full;
 pub mod verify;
 
+pub use full::{RestoreOptions, RestoreReport, restore_full};
 pub use verify::{VerifyReport, verify_backup};

@@ -1,0 +1,316 @@
+//! Restoring a full backup into a server: verified first, refused onto data unless told, hooks
+//! around it, the dump streamed into the server's own `mariadb` client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
+use coffer_core::manifest::Manifest;
+use coffer_core::pipeline::{self, ArtifactReader, Progress};
+use coffer_core::repository::Repository;
+use coffer_core::{Error, ErrorKind, Result};
+use serde::Serialize;
+use sqlx::Row;
+use tokio_util::io::SyncIoBridge;
+use tracing::{Instrument, info, info_span, warn};
+
+/// What to restore where.
+#[derive(Clone)]
+pub struct RestoreOptions {
+    /// The target server and account.
+    pub target: Endpoint,
+    /// Restore a single-database backup under this name instead of its own.
+    pub rename_to: Option<String>,
+    /// Drop target databases that exist and hold tables (confirmed by the caller).
+    pub drop_existing: bool,
+    /// age identity, for encrypted backups.
+    pub identity: Option<age::x25519::Identity>,
+    /// Shell commands run before the target is touched.
+    pub before: Vec<String>,
+    /// Shell commands run afterwards, also when the restore failed.
+    pub after: Vec<String>,
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The identity is a private key: never printed.
+        f.debug_struct("RestoreOptions")
+            .field("target", &self.target)
+            .field("rename_to", &self.rename_to)
+            .field("drop_existing", &self.drop_existing)
+            .field("identity", &self.identity.as_ref().map(|_| "***"))
+            .field("before", &self.before)
+            .field("after", &self.after)
+            .finish()
+    }
+}
+
+/// One database of the plan: its name in the backup and on the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseMapping {
+    /// Name in the backup.
+    pub from: String,
+    /// Name on the target.
+    pub to: String,
+    /// Tables it holds on the target now (0 when absent or empty).
+    pub existing_tables: u64,
+}
+
+/// What a restore will do (`--dry-run`) or did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// Backup restored.
+    pub backup_id: String,
+    /// `host:port` of the target.
+    pub target: String,
+    /// Databases and their target names.
+    pub databases: Vec<DatabaseMapping>,
+    /// Bytes of SQL replayed.
+    pub bytes: u64,
+    /// Wall time of the restore itself (after verification), in seconds.
+    pub seconds: f64,
+}
+
+/// Works out the databases a restore of `manifest` writes, and what the target holds now.
+pub async fn plan(manifest: &Manifest, options: &RestoreOptions) -> Result<Vec<DatabaseMapping>> {
+    if let Some(name) = &options.rename_to {
+        if manifest.databases.len() != 1 {
+            return Err(Error::config(format!(
+                "--database renames a single-database backup; {} holds {}",
+                manifest.id,
+                manifest.databases.len()
+            )));
+        }
+        if name.is_empty() || name.len() > 64 || name.contains(['`', '/', '\\', '.']) {
+            return Err(Error::config(format!(
+                "{name:?} is not a valid database name"
+            )));
+        }
+    }
+    let mut conn = client::connect(&options.target).await?;
+    let mut mappings = Vec::new();
+    for from in &manifest.databases {
+        let to = options.rename_to.clone().unwrap_or_else(|| from.clone());
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?")
+                .bind(&to)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| {
+                    Error::database(format!("inspecting {to} on {}: {e}", options.target))
+                })?;
+        let existing_tables: i64 = row.try_get(0).map_err(|e| Error::database(e.to_string()))?;
+        mappings.push(DatabaseMapping {
+            from: from.clone(),
+            to,
+            existing_tables: existing_tables as u64,
+        });
+    }
+    Ok(mappings)
+}
+
+/// Restores `manifest` into the target: verifies every artifact's digest, refuses non-empty
+/// target databases unless `drop_existing`, runs the hooks, and replays the dump.
+pub async fn restore_full(
+    repository: &Repository,
+    manifest: &Manifest,
+    options: &RestoreOptions,
+    progress: Progress,
+) -> Result<RestoreReport> {
+    let span = info_span!("restore.full", id = %manifest.id, target = %format!("{}:{}", options.target.host, options.target.port));
+    async {
+        // Nothing touches the target before every artifact is proven intact.
+        for record in &manifest.artifacts {
+            pipeline::verify_stored(repository.storage(), record)
+                .await
+                .map_err(|e| e.context("refusing to restore, the target was not touched"))?;
+        }
+        info!(artifacts = manifest.artifacts.len(), "artifacts verified");
+        let databases = plan(manifest, options).await?;
+        let occupied: Vec<String> = databases
+            .iter()
+            .filter(|d| d.existing_tables > 0)
+            .map(|d| format!("{} ({} tables)", d.to, d.existing_tables))
+            .collect();
+        if !occupied.is_empty() && !options.drop_existing {
+            return Err(Error::refused(format!(
+                "target {}:{} already holds {}; restore elsewhere, use --database NAME, or --drop-existing to replace it",
+                options.target.host,
+                options.target.port,
+                occupied.join(", ")
+            )));
+        }
+
+        let started = Instant::now();
+        let result = match run_hooks("before", &options.before) {
+            Ok(()) => replay(repository, manifest, options, &databases, progress.clone()).await,
+            Err(e) => Err(e),
+        };
+        // The application goes back up whatever happened.
+        let after = run_hooks("after", &options.after);
+        result?;
+        after?;
+        let seconds = started.elapsed().as_secs_f64();
+        info!(bytes = progress.bytes(), seconds, "restore finished");
+        Ok(RestoreReport {
+            backup_id: manifest.id.clone(),
+            target: format!("{}:{}", options.target.host, options.target.port),
+            databases,
+            bytes: progress.bytes(),
+            seconds,
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+fn run_hooks(stage: &str, commands: &[String]) -> Result<()> {
+    for command in commands {
+        info!(stage, command = %command, "running hook");
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Restore,
+                    format!("{stage} hook {command:?} could not start: {e}"),
+                )
+            })?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(Error::new(
+                ErrorKind::Restore,
+                format!(
+                    "{stage} hook {command:?} failed ({}): {}",
+                    output.status,
+                    stderr.trim().replace('\n', " | ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn replay(
+    repository: &Repository,
+    manifest: &Manifest,
+    options: &RestoreOptions,
+    databases: &[DatabaseMapping],
+    progress: Progress,
+) -> Result<()> {
+    if options.drop_existing {
+        let mut conn = client::connect(&options.target).await?;
+        for db in databases.iter().filter(|d| d.existing_tables > 0) {
+            warn!(database = %db.to, tables = db.existing_tables, "dropping the existing database");
+            sqlx::query(&format!("DROP DATABASE `{}`", db.to))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| Error::database(format!("dropping {}: {e}", db.to)))?;
+        }
+    }
+    let tool = Tool::find(&["mariadb", "mysql"])?;
+    let rename = options
+        .rename_to
+        .as_ref()
+        .map(|to| (databases[0].from.clone(), to.clone()));
+    for record in manifest.artifacts.iter().filter(|a| a.name == "dump.sql") {
+        let object = repository.storage().get(&record.key).await?;
+        let record = record.clone();
+        let identity = options.identity.clone();
+        let defaults = DefaultsFile::new(&options.target)?;
+        let tool_path = tool.path.clone();
+        let rename = rename.clone();
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let reader = ArtifactReader::new(
+                Box::new(SyncIoBridge::new(object)),
+                &record,
+                identity.as_ref(),
+            )?;
+            let mut child = Command::new(&tool_path)
+                .arg(defaults.arg())
+                .args(["--binary-mode", "--max-allowed-packet=1G"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| Error::other(format!("cannot start {}: {e}", tool_path.display())))?;
+            let mut stdin = child.stdin.take().expect("stdin is piped");
+            let stderr = child.stderr.take().expect("stderr is piped");
+            let stderr_tail = std::thread::spawn(move || {
+                let lines: Vec<String> = BufReader::new(stderr)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                    .collect();
+                lines[lines.len().saturating_sub(5)..].join(" | ")
+            });
+            let copied = feed(reader, &mut stdin, rename.as_ref(), &progress);
+            drop(stdin);
+            let status = child
+                .wait()
+                .map_err(|e| Error::other(format!("waiting for the client: {e}")))?;
+            let stderr_text = stderr_tail.join().unwrap_or_default();
+            drop(defaults);
+            if !status.success() {
+                return Err(Error::new(
+                    ErrorKind::Restore,
+                    format!("mariadb client failed ({status}): {stderr_text}"),
+                ));
+            }
+            // A read error (damage found at the end, a lost connection to storage) outranks a
+            // client that happened to accept what it got.
+            copied
+        })
+        .await
+        .map_err(|e| Error::other(format!("restore task failed: {e}")))??;
+    }
+    Ok(())
+}
+
+/// Copies the decoded dump into the client, renaming the database on the lines that name it.
+fn feed(
+    reader: ArtifactReader,
+    out: &mut dyn Write,
+    rename: Option<&(String, String)>,
+    progress: &Progress,
+) -> Result<()> {
+    let broken = |e: std::io::Error| -> Error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Error::new(ErrorKind::Restore, "the mariadb client stopped reading")
+        } else {
+            Error::from(e)
+        }
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    let Some((from, to)) = rename else {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(Error::from)?;
+            if n == 0 {
+                return Ok(());
+            }
+            progress.add(n as u64);
+            out.write_all(&buf[..n]).map_err(broken)?;
+        }
+    };
+    let (quoted_from, quoted_to) = (format!("`{from}`"), format!("`{to}`"));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(Error::from)?;
+        if n == 0 {
+            return Ok(());
+        }
+        progress.add(n as u64);
+        // Only the statements that name the database itself: CREATE DATABASE and USE.
+        if line.starts_with(b"CREATE DATABASE ") || line.starts_with(b"USE `") {
+            let text = String::from_utf8_lossy(&line).replacen(&quoted_from, &quoted_to, 1);
+            out.write_all(text.as_bytes()).map_err(broken)?;
+        } else {
+            out.write_all(&line).map_err(broken)?;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `coffer restore db`.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+use coffer_core::client::Endpoint;
+use coffer_core::config::Config;
+use coffer_core::pipeline::Progress;
+use coffer_restore::RestoreOptions;
+
+use super::{open_repository, read_identity, resolve_backup};
+use crate::cli::RestoreDbArgs;
+use crate::{exit, output};
+
+/// `restore db`.
+pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
+    let mut target = Endpoint::from(&config.restore);
+    if let Some(spec) = &args.target {
+        let (host, port) = spec
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| {
+                coffer_core::Error::config(format!("--target {spec:?} is not HOST:PORT"))
+            })?;
+        target.host = host.trim_matches(['[', ']']).to_string();
+        target.port = port;
+    }
+    let identity = args
+        .identity_file
+        .as_deref()
+        .map(read_identity)
+        .transpose()?;
+    let repository = open_repository(config).await?;
+    let id = if args.latest {
+        "latest"
+    } else {
+        args.backup
+            .as_deref()
+            .expect("clap requires --backup or --latest")
+    };
+    let manifest = resolve_backup(&repository, id).await?;
+    let options = RestoreOptions {
+        target,
+        rename_to: args.database.clone(),
+        drop_existing: args.drop_existing,
+        identity,
+        before: config.restore.before.clone(),
+        after: config.restore.after.clone(),
+    };
+
+    let plan = coffer_restore::full::plan(&manifest, &options).await?;
+    let occupied: Vec<&str> = plan
+        .iter()
+        .filter(|d| d.existing_tables > 0)
+        .map(|d| d.to.as_str())
+        .collect();
+    if args.dry_run {
+        if args.output.json {
+            output::json(&serde_json::json!({
+                "backup_id": manifest.id,
+                "target": format!("{}:{}", options.target.host, options.target.port),
+                "databases": plan,
+                "drop_existing": options.drop_existing,
+            }))?;
+        } else {
+            println!(
+                "would restore backup {} ({}) into {}",
+                manifest.id,
+                output::local_time(manifest.started_at, &config.timezone),
+                options.target
+            );
+            for db in &plan {
+                let state = match (db.existing_tables, options.drop_existing) {
+                    (0, _) => "empty or absent".to_string(),
+                    (n, true) => format!("holds {n} tables: would be DROPPED and replaced"),
+                    (n, false) => format!("holds {n} tables: the restore would be REFUSED"),
+                };
+                println!("  {} -> {} ({state})", db.from, db.to);
+            }
+        }
+        return Ok(exit::OK);
+    }
+    if !occupied.is_empty() && args.drop_existing && !args.yes {
+        confirm(&occupied, &options.target)?;
+    }
+
+    let progress = Progress::default();
+    let spinner = output::Spinner::start("restoring", progress.clone());
+    let result = coffer_restore::restore_full(&repository, &manifest, &options, progress).await;
+    if let Some(spinner) = spinner {
+        spinner.finish();
+    }
+    let report = result.context("restore failed")?;
+    if args.output.json {
+        output::json(&report)?;
+    } else {
+        let names: Vec<String> = report
+            .databases
+            .iter()
+            .map(|d| format!("{} -> {}", d.from, d.to))
+            .collect();
+        println!(
+            "restored backup {} into {} ({}): {} of SQL in {:.1} s",
+            report.backup_id,
+            report.target,
+            names.join(", "),
+            output::bytes(report.bytes),
+            report.seconds
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Asks the operator to type the names of the databases about to be dropped.
+fn confirm(occupied: &[&str], target: &Endpoint) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(coffer_core::Error::refused(format!(
+            "--drop-existing would drop {} on {}:{}: add --yes to confirm when there is no terminal",
+            occupied.join(", "),
+            target.host,
+            target.port
+        ))
+        .into());
+    }
+    let expected = occupied.join(" ");
+    eprint!(
+        "This DROPS {expected} on {}:{} and replaces it with the backup. Type \"{expected}\" to go on: ",
+        target.host, target.port
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != expected {
+        return Err(coffer_core::Error::refused("not confirmed; nothing was changed").into());
+    }
+    Ok(())
+}
