@@ -134,6 +134,9 @@ pub enum BackupCommand {
 pub enum RunCommand {
     /// A full logical backup of the source databases.
     Full(JsonFlag),
+    /// Archive every closed binary log the repository lacks (rotating the active one first when
+    /// it holds unarchived transactions).
+    Incremental(JsonFlag),
 }
 
 /// Backup kinds on the command line.
@@ -141,4 +144,6 @@ pub enum RunCommand {
 pub enum KindArg {
     /// Full backups.
     Full,
+    /// Archived binary logs (incremental backups).
+    Binlog,
 }

@@ -51,6 +51,39 @@ pub async fn run_full(config: &Config, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// `backup run incremental`.
+pub async fn run_incremental(config: &Config, json: bool) -> Result<u8> {
+    let repository = open_repository(config).await?;
+    let progress = Progress::default();
+    let spinner = output::Spinner::start("archiving binlogs", progress.clone());
+    let result = coffer_scheduler::run_incremental_backup(config, &repository, progress).await;
+    if let Some(spinner) = spinner {
+        spinner.finish();
+    }
+    let manifests = result.context("incremental backup failed")?;
+    if json {
+        output::json(&manifests)?;
+    } else if manifests.is_empty() {
+        println!("nothing new: every committed transaction is archived");
+    } else {
+        for m in &manifests {
+            let b = m
+                .binlog_file
+                .as_ref()
+                .expect("binlog backups describe their file");
+            println!(
+                "archived {} as {}: {} transaction(s), {} -> {}",
+                b.file,
+                m.id,
+                b.transactions,
+                output::bytes(m.size_bytes()),
+                output::bytes(m.stored_bytes())
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
 fn gtid_suffix(gtid: Option<&str>) -> String {
     gtid.map(|g| format!(" (GTID {g})")).unwrap_or_default()
 }
@@ -67,13 +100,18 @@ struct ListEntry<'a> {
     stored_bytes: u64,
     databases: &'a [String],
     binlog: Option<&'a coffer_core::manifest::BinlogCoordinates>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binlog_file: Option<&'a coffer_core::manifest::ArchivedBinlog>,
 }
 
 /// `backup list`.
 pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
     let manifests = repository.list().await.context("listing backups")?;
-    let wanted = kind.map(|KindArg::Full| BackupKind::Full);
+    let wanted = kind.map(|kind| match kind {
+        KindArg::Full => BackupKind::Full,
+        KindArg::Binlog => BackupKind::Binlog,
+    });
     let selected: Vec<&Manifest> = manifests
         .iter()
         .filter(|m| wanted.is_none_or(|k| m.kind == k))
@@ -91,6 +129,7 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
                 stored_bytes: m.stored_bytes(),
                 databases: &m.databases,
                 binlog: m.binlog.as_ref(),
+                binlog_file: m.binlog_file.as_ref(),
             })
             .collect();
         output::json(&entries)?;
@@ -157,7 +196,21 @@ pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
             b.position,
             gtid_suffix(b.gtid_position.as_deref())
         ),
-        None => println!("binlog:       none (the source wrote no binary log)"),
+        None if manifest.kind == BackupKind::Full => {
+            println!("binlog:       none (the source wrote no binary log)")
+        }
+        None => {}
+    }
+    if let Some(b) = &manifest.binlog_file {
+        println!(
+            "binlog file:  {} ({} bytes, {} transactions, GTIDs {} .. {}, next {})",
+            b.file,
+            b.end_position,
+            b.transactions,
+            b.first_gtid.as_deref().unwrap_or("-"),
+            b.last_gtid.as_deref().unwrap_or("-"),
+            b.next_file.as_deref().unwrap_or("-")
+        );
     }
     println!("databases:    {}", manifest.databases.join(", "));
     for artifact in &manifest.artifacts {

@@ -25,6 +25,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 BackupCommand::Run(RunCommand::Full(flags)) => {
                     backup::run_full(&config, flags.json).await
                 }
+                BackupCommand::Run(RunCommand::Incremental(flags)) => {
+                    backup::run_incremental(&config, flags.json).await
+                }
                 BackupCommand::List { kind, output } => {
                     backup::list(&config, kind, output.json).await
                 }

@@ -3,6 +3,7 @@
 
 mod backup_folder;
 mod backup_s3;
+mod binlog_archive;
 mod failures;
 mod interrupted;
 mod restore;

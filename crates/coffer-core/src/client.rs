@@ -287,6 +287,10 @@ pub fn missing_backup_privileges(grants: &[String], log_bin: bool) -> Vec<&'stat
     if log_bin && !(has("BINLOG MONITOR") || has("REPLICATION CLIENT") || has("SUPER")) {
         missing.push("BINLOG MONITOR");
     }
+    // Incremental backups read the binary log over the replication protocol.
+    if log_bin && !has("REPLICATION SLAVE") {
+        missing.push("REPLICATION SLAVE");
+    }
     missing
 }
 
@@ -331,7 +335,8 @@ mod tests {
                 "TRIGGER",
                 "EVENT",
                 "LOCK TABLES",
-                "BINLOG MONITOR"
+                "BINLOG MONITOR",
+                "REPLICATION SLAVE"
             ]
         );
     }

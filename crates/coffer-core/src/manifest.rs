@@ -19,6 +19,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum BackupKind {
     /// A logical dump of whole databases at one consistent moment.
     Full,
+    /// One closed binary log file, archived over the replication protocol (the incremental backup).
+    Binlog,
 }
 
 impl BackupKind {
@@ -26,6 +28,7 @@ impl BackupKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Full => "full",
+            Self::Binlog => "binlog",
         }
     }
 }
@@ -63,6 +66,32 @@ pub struct Manifest {
     pub artifacts: Vec<ArtifactRecord>,
     /// What a restore of this backup must reproduce.
     pub expectations: Expectations,
+    /// For a `binlog` backup: which file it is and what it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_file: Option<ArchivedBinlog>,
+}
+
+/// A summary of an archived binlog file; its full transaction index is the `index.json` artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedBinlog {
+    /// File name on the server (`mysql-bin.000042`).
+    pub file: String,
+    /// Server id in the file's format description event.
+    pub server_id: u32,
+    /// First event time (Unix seconds).
+    pub first_event_time: Option<i64>,
+    /// Last event time (Unix seconds).
+    pub last_event_time: Option<i64>,
+    /// File size: the position after its last event.
+    pub end_position: u64,
+    /// Committed transactions in the file.
+    pub transactions: u64,
+    /// GTID of the first transaction.
+    pub first_gtid: Option<String>,
+    /// GTID of the last transaction.
+    pub last_gtid: Option<String>,
+    /// The file the server continued in.
+    pub next_file: Option<String>,
 }
 
 /// The source server as the backup saw it.
@@ -209,6 +238,7 @@ mod tests {
             databases: vec!["app".into()],
             artifacts: vec![],
             expectations: Expectations::default(),
+            binlog_file: None,
         }
     }
 

@@ -106,7 +106,8 @@ impl Repository {
             let bytes = self.storage.get_bytes(&object.key).await?;
             manifests.push(Manifest::from_json(&object.key, &bytes)?);
         }
-        manifests.sort_by(|a, b| a.id.cmp(&b.id));
+        // Ids sort by second only; two backups of one second keep the order they ran in.
+        manifests.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
         Ok(manifests)
     }
 

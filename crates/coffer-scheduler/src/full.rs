@@ -174,6 +174,7 @@ async fn full_backup(
         databases,
         artifacts: vec![record],
         expectations: facts.expectations,
+        binlog_file: None,
     };
     repository.write_manifest(&manifest).await?;
     info!(
