@@ -54,18 +54,28 @@ pub enum RestoreCommand {
 
 /// `coffer restore db` flags.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["backup", "latest", "at", "at_position", "at_gtid"])))]
 pub struct RestoreDbArgs {
-    /// The backup to restore (an id as listed).
-    #[arg(
-        long,
-        value_name = "ID",
-        required_unless_present = "latest",
-        conflicts_with = "latest"
-    )]
+    /// The full backup to restore (an id as listed).
+    #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
     /// Restore the newest full backup.
     #[arg(long)]
     pub latest: bool,
+    /// Point in time: every transaction committed at or before this moment, e.g.
+    /// '2025-10-29 11:59:00' (read in --tz, else the config's timezone) or RFC 3339 with offset.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// The zone --at is written in (IANA name) [default: the config's timezone].
+    #[arg(long, value_name = "ZONE", requires = "at")]
+    pub tz: Option<String>,
+    /// Point in time: every event before this binlog position (a transaction's start position
+    /// excludes that transaction).
+    #[arg(long, value_name = "FILE:POS")]
+    pub at_position: Option<String>,
+    /// Point in time: up to and including this transaction.
+    #[arg(long, value_name = "GTID")]
+    pub at_gtid: Option<String>,
     /// Target server [default: [restore] target_host/target_port, else the source's].
     #[arg(long, value_name = "HOST:PORT")]
     pub target: Option<String>,

@@ -7,6 +7,7 @@ use coffer_core::client::Endpoint;
 use coffer_core::config::Config;
 use coffer_core::pipeline::Progress;
 use coffer_restore::RestoreOptions;
+use coffer_restore::pitr::{self, PointInTime};
 
 use super::{open_repository, read_identity, resolve_backup};
 use crate::cli::RestoreDbArgs;
@@ -32,14 +33,39 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
         .map(read_identity)
         .transpose()?;
     let repository = open_repository(config).await?;
-    let id = if args.latest {
-        "latest"
-    } else {
-        args.backup
-            .as_deref()
-            .expect("clap requires --backup or --latest")
+    let tz = match &args.tz {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+            coffer_core::Error::config(format!("--tz {name:?} is not an IANA time zone"))
+        })?,
+        None => config.timezone.clone(),
     };
-    let manifest = resolve_backup(&repository, id).await?;
+    let point = if let Some(at) = &args.at {
+        Some(PointInTime::Time(pitr::parse_at(at, &tz)?))
+    } else if let Some(spec) = &args.at_position {
+        let (file, position) = spec
+            .rsplit_once(':')
+            .and_then(|(f, p)| Some((f.to_string(), p.parse::<u64>().ok()?)))
+            .ok_or_else(|| {
+                coffer_core::Error::config(format!("--at-position {spec:?} is not FILE:POS"))
+            })?;
+        Some(PointInTime::Position { file, position })
+    } else {
+        args.at_gtid.clone().map(PointInTime::Gtid)
+    };
+    let (manifest, replay) = match &point {
+        Some(point) => {
+            let (full, replay) = pitr::plan(&repository, point, identity.as_ref(), &tz).await?;
+            (full, Some(replay))
+        }
+        None => {
+            let id = if args.latest {
+                "latest"
+            } else {
+                args.backup.as_deref().expect("clap requires one target")
+            };
+            (resolve_backup(&repository, id).await?, None)
+        }
+    };
     let options = RestoreOptions {
         target,
         rename_to: args.database.clone(),
@@ -62,14 +88,42 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
                 "target": format!("{}:{}", options.target.host, options.target.port),
                 "databases": plan,
                 "drop_existing": options.drop_existing,
+                "replay": replay,
             }))?;
         } else {
             println!(
                 "would restore backup {} ({}) into {}",
                 manifest.id,
-                output::local_time(manifest.started_at, &config.timezone),
+                output::local_time(manifest.started_at, &tz),
                 options.target
             );
+            if let Some(replay) = &replay {
+                let names: Vec<&str> = replay.files.iter().map(|f| f.file.as_str()).collect();
+                println!(
+                    "then replay binlogs {} from position {} to position {} of the last",
+                    names.join(", "),
+                    replay.start_position,
+                    replay.stop_position
+                );
+                if let Some(PointInTime::Time(at)) = &point {
+                    println!(
+                        "target: {} = {} UTC",
+                        output::local_time(*at, &tz),
+                        at.strftime("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+                if let Some(commit) = replay
+                    .last_commit_time
+                    .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                {
+                    println!(
+                        "last transaction replayed: {} committed {} ({} UTC)",
+                        replay.last_gtid.as_deref().unwrap_or("-"),
+                        output::local_time(commit, &tz),
+                        commit.strftime("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+            }
             for db in &plan {
                 let state = match (db.existing_tables, options.drop_existing) {
                     (0, _) => "empty or absent".to_string(),
@@ -87,7 +141,9 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
 
     let progress = Progress::default();
     let spinner = output::Spinner::start("restoring", progress.clone());
-    let result = coffer_restore::restore_full(&repository, &manifest, &options, progress).await;
+    let result =
+        coffer_restore::restore_full(&repository, &manifest, &options, replay.as_ref(), progress)
+            .await;
     if let Some(spinner) = spinner {
         spinner.finish();
     }

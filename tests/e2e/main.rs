@@ -6,6 +6,7 @@ mod backup_s3;
 mod binlog_archive;
 mod failures;
 mod interrupted;
+mod pitr;
 mod restore;
 mod secrets;
 mod util;

@@ -48,8 +48,7 @@ pub fn source() -> &'static Source {
 }
 
 /// The grants of the backup account.
-pub const BACKUP_GRANTS: &str =
-    "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.*";
+pub const BACKUP_GRANTS: &str = "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.*";
 
 /// Creates database `bulk` with `rows` rows of ~520 bytes of poorly compressible text.
 pub fn load_bulk(sandbox: &Sandbox, rows: u32) {

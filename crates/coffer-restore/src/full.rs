@@ -15,6 +15,8 @@ use sqlx::Row;
 use tokio_util::io::SyncIoBridge;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::pitr::{ReplayPlan, replay_binlogs};
+
 /// What to restore where.
 #[derive(Clone)]
 pub struct RestoreOptions {
@@ -110,18 +112,21 @@ pub async fn plan(manifest: &Manifest, options: &RestoreOptions) -> Result<Vec<D
     Ok(mappings)
 }
 
-/// Restores `manifest` into the target: verifies every artifact's digest, refuses non-empty
-/// target databases unless `drop_existing`, runs the hooks, and replays the dump.
+/// Restores `manifest` into the target: verifies every artifact's digest (the binlogs' too),
+/// refuses non-empty target databases unless `drop_existing`, runs the hooks, replays the dump
+/// and then, for a point-in-time restore, the binlogs of `replay_plan`.
 pub async fn restore_full(
     repository: &Repository,
     manifest: &Manifest,
     options: &RestoreOptions,
+    replay_plan: Option<&ReplayPlan>,
     progress: Progress,
 ) -> Result<RestoreReport> {
     let span = info_span!("restore.full", id = %manifest.id, target = %format!("{}:{}", options.target.host, options.target.port));
     async {
         // Nothing touches the target before every artifact is proven intact.
-        for record in &manifest.artifacts {
+        let binlogs = replay_plan.iter().flat_map(|p| p.files.iter().map(|f| &f.artifact));
+        for record in manifest.artifacts.iter().chain(binlogs) {
             pipeline::verify_stored(repository.storage(), record)
                 .await
                 .map_err(|e| e.context("refusing to restore, the target was not touched"))?;
@@ -144,7 +149,16 @@ pub async fn restore_full(
 
         let started = Instant::now();
         let result = match run_hooks("before", &options.before) {
-            Ok(()) => replay(repository, manifest, options, &databases, progress.clone()).await,
+            Ok(()) => match replay(repository, manifest, options, &databases, progress.clone()).await {
+                Ok(()) => match replay_plan {
+                    Some(plan) => {
+                        let rename = options.rename_to.as_ref().map(|to| (databases[0].from.clone(), to.clone()));
+                        replay_binlogs(repository, plan, options, rename, progress.clone()).await
+                    }
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         // The application goes back up whatever happened.

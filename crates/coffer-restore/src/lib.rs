@@ -9,9 +9,12 @@
 //!   before the target is touched, non-empty databases refused unless replacing them was asked
 //!   for, `before`/`after` hooks around it, the dump replayed by the server's own client.
 //!
-//! Point-in-time replay of archived binlogs builds on [`full`] next.
+//! - [`pitr`]: point-in-time plans (the newest full before the target, the archived binlogs from
+//!   its coordinates to an exact stop position found in the binlog indexes) and their replay in
+//!   one client session.
 
 pub mod full;
+pub mod pitr;
 pub mod verify;
 
 pub use full::{RestoreOptions, RestoreReport, restore_full};

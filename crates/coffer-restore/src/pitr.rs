@@ -1,0 +1,510 @@
+//! Point-in-time recovery: the newest full backup before the target, then the archived binlogs
+//! replayed from the full's coordinates to an exact stop position taken from the binlog indexes
+//! (never a wall-clock time handed to `mariadb-binlog`, which reads it in its own zone).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use coffer_core::binlog::BinlogIndex;
+use coffer_core::client::{DefaultsFile, Tool};
+use coffer_core::manifest::{BackupKind, Manifest};
+use coffer_core::pipeline::{ArtifactReader, ArtifactRecord, Progress};
+use coffer_core::repository::Repository;
+use coffer_core::{Error, ErrorKind, Result};
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio_util::io::SyncIoBridge;
+use tracing::info;
+
+use crate::full::RestoreOptions;
+
+/// Where to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PointInTime {
+    /// Every transaction committed at or before this moment (binlog times have whole seconds).
+    Time(Timestamp),
+    /// Every event before this position of this file (a transaction's start position excludes it).
+    Position {
+        /// Binlog file name.
+        file: String,
+        /// Position in it.
+        position: u64,
+    },
+    /// Up to and including this transaction.
+    Gtid(String),
+}
+
+/// One archived binlog file to replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayFile {
+    /// Binlog file name.
+    pub file: String,
+    /// The `binlog` backup holding it.
+    pub backup_id: String,
+    /// Its artifact.
+    pub artifact: ArtifactRecord,
+}
+
+/// The binlog part of a point-in-time restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayPlan {
+    /// Files in replay order; all replayed in one client session.
+    pub files: Vec<ReplayFile>,
+    /// Start position in the first file (the full backup's snapshot position).
+    pub start_position: u64,
+    /// Stop position in the last file: replay ends just before it.
+    pub stop_position: u64,
+    /// Commit time (Unix seconds) of the last transaction replayed, when known.
+    pub last_commit_time: Option<i64>,
+    /// GTID of the last transaction replayed, when known.
+    pub last_gtid: Option<String>,
+}
+
+/// A recoverable window: a full backup and the unbroken chain of archived binlogs after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// The full backup that starts it.
+    pub full_backup: String,
+    /// From: the full backup's snapshot (its start).
+    pub from: Timestamp,
+    /// To: the newest archived event reachable without a gap (Unix seconds).
+    pub to: Option<i64>,
+}
+
+fn sequence(file: &str) -> u64 {
+    file.rsplit_once('.')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn binlog_file_of(m: &Manifest) -> &str {
+    m.binlog_file.as_ref().map_or("", |b| b.file.as_str())
+}
+
+/// Every recoverable window in the repository, oldest first.
+pub fn windows(manifests: &[Manifest]) -> Vec<Window> {
+    let mut binlogs: Vec<&Manifest> = manifests
+        .iter()
+        .filter(|m| m.kind == BackupKind::Binlog)
+        .collect();
+    binlogs.sort_by_key(|m| sequence(binlog_file_of(m)));
+    manifests
+        .iter()
+        .filter(|m| m.kind == BackupKind::Full)
+        .filter_map(|full| {
+            let coords = full.binlog.as_ref()?;
+            let mut next = sequence(&coords.file);
+            let mut to = None;
+            for binlog in binlogs
+                .iter()
+                .filter(|b| b.source.server_id == full.source.server_id)
+            {
+                let seq = sequence(binlog_file_of(binlog));
+                if seq < next {
+                    continue;
+                }
+                if seq > next {
+                    break;
+                }
+                to = binlog
+                    .binlog_file
+                    .as_ref()
+                    .and_then(|b| b.last_event_time)
+                    .or(to);
+                next += 1;
+            }
+            Some(Window {
+                full_backup: full.id.clone(),
+                from: full.started_at,
+                to,
+            })
+        })
+        .collect()
+}
+
+fn describe_windows(windows: &[Window], tz: &jiff::tz::TimeZone) -> String {
+    if windows.is_empty() {
+        return "no full backup with binlog coordinates: nothing is recoverable to a point in time"
+            .into();
+    }
+    let show = |t: Timestamp| {
+        t.to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string()
+    };
+    let parts: Vec<String> = windows
+        .iter()
+        .map(|w| {
+            let to =
+                w.to.and_then(|s| Timestamp::from_second(s).ok())
+                    .map_or("(no archived binlog yet)".to_string(), show);
+            format!("{} .. {} (from {})", show(w.from), to, w.full_backup)
+        })
+        .collect();
+    format!("recoverable windows: {}", parts.join("; "))
+}
+
+/// Reads the transaction index of an archived binlog.
+async fn load_index(
+    repository: &Repository,
+    manifest: &Manifest,
+    identity: Option<&age::x25519::Identity>,
+) -> Result<BinlogIndex> {
+    let record = manifest
+        .artifacts
+        .iter()
+        .find(|a| a.name == "index.json")
+        .ok_or_else(|| Error::integrity(format!("binlog backup {} has no index", manifest.id)))?
+        .clone();
+    let object = repository.storage().get(&record.key).await?;
+    let identity = identity.cloned();
+    tokio::task::spawn_blocking(move || -> Result<BinlogIndex> {
+        let mut reader = ArtifactReader::new(
+            Box::new(SyncIoBridge::new(object)),
+            &record,
+            identity.as_ref(),
+        )?;
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map_err(Error::from)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::integrity(format!("{}: not a binlog index: {e}", record.key)))
+    })
+    .await
+    .map_err(|e| Error::other(format!("index task failed: {e}")))?
+}
+
+/// Plans a point-in-time restore: which full backup, which binlogs, where to start and stop.
+pub async fn plan(
+    repository: &Repository,
+    target: &PointInTime,
+    identity: Option<&age::x25519::Identity>,
+    tz: &jiff::tz::TimeZone,
+) -> Result<(Manifest, ReplayPlan)> {
+    let manifests = repository.list().await?;
+    let windows = windows(&manifests);
+    let refuse = |why: String| Error::config(format!("{why}; {}", describe_windows(&windows, tz)));
+    let mut binlogs: Vec<&Manifest> = manifests
+        .iter()
+        .filter(|m| m.kind == BackupKind::Binlog)
+        .collect();
+    binlogs.sort_by_key(|m| sequence(binlog_file_of(m)));
+
+    // Resolve the stop point to (file, position) and the transaction it ends with.
+    let (stop_file, stop_position, last_commit_time, last_gtid) = match target {
+        PointInTime::Position { file, position } => {
+            let binlog = binlogs
+                .iter()
+                .find(|m| binlog_file_of(m) == file)
+                .ok_or_else(|| refuse(format!("{file} is not in the binlog archive")))?;
+            let end = binlog.binlog_file.as_ref().map_or(0, |b| b.end_position);
+            if *position < 4 || *position > end {
+                return Err(refuse(format!(
+                    "position {position} is outside {file} (4 .. {end})"
+                )));
+            }
+            let index = load_index(repository, binlog, identity).await?;
+            let last = index
+                .transactions
+                .iter()
+                .rev()
+                .find(|t| t.end_position <= *position);
+            (
+                file.clone(),
+                *position,
+                last.map(|t| t.commit_time),
+                last.and_then(|t| t.gtid.clone()),
+            )
+        }
+        PointInTime::Gtid(gtid) => {
+            let mut found = None;
+            for binlog in binlogs.iter().rev() {
+                let index = load_index(repository, binlog, identity).await?;
+                if let Some(t) = index
+                    .transactions
+                    .iter()
+                    .find(|t| t.gtid.as_deref() == Some(gtid.as_str()))
+                {
+                    found = Some((
+                        binlog_file_of(binlog).to_string(),
+                        t.end_position,
+                        Some(t.commit_time),
+                        t.gtid.clone(),
+                    ));
+                    break;
+                }
+            }
+            found.ok_or_else(|| refuse(format!("GTID {gtid} is in no archived binlog")))?
+        }
+        PointInTime::Time(at) => {
+            let at_second = at.as_second();
+            let newest = binlogs
+                .iter()
+                .filter_map(|b| b.binlog_file.as_ref()?.last_event_time)
+                .max();
+            if newest.is_none_or(|n| at_second > n) {
+                return Err(refuse(format!(
+                    "{} is after the newest archived event",
+                    at.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z")
+                )));
+            }
+            let mut found = None;
+            for binlog in &binlogs {
+                let summary = binlog
+                    .binlog_file
+                    .as_ref()
+                    .expect("binlog backups describe their file");
+                if summary
+                    .first_event_time
+                    .is_some_and(|first| first > at_second)
+                {
+                    break;
+                }
+                let index = load_index(repository, binlog, identity).await?;
+                if let Some(t) = index
+                    .transactions
+                    .iter()
+                    .rev()
+                    .find(|t| t.commit_time <= at_second)
+                {
+                    found = Some((
+                        summary.file.clone(),
+                        t.end_position,
+                        Some(t.commit_time),
+                        t.gtid.clone(),
+                    ));
+                } else if found.is_none() {
+                    // Nothing committed yet by then in this file: stop at its start.
+                    found = Some((summary.file.clone(), 4, None, None));
+                }
+            }
+            found.ok_or_else(|| refuse("no archived binlog reaches back that far".to_string()))?
+        }
+    };
+
+    // The newest full backup whose snapshot is at or before the stop point. Coordinates, not
+    // clock times, decide: binlog times have whole seconds, backups start mid-second.
+    let stop_key = (sequence(&stop_file), stop_position);
+    let full = manifests
+        .iter()
+        .filter(|m| m.kind == BackupKind::Full)
+        .filter(|m| {
+            m.binlog
+                .as_ref()
+                .is_some_and(|c| (sequence(&c.file), c.position) <= stop_key)
+        })
+        .max_by_key(|m| m.binlog.as_ref().map(|c| (sequence(&c.file), c.position)))
+        .ok_or_else(|| refuse("the target is before the first full backup".to_string()))?;
+    let coords = full.binlog.as_ref().expect("filtered on coordinates");
+
+    // Every file from the snapshot's to the stop file must be archived.
+    let mut files = Vec::new();
+    for seq in sequence(&coords.file)..=sequence(&stop_file) {
+        let binlog = binlogs
+            .iter()
+            .find(|m| {
+                sequence(binlog_file_of(m)) == seq && m.source.server_id == full.source.server_id
+            })
+            .ok_or_else(|| {
+                Error::integrity(format!(
+                    "binlog number {seq} after {} is missing from the archive: cannot roll forward",
+                    full.id
+                ))
+            })?;
+        let artifact = binlog
+            .artifacts
+            .iter()
+            .find(|a| a.name == binlog_file_of(binlog))
+            .ok_or_else(|| {
+                Error::integrity(format!(
+                    "binlog backup {} has no binlog artifact",
+                    binlog.id
+                ))
+            })?;
+        files.push(ReplayFile {
+            file: binlog_file_of(binlog).to_string(),
+            backup_id: binlog.id.clone(),
+            artifact: artifact.clone(),
+        });
+    }
+    let plan = ReplayPlan {
+        files,
+        start_position: coords.position,
+        stop_position,
+        last_commit_time,
+        last_gtid,
+    };
+    Ok((full.clone(), plan))
+}
+
+/// Replays `plan` into the target in one client session (temporary tables can span files).
+pub(crate) async fn replay_binlogs(
+    repository: &Repository,
+    plan: &ReplayPlan,
+    options: &RestoreOptions,
+    rename: Option<(String, String)>,
+    progress: Progress,
+) -> Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix("coffer-replay-")
+        .tempdir()
+        .map_err(|e| Error::other(format!("creating a temp folder: {e}")))?;
+    // mariadb-binlog reads files: decode each (verifying its digest) into the private folder.
+    for file in &plan.files {
+        let object = repository.storage().get(&file.artifact.key).await?;
+        let record = file.artifact.clone();
+        let identity = options.identity.clone();
+        let path = scratch.path().join(&file.file);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut reader = ArtifactReader::new(
+                Box::new(SyncIoBridge::new(object)),
+                &record,
+                identity.as_ref(),
+            )?;
+            let mut out = std::fs::File::create(&path)
+                .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
+            std::io::copy(&mut reader, &mut out).map_err(Error::from)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::other(format!("binlog download task failed: {e}")))??;
+    }
+    let binlog_tool = Tool::find(&["mariadb-binlog", "mysqlbinlog"])?;
+    let client_tool = Tool::find(&["mariadb", "mysql"])?;
+    let defaults = DefaultsFile::new(&options.target)?;
+    let mut args = vec![
+        format!("--start-position={}", plan.start_position),
+        format!("--stop-position={}", plan.stop_position),
+    ];
+    if let Some((from, to)) = &rename {
+        args.push(format!("--rewrite-db={from}->{to}"));
+    }
+    let paths: Vec<std::path::PathBuf> = plan
+        .files
+        .iter()
+        .map(|f| scratch.path().join(&f.file))
+        .collect();
+    info!(
+        files = paths.len(),
+        start = plan.start_position,
+        stop = plan.stop_position,
+        "replaying binlogs"
+    );
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut decoder = Command::new(&binlog_tool.path)
+            .args(&args)
+            .args(&paths)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Error::other(format!("cannot start {}: {e}", binlog_tool.path.display()))
+            })?;
+        let stdout = decoder.stdout.take().expect("stdout is piped");
+        let client = Command::new(&client_tool.path)
+            .arg(defaults.arg())
+            .args(["--binary-mode", "--max-allowed-packet=1G"])
+            .stdin(Stdio::from(stdout))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| {
+                Error::other(format!("cannot start {}: {e}", client_tool.path.display()))
+            })?;
+        let decoded = decoder
+            .wait_with_output()
+            .map_err(|e| Error::other(format!("waiting for mariadb-binlog: {e}")))?;
+        drop(defaults);
+        let tail = |bytes: &[u8]| {
+            String::from_utf8_lossy(bytes)
+                .trim()
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        if !decoded.status.success() {
+            return Err(Error::new(
+                ErrorKind::Restore,
+                format!(
+                    "mariadb-binlog failed ({}): {}",
+                    decoded.status,
+                    tail(&decoded.stderr)
+                ),
+            ));
+        }
+        if !client.status.success() {
+            return Err(Error::new(
+                ErrorKind::Restore,
+                format!(
+                    "replaying binlogs failed ({}): {}",
+                    client.status,
+                    tail(&client.stderr)
+                ),
+            ));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::other(format!("replay task failed: {e}")))??;
+    let bytes: u64 = plan.files.iter().map(|f| f.artifact.size).sum();
+    progress.add(bytes);
+    Ok(())
+}
+
+/// Parses an operator's `--at`: RFC 3339 with an offset, or a wall-clock time in `tz`. A time in
+/// a DST gap means the moment just after it; a time in a DST overlap means its first occurrence.
+pub fn parse_at(text: &str, tz: &jiff::tz::TimeZone) -> Result<Timestamp> {
+    if let Ok(at) = text.parse::<Timestamp>() {
+        return Ok(at);
+    }
+    let civil: jiff::civil::DateTime = text.trim().replacen(' ', "T", 1).parse().map_err(|_| {
+        Error::config(format!(
+            "--at {text:?} is not a date and time (want \"2025-10-29 11:59:00\" or RFC 3339)"
+        ))
+    })?;
+    tz.to_ambiguous_zoned(civil)
+        .compatible()
+        .map(|z| z.timestamp())
+        .map_err(|e| Error::config(format!("--at {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_is_read_in_the_operators_zone() {
+        let riyadh = jiff::tz::TimeZone::get("Asia/Riyadh").unwrap();
+        let at = parse_at("2025-10-29 11:59:00", &riyadh).unwrap();
+        assert_eq!(at.to_string(), "2025-10-29T08:59:00Z");
+        let explicit = parse_at("2025-10-29T11:59:00+05:30", &riyadh).unwrap();
+        assert_eq!(explicit.to_string(), "2025-10-29T06:29:00Z");
+        assert!(
+            parse_at("yesterday", &riyadh)
+                .unwrap_err()
+                .to_string()
+                .contains("yesterday")
+        );
+    }
+
+    #[test]
+    fn dst_gap_and_overlap_are_resolved_as_documented() {
+        let new_york = jiff::tz::TimeZone::get("America/New_York").unwrap();
+        // 02:30 does not exist on 2025-03-09: the moment just after the gap (03:30 EDT).
+        assert_eq!(
+            parse_at("2025-03-09 02:30:00", &new_york)
+                .unwrap()
+                .to_string(),
+            "2025-03-09T07:30:00Z"
+        );
+        // 01:30 happens twice on 2025-11-02: the first (EDT, UTC-4).
+        assert_eq!(
+            parse_at("2025-11-02 01:30:00", &new_york)
+                .unwrap()
+                .to_string(),
+            "2025-11-02T05:30:00Z"
+        );
+    }
+}

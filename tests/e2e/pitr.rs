@@ -1,0 +1,190 @@
+//! Point-in-time recovery: a full backup, writes across binlog rotations (a temporary table
+//! living across one), an accidental DELETE, more writes; the restore stops right before it.
+
+use std::time::Duration;
+
+use coffer_verifier::{BinlogFormat, Sandbox, SandboxOptions};
+
+use crate::util::{BACKUP_GRANTS, Repo, Run, SOURCE_PASSWORD, SOURCE_USER, Setup};
+
+fn snapshot(sql: impl Fn(&str) -> String) -> (String, String) {
+    (
+        sql("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM app.invoices"),
+        sql("CHECKSUM TABLE app.invoices"),
+    )
+}
+
+fn pitr_scenario(format: BinlogFormat, server_id: u32) {
+    let source = Sandbox::start(SandboxOptions {
+        server_id,
+        binlog_format: format,
+        ..Default::default()
+    })
+    .unwrap();
+    source
+        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
+        .unwrap();
+    let sql = |q: &str| source.sql(q).unwrap().trim().to_string();
+    sql("CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, note VARCHAR(64), amount DECIMAL(10,2)) ENGINE=InnoDB;
+         INSERT INTO app.invoices WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100) SELECT n, 'initial', n * 10 FROM s;");
+    let setup = Setup::with_source(&source, Repo::Folder, &["app"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+
+    // Writes across three rotations; a temporary table created before a rotation is used after it.
+    sql("INSERT INTO app.invoices VALUES (101, 'after full', 5);
+         CREATE TEMPORARY TABLE app.scratch (id INT);
+         INSERT INTO app.scratch VALUES (1000), (1001);
+         FLUSH BINARY LOGS;
+         INSERT INTO app.invoices SELECT id, 'from temp table', 1 FROM app.scratch;
+         FLUSH BINARY LOGS;
+         UPDATE app.invoices SET amount = amount + 1 WHERE id <= 10;
+         FLUSH BINARY LOGS;
+         INSERT INTO app.invoices VALUES (102, 'last good write', 7);");
+    let reference = snapshot(sql);
+    // The operator's clock (Asia/Riyadh, UTC+3 all year) at the last good moment.
+    let at =
+        sql("SELECT CONVERT_TZ(FROM_UNIXTIME(UNIX_TIMESTAMP()), @@session.time_zone, '+03:00')");
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = sql("SHOW MASTER STATUS; DELETE FROM app.invoices;");
+    let mut cols = status.split('\t');
+    let (delete_file, delete_position) = (
+        cols.next().unwrap().to_string(),
+        cols.next().unwrap().to_string(),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    sql("INSERT INTO app.invoices VALUES (9000, 'after the accident', 1);");
+    assert_eq!(sql("SELECT COUNT(*) FROM app.invoices"), "1");
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+
+    let target = Sandbox::start(SandboxOptions {
+        server_id: server_id + 1,
+        ..Default::default()
+    })
+    .unwrap();
+    target
+        .create_user("restorer", "pw", "ALL PRIVILEGES ON *.*")
+        .unwrap();
+    let restore = |extra: &[&str]| {
+        let target_arg = format!("127.0.0.1:{}", target.port());
+        let mut args = vec!["restore", "db", "--target", &target_arg];
+        args.extend_from_slice(extra);
+        Run::from(
+            setup
+                .coffer(&args)
+                .env("COFFER_TARGET_USER", "restorer")
+                .env("COFFER_TARGET_PASSWORD", "pw")
+                .output()
+                .unwrap(),
+        )
+    };
+    let target_sql = |q: &str| target.sql(q).unwrap().trim().to_string();
+
+    let dry = restore(&["--at", &at, "--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:#?}");
+    assert!(
+        dry.stdout.contains("then replay binlogs") && dry.stdout.contains("+03"),
+        "{}",
+        dry.stdout
+    );
+
+    let by_time = restore(&["--at", &at]);
+    assert_eq!(by_time.code, 0, "{by_time:#?}");
+    assert_eq!(
+        snapshot(target_sql),
+        reference,
+        "--at one second before the accident"
+    );
+
+    let position = format!("{delete_file}:{delete_position}");
+    let by_position = restore(&["--at-position", &position, "--drop-existing", "--yes"]);
+    assert_eq!(by_position.code, 0, "{by_position:#?}");
+    assert_eq!(
+        snapshot(target_sql),
+        reference,
+        "--at-position right before the DELETE"
+    );
+
+    // Outside every window: refused, with the windows printed.
+    let too_late = restore(&["--at", "2099-01-01 00:00:00", "--drop-existing", "--yes"]);
+    too_late.expect_code(2);
+    assert!(
+        too_late.error_line().contains("recoverable windows"),
+        "{too_late:#?}"
+    );
+    let too_early = restore(&["--at", "2001-01-01 00:00:00", "--drop-existing", "--yes"]);
+    too_early.expect_code(2);
+    assert!(
+        too_early.error_line().contains("recoverable windows"),
+        "{too_early:#?}"
+    );
+}
+
+#[test]
+fn pitr_stops_right_before_the_accidental_delete_row_format() {
+    pitr_scenario(BinlogFormat::Row, 610);
+}
+
+#[test]
+fn pitr_stops_right_before_the_accidental_delete_mixed_format() {
+    pitr_scenario(BinlogFormat::Mixed, 620);
+}
+
+#[test]
+fn a_deleted_binlog_object_is_reported_before_replay() {
+    let source = Sandbox::start(SandboxOptions {
+        server_id: 630,
+        ..Default::default()
+    })
+    .unwrap();
+    source
+        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
+        .unwrap();
+    source.sql("CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, note VARCHAR(64), amount DECIMAL(10,2)); INSERT INTO app.invoices VALUES (1, 'a', 1);").unwrap();
+    let setup = Setup::with_source(&source, Repo::Folder, &["app"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+    source.sql("INSERT INTO app.invoices VALUES (2, 'b', 2); FLUSH BINARY LOGS; INSERT INTO app.invoices VALUES (3, 'c', 3);").unwrap();
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    let binlogs = setup
+        .run(&["backup", "list", "--kind", "binlog", "--json"])
+        .json();
+    let first = binlogs[0]["id"].as_str().unwrap();
+    let show = setup.run(&["backup", "show", first, "--json"]).json();
+    std::fs::remove_file(
+        setup
+            .repo_dir()
+            .join(show["artifacts"][0]["key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let gtid = source
+        .sql("SELECT @@gtid_binlog_pos")
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let target = Sandbox::start(SandboxOptions {
+        server_id: 631,
+        ..Default::default()
+    })
+    .unwrap();
+    target
+        .create_user("restorer", "pw", "ALL PRIVILEGES ON *.*")
+        .unwrap();
+    let target_arg = format!("127.0.0.1:{}", target.port());
+    let run = Run::from(
+        setup
+            .coffer(&["restore", "db", "--at-gtid", &gtid, "--target", &target_arg])
+            .env("COFFER_TARGET_USER", "restorer")
+            .env("COFFER_TARGET_PASSWORD", "pw")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(run.code, 0, "{run:#?}");
+    assert!(run.error_line().contains("not touched"), "{run:#?}");
+    assert_eq!(
+        target
+            .sql("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app'")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
