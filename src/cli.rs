@@ -42,6 +42,17 @@ pub enum Command {
     /// Restore backups.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Inspect the binlog archive.
+    #[command(subcommand)]
+    Binlog(BinlogCommand),
+}
+
+/// `coffer binlog …`
+#[derive(Debug, Subcommand)]
+pub enum BinlogCommand {
+    /// Print the recoverable windows (from which full backup to which moment a point in time is
+    /// reachable) and any gap in the archive; exits non-zero on a gap.
+    Window(JsonFlag),
 }
 
 /// `coffer restore …`

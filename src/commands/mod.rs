@@ -2,6 +2,7 @@
 //! report a finding (e.g. verification found damage).
 
 mod backup;
+mod binlog;
 mod check;
 mod restore;
 
@@ -9,12 +10,16 @@ use anyhow::Result;
 use coffer_core::config::{Config, ProcessEnv};
 use coffer_core::repository::Repository;
 
-use crate::cli::{BackupCommand, Cli, Command, RestoreCommand, RunCommand};
+use crate::cli::{BackupCommand, BinlogCommand, Cli, Command, RestoreCommand, RunCommand};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Check(flags) => check::run(cli.config.as_deref(), flags.json).await,
+        Command::Binlog(BinlogCommand::Window(flags)) => {
+            let config = load_config(cli.config.as_deref())?;
+            binlog::window(&config, flags.json).await
+        }
         Command::Restore(RestoreCommand::Db(args)) => {
             let config = load_config(cli.config.as_deref())?;
             restore::run_db(&config, args).await

@@ -141,4 +141,40 @@ fn a_binlog_purged_before_it_was_archived_is_reported_as_a_gap() {
     let run = setup.run(&["backup", "run", "incremental"]);
     run.expect_code(5);
     assert!(run.error_line().contains("gap"), "{run:#?}");
+
+    let window = setup.run(&["binlog", "window"]);
+    window.expect_code(6);
+    assert!(
+        window
+            .stdout
+            .contains("GAP: binlogs between mysql-bin.000001 and"),
+        "{window:#?}"
+    );
+}
+
+#[test]
+fn binlog_window_spans_the_full_backup_to_the_newest_archived_event() {
+    let source = source_with_writes();
+    let setup = Setup::with_source(&source, Repo::Folder, &["app"], "");
+    let full = setup.run(&["backup", "run", "full", "--json"]).json();
+    source.sql("INSERT INTO app.invoices VALUES (3, 30); FLUSH BINARY LOGS; INSERT INTO app.invoices VALUES (4, 40);").unwrap();
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    let window = setup.run(&["binlog", "window", "--json"]).json();
+    assert_eq!(window["gaps"], serde_json::json!([]));
+    let windows = window["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 1, "{window}");
+    assert_eq!(windows[0]["full_backup"], full["id"]);
+    let archived = setup
+        .run(&["backup", "list", "--kind", "binlog", "--json"])
+        .json();
+    let newest =
+        archived.as_array().unwrap().last().unwrap()["binlog_file"]["last_event_time"].clone();
+    assert_eq!(windows[0]["to"], newest);
+    let human = setup.run(&["binlog", "window"]);
+    assert_eq!(human.code, 0, "{human:#?}");
+    assert!(
+        human.stdout.contains("recoverable windows") && human.stdout.contains("+03"),
+        "{}",
+        human.stdout
+    );
 }

@@ -122,7 +122,41 @@ pub fn windows(manifests: &[Manifest]) -> Vec<Window> {
         .collect()
 }
 
-fn describe_windows(windows: &[Window], tz: &jiff::tz::TimeZone) -> String {
+/// What breaks the binlog archive's chain: files never archived (purged first), a server whose
+/// binlog numbering restarted, a change of server id. Each entry is one sentence.
+pub fn archive_gaps(manifests: &[Manifest]) -> Vec<String> {
+    let mut binlogs: Vec<&Manifest> = manifests
+        .iter()
+        .filter(|m| m.kind == BackupKind::Binlog)
+        .collect();
+    binlogs.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+    let mut gaps = Vec::new();
+    let mut previous: Option<&Manifest> = None;
+    for binlog in binlogs {
+        if let Some(prev) = previous {
+            let (prev_file, file) = (binlog_file_of(prev), binlog_file_of(binlog));
+            if prev.source.server_id != binlog.source.server_id {
+                gaps.push(format!(
+                    "server id changed from {} to {} between {prev_file} and {file}",
+                    prev.source.server_id, binlog.source.server_id
+                ));
+            } else if sequence(file) <= sequence(prev_file) {
+                gaps.push(format!(
+                    "binlog numbering restarted: {file} was archived after {prev_file}"
+                ));
+            } else if sequence(file) > sequence(prev_file) + 1 {
+                gaps.push(format!(
+                    "binlogs between {prev_file} and {file} are missing from the archive (purged before they were archived)"
+                ));
+            }
+        }
+        previous = Some(binlog);
+    }
+    gaps
+}
+
+/// The windows as one line for messages, times in `tz`.
+pub fn describe_windows(windows: &[Window], tz: &jiff::tz::TimeZone) -> String {
     if windows.is_empty() {
         return "no full backup with binlog coordinates: nothing is recoverable to a point in time"
             .into();
