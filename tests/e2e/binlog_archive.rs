@@ -178,3 +178,50 @@ fn binlog_window_spans_the_full_backup_to_the_newest_archived_event() {
         human.stdout
     );
 }
+
+#[test]
+fn an_incremental_run_after_a_server_restart_resumes_without_a_gap() {
+    let mut source = source_with_writes();
+    let setup = Setup::with_source(&source, Repo::Folder, &["app"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    source
+        .sql("INSERT INTO app.invoices VALUES (3, 30);")
+        .unwrap();
+    // A crash and restart: the server opens a new binlog; the port may change.
+    let old_port = source.port();
+    source.crash().unwrap();
+    source.restart().unwrap();
+    source
+        .sql("INSERT INTO app.invoices VALUES (4, 40);")
+        .unwrap();
+    setup.edit_config(
+        &format!("port = {old_port}"),
+        &format!("port = {}", source.port()),
+    );
+    let run = setup.run(&["backup", "run", "incremental"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let names = files(&archived(&setup));
+    let numbers: Vec<u64> = names
+        .iter()
+        .map(|f| f.rsplit('.').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "archive has a gap: {names:?}"
+    );
+    let server_files = source.sql("SHOW BINARY LOGS").unwrap();
+    let active = server_files
+        .lines()
+        .last()
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap();
+    assert_eq!(
+        numbers.last().unwrap() + 1,
+        active.rsplit('.').next().unwrap().parse::<u64>().unwrap()
+    );
+    let window = setup.run(&["binlog", "window", "--json"]).json();
+    assert_eq!(window["gaps"], serde_json::json!([]), "{window}");
+}
