@@ -76,6 +76,23 @@ for scale in $scales; do
   printf '| %s | %s MiB | %.1f s | %.2f s (%s MiB/s) | %.2f s (%s MiB/s) | **%s** | %s MiB / %s MiB | %s MiB |\n' \
     "$scale" "$(mib "$dump_bytes")" "$load_seconds" "$best_base" "$base_tp" "$best_coffer" "$coffer_tp" "$ratio" \
     "$(mib "$base_stored")" "$(mib "$coffer_stored")" "$(echo "scale=1; $coffer_rss / 1024" | bc -l)" >> "$results"
+
+  # Restore into an empty server: `zstd -d | mariadb` against `coffer restore db` (which also
+  # verifies every digest first). One round each: a load takes a while.
+  tdir="$dir/target"
+  SANDBOX_BIN=target/release/coffer-sandbox start_target_sandbox "$tdir"
+  (umask 077; printf '[client]\nprotocol=TCP\nhost=127.0.0.1\nport=%s\nuser=coffer\npassword="%s"\n' "$TARGET_PORT" "$(cat "$tdir/secrets/db-password")" > "$tdir/client.cnf")
+  read -r restore_base _ < <(measure bash -c "zstd -dc '$dir/baseline.sql.zst' | mariadb --defaults-file='$tdir/client.cnf'")
+  mariadb --defaults-file="$tdir/client.cnf" -e 'DROP DATABASE app'
+  export COFFER_TARGET_USER=coffer
+  COFFER_TARGET_PASSWORD=$(cat "$tdir/secrets/db-password")
+  export COFFER_TARGET_PASSWORD
+  read -r restore_coffer restore_rss < <(measure target/release/coffer --config "$dir/coffer.toml" restore db --latest --target "127.0.0.1:$TARGET_PORT")
+  unset COFFER_TARGET_USER COFFER_TARGET_PASSWORD
+  echo "    restore: baseline ${restore_base}s, coffer ${restore_coffer}s, coffer peak RSS ${restore_rss} KiB"
+  printf '| %s | %s MiB | %.1f s | %.1f s | **%s** | %s MiB |\n' "$scale" "$(mib "$dump_bytes")" "$restore_base" "$restore_coffer" \
+    "$(echo "scale=3; $restore_coffer / $restore_base" | bc -l)" "$(echo "scale=1; $restore_rss / 1024" | bc -l)" >> "$work/restore.md"
+  stop_target_sandbox
   stop_sandbox
   sleep 2
 done
@@ -100,6 +117,18 @@ Targets: time ratio coffer / baseline ≤ 1.05; coffer peak RSS < 100 MiB, and n
 |---|---|---|---|---|---|---|---|
 HEAD
   cat "$results"
+  cat <<'MIDDLE'
+
+## Full restore: coffer against `zstd -d < dump | mariadb`
+
+Into an empty throwaway server that writes a binary log, one round each. coffer first re-reads
+the stored artifact to check its SHA-256 (the target is touched only after that), then streams it
+through the verified reader into the same `mariadb` client. Target ratio ≤ 1.10.
+
+| scale | dump size | baseline | coffer | ratio | coffer peak RSS |
+|---|---|---|---|---|---|
+MIDDLE
+  cat "$work/restore.md"
   cat <<TAIL
 
 Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(mariadb-dump --version | sed 's/,.*//'), zstd $(zstd --version | sed 's/.*v//; s/,.*//').

@@ -21,6 +21,24 @@ start_invoice_sandbox() {
   SANDBOX_PORT=$(sed -n 's/^port=//p' "$dir/sandbox.ready")
 }
 
+# start_target_sandbox DIR: an empty throwaway MariaDB to restore into, on fd 4, with a `coffer`
+# account allowed everything (password in DIR/secrets/db-password). Sets TARGET_PORT.
+start_target_sandbox() {
+  local dir=$1 bin=${SANDBOX_BIN:-target/debug/coffer-sandbox}
+  mkdir -p "$dir/secrets"
+  (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$dir/secrets/db-password")
+  rm -f "$dir/sandbox.ready"
+  exec 4> >("$bin" --ready-file "$dir/sandbox.ready" --server-id 2 \
+    --user coffer --password-file "$dir/secrets/db-password" --grants "ALL PRIVILEGES ON *.*")
+  while [ ! -s "$dir/sandbox.ready" ]; do sleep 0.2; done
+  TARGET_PORT=$(sed -n 's/^port=//p' "$dir/sandbox.ready")
+}
+
+# stop_target_sandbox: closes fd 4.
+stop_target_sandbox() {
+  exec 4>&-
+}
+
 # stop_sandbox: closes fd 3; the sandbox shuts its server down.
 stop_sandbox() {
   exec 3>&-

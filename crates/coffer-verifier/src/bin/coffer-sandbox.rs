@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! coffer-sandbox --ready-file F [--server-id N] [--sql FILE]... [--scale N]
-//!                [--user U --password-file P]
+//!                [--user U --password-file P [--grants "ALL PRIVILEGES ON *.*"]]
 //! ```
 
 use std::io::Read;
@@ -13,6 +13,10 @@ use std::process::ExitCode;
 
 use coffer_verifier::{Sandbox, SandboxOptions};
 
+/// What a backup account needs (the default for `--user`).
+const BACKUP_GRANTS: &str =
+    "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.*";
+
 struct Args {
     ready_file: PathBuf,
     server_id: u32,
@@ -20,6 +24,7 @@ struct Args {
     scale: Option<u64>,
     user: Option<String>,
     password_file: Option<PathBuf>,
+    grants: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
         scale: None,
         user: None,
         password_file: None,
+        grants: BACKUP_GRANTS.to_string(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--user" => args.user = Some(value()?),
             "--password-file" => args.password_file = Some(value()?.into()),
+            "--grants" => args.grants = value()?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -80,7 +87,7 @@ fn run(args: Args) -> Result<(), String> {
         let password = std::fs::read_to_string(password_file)
             .map_err(|e| format!("{}: {e}", password_file.display()))?;
         sandbox
-            .create_user(user, password.trim_end_matches('\n'), "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.*")
+            .create_user(user, password.trim_end_matches('\n'), &args.grants)
             .map_err(|e| e.to_string())?;
     }
     std::fs::write(
