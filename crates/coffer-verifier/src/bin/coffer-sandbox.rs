@@ -14,8 +14,7 @@ use std::process::ExitCode;
 use coffer_verifier::{Sandbox, SandboxOptions};
 
 /// What a backup account needs (the default for `--user`).
-const BACKUP_GRANTS: &str =
-    "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.*";
+const BACKUP_GRANTS: &str = "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.*";
 
 struct Args {
     ready_file: PathBuf,
