@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Repo, Setup, free_port, s3s, source};
+use crate::util::{Repo, SLOW_COMPRESSION, Setup, free_port, s3s, source};
 
 #[test]
 fn a_dump_killed_midway_leaves_no_backup() {
-    let setup = Setup::new(Repo::Folder, &["bulk"], "compression_level = 19\n");
+    let setup = Setup::new(Repo::Folder, &["bulk"], SLOW_COMPRESSION);
     let child = setup
         .coffer(&["backup", "run", "full"])
         .stderr(std::process::Stdio::piped())

@@ -5,7 +5,8 @@ use std::time::Duration;
 use coffer_verifier::{Sandbox, SandboxOptions};
 
 use crate::util::{
-    BACKUP_GRANTS, Repo, Run, SOURCE_PASSWORD, SOURCE_USER, Setup, load_bulk, start_s3s,
+    BACKUP_GRANTS, Repo, Run, SLOW_COMPRESSION, SOURCE_PASSWORD, SOURCE_USER, Setup, load_bulk,
+    start_s3s,
 };
 
 fn files_under(dir: &std::path::Path) -> Vec<String> {
@@ -67,7 +68,6 @@ fn storage_dying_mid_upload_fails_with_exit_4_and_no_manifest() {
     let mut server = start_s3s(false);
     let bucket = server.new_bucket("dying");
     let data_dir = server.data_dir.clone().unwrap().join(&bucket);
-    // zstd level 19 makes the dump slow enough to be caught mid-way.
     let setup = Setup::new(
         Repo::S3 {
             server: &server,
@@ -75,7 +75,7 @@ fn storage_dying_mid_upload_fails_with_exit_4_and_no_manifest() {
             prefix: String::new(),
         },
         &["bulk"],
-        "compression_level = 19\n",
+        SLOW_COMPRESSION,
     );
     let child = spawn_slow_backup(&setup);
     server.kill();
@@ -107,12 +107,7 @@ fn source_crashing_mid_dump_fails_with_exit_5_and_no_manifest() {
     sandbox
         .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
         .unwrap();
-    let setup = Setup::with_source(
-        &sandbox,
-        Repo::Folder,
-        &["bulk"],
-        "compression_level = 19\n",
-    );
+    let setup = Setup::with_source(&sandbox, Repo::Folder, &["bulk"], SLOW_COMPRESSION);
     let child = spawn_slow_backup(&setup);
     sandbox.crash().unwrap();
     let run = Run::from(child.wait_with_output().unwrap());

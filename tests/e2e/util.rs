@@ -47,6 +47,11 @@ pub fn source() -> &'static Source {
     })
 }
 
+/// Compression slow enough (gzip -9, single-threaded) that the dump is still reading rows from
+/// the server when a test interrupts it: backpressure reaches the dump tool through the pipe.
+/// (zstd's worker thread would buffer a whole job and let a small dump finish early.)
+pub const SLOW_COMPRESSION: &str = "compression = \"gzip\"\ncompression_level = 9\n";
+
 /// The grants of the backup account.
 pub const BACKUP_GRANTS: &str = "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.*";
 
