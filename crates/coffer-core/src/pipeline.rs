@@ -232,6 +232,9 @@ impl ArtifactWriter {
                 // One worker thread: compression overlaps reading and scanning, as it does in
                 // `mariadb-dump | zstd`, instead of adding to them.
                 encoder.multithread(1)?;
+                // Cap the worker's job (the default grows with the level's window, 32 MiB and
+                // more at high levels) so memory stays predictable whatever the level.
+                encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(4 << 20))?;
                 Compress::Zstd(encoder)
             }
             Compression::Gzip(level) => Compress::Gzip(flate2::write::GzEncoder::new(
