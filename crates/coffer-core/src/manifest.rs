@@ -157,6 +157,33 @@ pub struct TableExpectation {
 }
 
 impl Manifest {
+    /// A manifest of a backup that finishes now: format, times, duration and version filled in,
+    /// nothing stored yet. The job adds its artifacts and what it knows, then writes it last.
+    pub fn finished_now(
+        id: &str,
+        kind: BackupKind,
+        started_at: Timestamp,
+        source: SourceInfo,
+    ) -> Manifest {
+        let finished_at = Timestamp::now();
+        Manifest {
+            format_version: FORMAT_VERSION,
+            id: id.to_string(),
+            kind,
+            started_at,
+            finished_at,
+            duration_seconds: (finished_at.as_millisecond() - started_at.as_millisecond()) as f64
+                / 1000.0,
+            coffer_version: env!("CARGO_PKG_VERSION").to_string(),
+            source,
+            binlog: None,
+            databases: Vec::new(),
+            artifacts: Vec::new(),
+            expectations: Expectations::default(),
+            binlog_file: None,
+        }
+    }
+
     /// Serializes for storage (pretty, so an operator can read it with `cat`).
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = serde_json::to_vec_pretty(self).expect("a manifest always serializes");

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::Config;
 use coffer_core::dumpscan::{DumpFacts, DumpScanner};
-use coffer_core::manifest::{BackupKind, FORMAT_VERSION, Manifest, SourceInfo, new_backup_id};
+use coffer_core::manifest::{BackupKind, Manifest, SourceInfo, new_backup_id};
 use coffer_core::pipeline::{self, Encoding, Progress};
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
@@ -153,29 +153,18 @@ async fn full_backup(
         ));
     }
 
-    let finished_at = Timestamp::now();
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        id: id.to_string(),
-        kind: BackupKind::Full,
-        started_at,
-        finished_at,
-        duration_seconds: (finished_at.as_millisecond() - started_at.as_millisecond()) as f64
-            / 1000.0,
-        coffer_version: env!("CARGO_PKG_VERSION").to_string(),
-        source: SourceInfo {
-            host: config.source.host.clone(),
-            port: config.source.port,
-            server_version: server.version,
-            server_id: server.server_id,
-            dump_tool: tool.version,
-        },
-        binlog: facts.binlog,
-        databases,
-        artifacts: vec![record],
-        expectations: facts.expectations,
-        binlog_file: None,
+    let source = SourceInfo {
+        host: config.source.host.clone(),
+        port: config.source.port,
+        server_version: server.version,
+        server_id: server.server_id,
+        dump_tool: tool.version,
     };
+    let mut manifest = Manifest::finished_now(id, BackupKind::Full, started_at, source);
+    manifest.binlog = facts.binlog;
+    manifest.databases = databases;
+    manifest.artifacts = vec![record];
+    manifest.expectations = facts.expectations;
     repository.write_manifest(&manifest).await?;
     info!(
         bytes = manifest.size_bytes(),

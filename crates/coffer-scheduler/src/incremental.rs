@@ -8,9 +8,7 @@ use std::process::Stdio;
 use coffer_core::binlog::BinlogIndexer;
 use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::Config;
-use coffer_core::manifest::{
-    ArchivedBinlog, BackupKind, Expectations, FORMAT_VERSION, Manifest, SourceInfo, new_backup_id,
-};
+use coffer_core::manifest::{ArchivedBinlog, BackupKind, Manifest, SourceInfo, new_backup_id};
 use coffer_core::pipeline::{self, Encoding, Progress};
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
@@ -245,7 +243,6 @@ async fn archive_one(
             move |writer| writer.write_all(&index_json).map_err(Error::from),
         )
         .await?;
-        let finished_at = Timestamp::now();
         let summary = ArchivedBinlog {
             file: file.to_string(),
             server_id: index.server_id,
@@ -257,28 +254,16 @@ async fn archive_one(
             last_gtid: index.transactions.last().and_then(|t| t.gtid.clone()),
             next_file: index.next_file.clone(),
         };
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            id: id.clone(),
-            kind: BackupKind::Binlog,
-            started_at,
-            finished_at,
-            duration_seconds: (finished_at.as_millisecond() - started_at.as_millisecond()) as f64
-                / 1000.0,
-            coffer_version: env!("CARGO_PKG_VERSION").to_string(),
-            source: SourceInfo {
-                host: config.source.host.clone(),
-                port: config.source.port,
-                server_version: server.version.clone(),
-                server_id: server.server_id,
-                dump_tool: tool.version.clone(),
-            },
-            binlog: None,
-            databases: Vec::new(),
-            artifacts: vec![record, index_record],
-            expectations: Expectations::default(),
-            binlog_file: Some(summary),
+        let source = SourceInfo {
+            host: config.source.host.clone(),
+            port: config.source.port,
+            server_version: server.version.clone(),
+            server_id: server.server_id,
+            dump_tool: tool.version.clone(),
         };
+        let mut manifest = Manifest::finished_now(&id, BackupKind::Binlog, started_at, source);
+        manifest.artifacts = vec![record, index_record];
+        manifest.binlog_file = Some(summary);
         repository.write_manifest(&manifest).await?;
         info!(
             file,
