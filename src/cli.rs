@@ -42,9 +42,12 @@ pub enum Command {
     /// Restore backups.
     #[command(subcommand)]
     Restore(RestoreCommand),
-    /// Inspect the binlog archive.
+    /// Inspect and feed the binlog archive.
     #[command(subcommand)]
     Binlog(BinlogCommand),
+    /// Show the newest backups and the recovery point: how many seconds of committed
+    /// transactions the archive lacks.
+    Status(JsonFlag),
 }
 
 /// `coffer binlog …`
@@ -53,6 +56,19 @@ pub enum BinlogCommand {
     /// Print the recoverable windows (from which full backup to which moment a point in time is
     /// reachable) and any gap in the archive; exits non-zero on a gap.
     Window(JsonFlag),
+    /// Archive binlogs continuously until stopped (SIGTERM, Ctrl-C): a replication stream from
+    /// the source; each file archived when it closes, the file being written shipped every
+    /// interval. Reconnects after network or server failures without gaps or duplicates.
+    Stream(StreamArgs),
+}
+
+/// `coffer binlog stream` flags.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Ship the active binlog every this many seconds [default: [binlog] ship_interval_seconds,
+    /// else 60].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
 }
 
 /// `coffer restore …`
@@ -167,4 +183,6 @@ pub enum KindArg {
     Full,
     /// Archived binary logs (incremental backups).
     Binlog,
+    /// Shipped pieces of the binary log the server is still writing (`binlog stream`).
+    Segment,
 }

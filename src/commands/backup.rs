@@ -111,6 +111,7 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
     let wanted = kind.map(|kind| match kind {
         KindArg::Full => BackupKind::Full,
         KindArg::Binlog => BackupKind::Binlog,
+        KindArg::Segment => BackupKind::Segment,
     });
     let selected: Vec<&Manifest> = manifests
         .iter()
@@ -140,7 +141,7 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
         return Ok(exit::OK);
     }
     println!(
-        "{:<32} {:<6} {:<26} {:>9} {:>11} {:>11}",
+        "{:<32} {:<7} {:<26} {:>9} {:>11} {:>11}",
         "ID",
         "KIND",
         format!("STARTED ({})", config.timezone_name),
@@ -150,7 +151,7 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
     );
     for m in selected {
         println!(
-            "{:<32} {:<6} {:<26} {:>8.1}s {:>11} {:>11}",
+            "{:<32} {:<7} {:<26} {:>8.1}s {:>11} {:>11}",
             m.id,
             m.kind.as_str(),
             output::local_time(m.started_at, &config.timezone),

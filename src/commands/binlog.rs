@@ -31,3 +31,36 @@ pub async fn window(config: &Config, json: bool) -> Result<u8> {
         Ok(exit::VERIFY_FAILED)
     }
 }
+
+/// Runs the continuous binlog stream until SIGTERM or Ctrl-C.
+pub async fn stream(config: &Config, interval: Option<u64>) -> Result<u8> {
+    let repository = super::open_repository(config).await?;
+    let mut options = coffer_scheduler::StreamOptions::from_config(config);
+    if let Some(seconds) = interval {
+        options.ship_interval = std::time::Duration::from_secs(seconds);
+    }
+    let stats =
+        coffer_scheduler::run_binlog_stream(config, &repository, &options, shutdown_signal())
+            .await?;
+    eprintln!(
+        "binlog stream stopped: {} file(s) archived, {} segment(s) shipped",
+        stats.files_archived, stats.segments_shipped
+    );
+    Ok(exit::OK)
+}
+
+/// Completes on SIGTERM (systemd stopping the service) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod backup;
 mod binlog;
 mod check;
 mod restore;
+mod status;
 
 use anyhow::Result;
 use coffer_core::config::{Config, ProcessEnv};
@@ -19,6 +20,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Binlog(BinlogCommand::Window(flags)) => {
             let config = load_config(cli.config.as_deref())?;
             binlog::window(&config, flags.json).await
+        }
+        Command::Binlog(BinlogCommand::Stream(args)) => {
+            let config = load_config(cli.config.as_deref())?;
+            binlog::stream(&config, args.interval).await
+        }
+        Command::Status(flags) => {
+            let config = load_config(cli.config.as_deref())?;
+            status::run(&config, flags.json).await
         }
         Command::Restore(RestoreCommand::Db(args)) => {
             let config = load_config(cli.config.as_deref())?;

@@ -252,6 +252,23 @@ impl BinlogIndexer {
         }
     }
 
+    /// What is indexed so far: whole events only (a partly fed event is not counted yet).
+    /// Lets a caller tailing a growing file see its transactions without ending the scan.
+    pub fn snapshot(&self) -> &BinlogIndex {
+        &self.index
+    }
+
+    /// Takes the transactions indexed so far out of the index, so a caller tailing a file that
+    /// grows for hours keeps only those it has not dealt with yet.
+    pub fn drain_transactions(&mut self) -> Vec<Transaction> {
+        std::mem::take(&mut self.index.transactions)
+    }
+
+    /// Bytes fed so far (the position in the file the next chunk starts at).
+    pub fn fed(&self) -> u64 {
+        self.position
+    }
+
     /// Ends the scan. A file cut inside an event (the active file, a truncated copy) is indexed up
     /// to its last whole event, and is not `closed`.
     pub fn finish(self) -> Result<BinlogIndex, BinlogError> {

@@ -30,7 +30,33 @@ pub struct Config {
     pub source: SourceConfig,
     /// Where and how restores go.
     pub restore: RestoreConfig,
+    /// Continuous binlog archiving (`coffer binlog stream`).
+    pub binlog: BinlogConfig,
 }
+
+/// Continuous binlog archiving settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogConfig {
+    /// How often the growing active binlog is shipped: the recovery point is at most about this
+    /// old while the stream runs.
+    pub ship_interval: std::time::Duration,
+    /// The server id the stream presents to the source as a replica. It must differ from the
+    /// source's and from every other replica's: the source drops an older connection that
+    /// presents the same id.
+    pub stream_server_id: u32,
+}
+
+impl Default for BinlogConfig {
+    fn default() -> Self {
+        Self {
+            ship_interval: std::time::Duration::from_secs(60),
+            stream_server_id: DEFAULT_STREAM_SERVER_ID,
+        }
+    }
+}
+
+/// The replica server id `coffer binlog stream` uses unless `[binlog] stream_server_id` is set.
+pub const DEFAULT_STREAM_SERVER_ID: u32 = 4_012_023_001;
 
 /// Restore settings: the target server (each field defaults to the source's) and hooks.
 #[derive(Debug, Clone)]
@@ -167,6 +193,14 @@ struct RawConfig {
     repository: Option<RawRepository>,
     source: Option<RawSource>,
     restore: Option<RawRestore>,
+    binlog: Option<RawBinlog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinlog {
+    ship_interval_seconds: Option<u64>,
+    stream_server_id: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -521,8 +555,33 @@ impl Config {
             after: restore.after.unwrap_or_default(),
         };
 
+        let raw_binlog = raw.binlog.unwrap_or_default();
+        let binlog = BinlogConfig {
+            ship_interval: match raw_binlog.ship_interval_seconds {
+                Some(0) => {
+                    return Err(fail(
+                        "binlog.ship_interval_seconds",
+                        &"must be at least 1 second",
+                    ));
+                }
+                Some(s) => std::time::Duration::from_secs(s),
+                None => BinlogConfig::default().ship_interval,
+            },
+            stream_server_id: match raw_binlog.stream_server_id {
+                Some(0) => {
+                    return Err(fail(
+                        "binlog.stream_server_id",
+                        &"0 is not a valid replica server id",
+                    ));
+                }
+                Some(id) => id,
+                None => DEFAULT_STREAM_SERVER_ID,
+            },
+        };
+
         Ok(Config {
             restore,
+            binlog,
             path: path.to_path_buf(),
             timezone,
             timezone_name,

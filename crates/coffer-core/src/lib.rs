@@ -9,11 +9,14 @@
 //! - [`manifest`]: what a backup records about itself, including the expectations a restore
 //!   must meet; [`repository`]: the layout in storage and the catalog of backups;
 //! - [`dumpscan`]: reading those expectations from a dump stream as it passes;
+//! - [`binlog`]: indexing binary logs natively; [`archive`]: the binlog archive as restores see
+//!   it (whole files and the segments of the file the server is still writing);
 //! - [`client`]: running the server's client tools safely and querying metadata;
 //! - [`error`]: the error type and its kinds, which decide exit codes.
 //!
 //! The storage format is specified in `docs/FORMAT.md`.
 
+pub mod archive;
 pub mod binlog;
 pub mod client;
 pub mod config;

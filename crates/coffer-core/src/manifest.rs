@@ -21,6 +21,10 @@ pub enum BackupKind {
     Full,
     /// One closed binary log file, archived over the replication protocol (the incremental backup).
     Binlog,
+    /// A piece of the binary log the server is still writing, shipped by `coffer binlog stream`
+    /// so the recovery point stays fresh; superseded (and removed) once the whole file is
+    /// archived as a `binlog` backup.
+    Segment,
 }
 
 impl BackupKind {
@@ -29,6 +33,7 @@ impl BackupKind {
         match self {
             Self::Full => "full",
             Self::Binlog => "binlog",
+            Self::Segment => "segment",
         }
     }
 }
@@ -92,6 +97,10 @@ pub struct ArchivedBinlog {
     pub last_gtid: Option<String>,
     /// The file the server continued in.
     pub next_file: Option<String>,
+    /// For a `segment` backup: the file offset its bytes start at (0 for the first segment,
+    /// which holds the file's magic bytes); its bytes end at `end_position`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_start: Option<u64>,
 }
 
 /// The source server as the backup saw it.

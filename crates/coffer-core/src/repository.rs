@@ -156,6 +156,17 @@ impl Repository {
         }
     }
 
+    /// Removes a backup: its manifest first (so it is never listed with objects missing), then
+    /// its objects.
+    pub async fn remove_backup(&self, id: &str) -> Result<()> {
+        if !is_valid_backup_id(id) {
+            return Err(Error::config(format!("{id:?} is not a backup id")));
+        }
+        self.storage.delete(&Self::manifest_key(id)).await?;
+        self.remove_data(id).await?;
+        Ok(())
+    }
+
     /// Removes every object under `data/ID/` (the leftovers of a backup that never got its manifest).
     /// Returns the keys removed.
     pub async fn remove_data(&self, id: &str) -> Result<Vec<String>> {

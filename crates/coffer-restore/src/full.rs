@@ -125,7 +125,9 @@ pub async fn restore_full(
     let span = info_span!("restore.full", id = %manifest.id, target = %format!("{}:{}", options.target.host, options.target.port));
     async {
         // Nothing touches the target before every artifact is proven intact.
-        let binlogs = replay_plan.iter().flat_map(|p| p.files.iter().map(|f| &f.artifact));
+        let binlogs = replay_plan
+            .iter()
+            .flat_map(|p| p.files.iter().flat_map(|f| &f.artifacts));
         for record in manifest.artifacts.iter().chain(binlogs) {
             pipeline::verify_stored(repository.storage(), record)
                 .await

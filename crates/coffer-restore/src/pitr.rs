@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
+use coffer_core::archive::{ArchivedFile, archived_files, binlog_sequence};
 use coffer_core::binlog::BinlogIndex;
 use coffer_core::client::{DefaultsFile, Tool};
 use coffer_core::manifest::{BackupKind, Manifest};
@@ -39,10 +40,11 @@ pub enum PointInTime {
 pub struct ReplayFile {
     /// Binlog file name.
     pub file: String,
-    /// The `binlog` backup holding it.
-    pub backup_id: String,
-    /// Its artifact.
-    pub artifact: ArtifactRecord,
+    /// The backups holding it: one `binlog` backup, or the `segment` backups of a file the
+    /// server was still writing.
+    pub backup_ids: Vec<String>,
+    /// Its stored pieces, concatenated in this order.
+    pub artifacts: Vec<ArtifactRecord>,
 }
 
 /// The binlog part of a point-in-time restore.
@@ -71,47 +73,32 @@ pub struct Window {
     pub to: Option<i64>,
 }
 
-fn sequence(file: &str) -> u64 {
-    file.rsplit_once('.')
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or(0)
-}
-
-fn binlog_file_of(m: &Manifest) -> &str {
-    m.binlog_file.as_ref().map_or("", |b| b.file.as_str())
-}
-
 /// Every recoverable window in the repository, oldest first.
 pub fn windows(manifests: &[Manifest]) -> Vec<Window> {
-    let mut binlogs: Vec<&Manifest> = manifests
-        .iter()
-        .filter(|m| m.kind == BackupKind::Binlog)
-        .collect();
-    binlogs.sort_by_key(|m| sequence(binlog_file_of(m)));
+    let files = archived_files(manifests);
     manifests
         .iter()
         .filter(|m| m.kind == BackupKind::Full)
         .filter_map(|full| {
             let coords = full.binlog.as_ref()?;
-            let mut next = sequence(&coords.file);
+            let mut next = binlog_sequence(&coords.file)?;
             let mut to = None;
-            for binlog in binlogs
+            for file in files
                 .iter()
-                .filter(|b| b.source.server_id == full.source.server_id)
+                .filter(|f| f.server_id == full.source.server_id)
             {
-                let seq = sequence(binlog_file_of(binlog));
-                if seq < next {
+                if file.sequence < next {
                     continue;
                 }
-                if seq > next {
+                if file.sequence > next {
                     break;
                 }
-                to = binlog
-                    .binlog_file
-                    .as_ref()
-                    .and_then(|b| b.last_event_time)
-                    .or(to);
+                to = file.last_event_time.or(to);
                 next += 1;
+                if !file.whole {
+                    // The file the server is still writing: nothing after it is archived yet.
+                    break;
+                }
             }
             Some(Window {
                 full_backup: full.id.clone(),
@@ -125,32 +112,26 @@ pub fn windows(manifests: &[Manifest]) -> Vec<Window> {
 /// What breaks the binlog archive's chain: files never archived (purged first), a server whose
 /// binlog numbering restarted, a change of server id. Each entry is one sentence.
 pub fn archive_gaps(manifests: &[Manifest]) -> Vec<String> {
-    let mut binlogs: Vec<&Manifest> = manifests
-        .iter()
-        .filter(|m| m.kind == BackupKind::Binlog)
-        .collect();
-    binlogs.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+    let mut files = archived_files(manifests);
+    files.sort_by_key(|f| (f.archived_at, f.sequence));
     let mut gaps = Vec::new();
-    let mut previous: Option<&Manifest> = None;
-    for binlog in binlogs {
-        if let Some(prev) = previous {
-            let (prev_file, file) = (binlog_file_of(prev), binlog_file_of(binlog));
-            if prev.source.server_id != binlog.source.server_id {
-                gaps.push(format!(
-                    "server id changed from {} to {} between {prev_file} and {file}",
-                    prev.source.server_id, binlog.source.server_id
-                ));
-            } else if sequence(file) <= sequence(prev_file) {
-                gaps.push(format!(
-                    "binlog numbering restarted: {file} was archived after {prev_file}"
-                ));
-            } else if sequence(file) > sequence(prev_file) + 1 {
-                gaps.push(format!(
-                    "binlogs between {prev_file} and {file} are missing from the archive (purged before they were archived)"
-                ));
-            }
+    for pair in files.windows(2) {
+        let (prev, file) = (&pair[0], &pair[1]);
+        let (prev_name, name) = (&prev.file, &file.file);
+        if prev.server_id != file.server_id {
+            gaps.push(format!(
+                "server id changed from {} to {} between {prev_name} and {name}",
+                prev.server_id, file.server_id
+            ));
+        } else if file.sequence <= prev.sequence {
+            gaps.push(format!(
+                "binlog numbering restarted: {name} was archived after {prev_name}"
+            ));
+        } else if file.sequence > prev.sequence + 1 {
+            gaps.push(format!(
+                "binlogs between {prev_name} and {name} are missing from the archive (purged before they were archived)"
+            ));
         }
-        previous = Some(binlog);
     }
     gaps
 }
@@ -178,33 +159,39 @@ pub fn describe_windows(windows: &[Window], tz: &jiff::tz::TimeZone) -> String {
     format!("recoverable windows: {}", parts.join("; "))
 }
 
-/// Reads the transaction index of an archived binlog.
-async fn load_index(
+/// Reads the transaction index of an archived binlog: one per piece, transactions in file order.
+pub async fn load_index(
     repository: &Repository,
-    manifest: &Manifest,
+    file: &ArchivedFile<'_>,
     identity: Option<&age::x25519::Identity>,
 ) -> Result<BinlogIndex> {
-    let record = manifest
-        .artifacts
-        .iter()
-        .find(|a| a.name == "index.json")
-        .ok_or_else(|| Error::integrity(format!("binlog backup {} has no index", manifest.id)))?
-        .clone();
-    let object = repository.storage().get(&record.key).await?;
-    let identity = identity.cloned();
-    tokio::task::spawn_blocking(move || -> Result<BinlogIndex> {
-        let mut reader = ArtifactReader::new(
-            Box::new(SyncIoBridge::new(object)),
-            &record,
-            identity.as_ref(),
-        )?;
-        let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).map_err(Error::from)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::integrity(format!("{}: not a binlog index: {e}", record.key)))
-    })
-    .await
-    .map_err(|e| Error::other(format!("index task failed: {e}")))?
+    let mut whole: Option<BinlogIndex> = None;
+    for record in file.index_artifacts()? {
+        let object = repository.storage().get(&record.key).await?;
+        let identity = identity.cloned();
+        let piece = tokio::task::spawn_blocking(move || -> Result<BinlogIndex> {
+            let mut reader = ArtifactReader::new(
+                Box::new(SyncIoBridge::new(object)),
+                &record,
+                identity.as_ref(),
+            )?;
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).map_err(Error::from)?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::integrity(format!("{}: not a binlog index: {e}", record.key)))
+        })
+        .await
+        .map_err(|e| Error::other(format!("index task failed: {e}")))??;
+        match whole.as_mut() {
+            None => whole = Some(piece),
+            Some(index) => {
+                index.transactions.extend(piece.transactions);
+                index.end_position = piece.end_position;
+                index.last_event_time = piece.last_event_time.or(index.last_event_time);
+            }
+        }
+    }
+    whole.ok_or_else(|| Error::integrity(format!("{} has no index", file.file)))
 }
 
 /// Plans a point-in-time restore: which full backup, which binlogs, where to start and stop.
@@ -217,26 +204,23 @@ pub async fn plan(
     let manifests = repository.list().await?;
     let windows = windows(&manifests);
     let refuse = |why: String| Error::config(format!("{why}; {}", describe_windows(&windows, tz)));
-    let mut binlogs: Vec<&Manifest> = manifests
-        .iter()
-        .filter(|m| m.kind == BackupKind::Binlog)
-        .collect();
-    binlogs.sort_by_key(|m| sequence(binlog_file_of(m)));
+    let mut files = archived_files(&manifests);
+    files.sort_by_key(|f| (f.sequence, f.archived_at));
 
     // Resolve the stop point to (file, position) and the transaction it ends with.
     let (stop_file, stop_position, last_commit_time, last_gtid) = match target {
         PointInTime::Position { file, position } => {
-            let binlog = binlogs
+            let archived = files
                 .iter()
-                .find(|m| binlog_file_of(m) == file)
+                .find(|f| &f.file == file)
                 .ok_or_else(|| refuse(format!("{file} is not in the binlog archive")))?;
-            let end = binlog.binlog_file.as_ref().map_or(0, |b| b.end_position);
+            let end = archived.end_position;
             if *position < 4 || *position > end {
                 return Err(refuse(format!(
                     "position {position} is outside {file} (4 .. {end})"
                 )));
             }
-            let index = load_index(repository, binlog, identity).await?;
+            let index = load_index(repository, archived, identity).await?;
             let last = index
                 .transactions
                 .iter()
@@ -251,15 +235,15 @@ pub async fn plan(
         }
         PointInTime::Gtid(gtid) => {
             let mut found = None;
-            for binlog in binlogs.iter().rev() {
-                let index = load_index(repository, binlog, identity).await?;
+            for archived in files.iter().rev() {
+                let index = load_index(repository, archived, identity).await?;
                 if let Some(t) = index
                     .transactions
                     .iter()
                     .find(|t| t.gtid.as_deref() == Some(gtid.as_str()))
                 {
                     found = Some((
-                        binlog_file_of(binlog).to_string(),
+                        archived.file.clone(),
                         t.end_position,
                         Some(t.commit_time),
                         t.gtid.clone(),
@@ -271,10 +255,7 @@ pub async fn plan(
         }
         PointInTime::Time(at) => {
             let at_second = at.as_second();
-            let newest = binlogs
-                .iter()
-                .filter_map(|b| b.binlog_file.as_ref()?.last_event_time)
-                .max();
+            let newest = files.iter().filter_map(|f| f.last_event_time).max();
             if newest.is_none_or(|n| at_second > n) {
                 return Err(refuse(format!(
                     "{} is after the newest archived event",
@@ -282,18 +263,14 @@ pub async fn plan(
                 )));
             }
             let mut found = None;
-            for binlog in &binlogs {
-                let summary = binlog
-                    .binlog_file
-                    .as_ref()
-                    .expect("binlog backups describe their file");
-                if summary
+            for archived in &files {
+                if archived
                     .first_event_time
                     .is_some_and(|first| first > at_second)
                 {
                     break;
                 }
-                let index = load_index(repository, binlog, identity).await?;
+                let index = load_index(repository, archived, identity).await?;
                 if let Some(t) = index
                     .transactions
                     .iter()
@@ -301,14 +278,14 @@ pub async fn plan(
                     .find(|t| t.commit_time <= at_second)
                 {
                     found = Some((
-                        summary.file.clone(),
+                        archived.file.clone(),
                         t.end_position,
                         Some(t.commit_time),
                         t.gtid.clone(),
                     ));
                 } else if found.is_none() {
                     // Nothing committed yet by then in this file: stop at its start.
-                    found = Some((summary.file.clone(), 4, None, None));
+                    found = Some((archived.file.clone(), 4, None, None));
                 }
             }
             found.ok_or_else(|| refuse("no archived binlog reaches back that far".to_string()))?
@@ -317,6 +294,7 @@ pub async fn plan(
 
     // The newest full backup whose snapshot is at or before the stop point. Coordinates, not
     // clock times, decide: binlog times have whole seconds, backups start mid-second.
+    let sequence = |file: &str| binlog_sequence(file).unwrap_or(0);
     let stop_key = (sequence(&stop_file), stop_position);
     let full = manifests
         .iter()
@@ -331,37 +309,29 @@ pub async fn plan(
     let coords = full.binlog.as_ref().expect("filtered on coordinates");
 
     // Every file from the snapshot's to the stop file must be archived.
-    let mut files = Vec::new();
+    let mut replay = Vec::new();
     for seq in sequence(&coords.file)..=sequence(&stop_file) {
-        let binlog = binlogs
+        let archived = files
             .iter()
-            .find(|m| {
-                sequence(binlog_file_of(m)) == seq && m.source.server_id == full.source.server_id
-            })
+            .find(|f| f.sequence == seq && f.server_id == full.source.server_id)
             .ok_or_else(|| {
                 Error::integrity(format!(
                     "binlog number {seq} after {} is missing from the archive: cannot roll forward",
                     full.id
                 ))
             })?;
-        let artifact = binlog
-            .artifacts
-            .iter()
-            .find(|a| a.name == binlog_file_of(binlog))
-            .ok_or_else(|| {
-                Error::integrity(format!(
-                    "binlog backup {} has no binlog artifact",
-                    binlog.id
-                ))
-            })?;
-        files.push(ReplayFile {
-            file: binlog_file_of(binlog).to_string(),
-            backup_id: binlog.id.clone(),
-            artifact: artifact.clone(),
+        replay.push(ReplayFile {
+            file: archived.file.clone(),
+            backup_ids: archived
+                .backup_ids()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            artifacts: archived.binlog_artifacts()?,
         });
     }
     let plan = ReplayPlan {
-        files,
+        files: replay,
         start_position: coords.position,
         stop_position,
         last_commit_time,
@@ -383,24 +353,31 @@ pub(crate) async fn replay_binlogs(
         .tempdir()
         .map_err(|e| Error::other(format!("creating a temp folder: {e}")))?;
     // mariadb-binlog reads files: decode each (verifying its digest) into the private folder.
+    // A file still being written when it was archived is several segments: concatenated in
+    // order they are its first bytes.
     for file in &plan.files {
-        let object = repository.storage().get(&file.artifact.key).await?;
-        let record = file.artifact.clone();
-        let identity = options.identity.clone();
         let path = scratch.path().join(&file.file);
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut reader = ArtifactReader::new(
-                Box::new(SyncIoBridge::new(object)),
-                &record,
-                identity.as_ref(),
-            )?;
-            let mut out = std::fs::File::create(&path)
+        let out = std::fs::File::create(&path)
+            .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
+        for record in &file.artifacts {
+            let object = repository.storage().get(&record.key).await?;
+            let record = record.clone();
+            let identity = options.identity.clone();
+            let mut out = out
+                .try_clone()
                 .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
-            std::io::copy(&mut reader, &mut out).map_err(Error::from)?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::other(format!("binlog download task failed: {e}")))??;
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let mut reader = ArtifactReader::new(
+                    Box::new(SyncIoBridge::new(object)),
+                    &record,
+                    identity.as_ref(),
+                )?;
+                std::io::copy(&mut reader, &mut out).map_err(Error::from)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::other(format!("binlog download task failed: {e}")))??;
+        }
     }
     let binlog_tool = Tool::find(&["mariadb-binlog", "mysqlbinlog"])?;
     let client_tool = Tool::find(&["mariadb", "mysql"])?;
@@ -482,7 +459,12 @@ pub(crate) async fn replay_binlogs(
     })
     .await
     .map_err(|e| Error::other(format!("replay task failed: {e}")))??;
-    let bytes: u64 = plan.files.iter().map(|f| f.artifact.size).sum();
+    let bytes: u64 = plan
+        .files
+        .iter()
+        .flat_map(|f| &f.artifacts)
+        .map(|a| a.size)
+        .sum();
     progress.add(bytes);
     Ok(())
 }

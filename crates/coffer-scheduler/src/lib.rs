@@ -8,11 +8,24 @@
 //! - [`incremental`]: the incremental backup, [`run_incremental_backup`]: every closed binary
 //!   log archived over the replication protocol, each with an index of its transactions.
 //!
-//! Continuous binlog streaming, file, configuration and audit-log backups, and the cron loop with its
-//! missed-run and overlap rules join this crate as they are built.
+//! - [`stream`]: continuous binlog archiving, [`run_binlog_stream`]: a supervised
+//!   `--stop-never` replication stream; closed files archived whole, the active file shipped as
+//!   segments every interval, reconnecting without gaps or duplicates.
+//!
+//! - [`recovery_point`]: how many seconds of committed transactions the archive lacks.
+//!
+//! - [`archiver`]: what the last two share: the source's binlog list against the archive's,
+//!   fetching, storing a whole file or a segment.
+//!
+//! File, configuration and audit-log backups, and the cron loop with its missed-run and overlap
+//! rules join this crate as they are built.
 
+pub mod archiver;
 pub mod full;
 pub mod incremental;
+pub mod recovery_point;
+pub mod stream;
 
 pub use full::run_full_backup;
 pub use incremental::run_incremental_backup;
+pub use stream::{StreamOptions, StreamStats, run_binlog_stream};

@@ -154,9 +154,13 @@ impl Sandbox {
     fn launch(&mut self) -> Result<(), SandboxError> {
         let mariadbd = find_program(&["mariadbd", "mysqld"])?;
         let mut last_error = None;
-        // A free port can be taken between our probe and the server's bind: try a few.
-        for _ in 0..3 {
-            self.port = free_port()?;
+        // A restart keeps its port when it can (clients reconnecting to the same address is
+        // what a restart looks like in production). A free port can be taken between our probe
+        // and the server's bind: try a few.
+        for attempt in 0..4 {
+            if attempt > 0 || self.port == 0 {
+                self.port = free_port()?;
+            }
             match self.spawn(&mariadbd) {
                 Ok(()) => return Ok(()),
                 Err(e) => last_error = Some(e),
@@ -269,7 +273,8 @@ impl Sandbox {
         }
     }
 
-    /// Stops and starts the server again on the same data (a new port may be chosen).
+    /// Stops and starts the server again on the same data, on the same port unless it was taken
+    /// meanwhile.
     pub fn restart(&mut self) -> Result<(), SandboxError> {
         self.stop();
         self.launch()

@@ -1,0 +1,240 @@
+//! The binlog archive as a restore sees it: each archived binlog file once, either whole (a
+//! `binlog` backup, the file as the server closed it) or, while the server is still writing it,
+//! as the chain of `segment` backups shipped by `coffer binlog stream`.
+//!
+//! Several writers can leave overlapping records behind (a stream restarted after a crash, an
+//! incremental run racing a stream, a crash between archiving a whole file and removing its
+//! segments). This view resolves them the same way everywhere: a whole file wins over its
+//! segments, and segments count only as an unbroken chain from the file's first byte.
+
+use jiff::Timestamp;
+
+use crate::error::{Error, Result};
+use crate::manifest::{BackupKind, Manifest};
+use crate::pipeline::ArtifactRecord;
+
+/// The name of the transaction index artifact stored beside every archived binlog or segment.
+pub const INDEX_ARTIFACT: &str = "index.json";
+
+/// A binlog file's number: names sort by their numeric suffix (`mysql-bin.000042` is 42).
+pub fn binlog_sequence(file: &str) -> Option<u64> {
+    file.rsplit_once('.').and_then(|(_, n)| n.parse().ok())
+}
+
+/// One archived binlog file.
+#[derive(Debug, Clone)]
+pub struct ArchivedFile<'a> {
+    /// File name on the server.
+    pub file: String,
+    /// The server that wrote it (`@@server_id` as the backup saw it).
+    pub server_id: u64,
+    /// Its number ([`binlog_sequence`]).
+    pub sequence: u64,
+    /// Whether it is archived whole, as closed by the server; otherwise it is a prefix of a file
+    /// the server was still writing, made of segments.
+    pub whole: bool,
+    /// The backups holding its bytes, in file order: one for a whole file.
+    pub pieces: Vec<&'a Manifest>,
+    /// Bytes archived: the position after its last archived event.
+    pub end_position: u64,
+    /// First event time (Unix seconds).
+    pub first_event_time: Option<i64>,
+    /// Last archived event time (Unix seconds).
+    pub last_event_time: Option<i64>,
+    /// GTID of the last archived transaction.
+    pub last_gtid: Option<String>,
+    /// When its first piece was archived.
+    pub archived_at: Timestamp,
+}
+
+impl ArchivedFile<'_> {
+    /// The stored binlog bytes, in order: concatenated, they are the file from position 0 to
+    /// [`ArchivedFile::end_position`].
+    pub fn binlog_artifacts(&self) -> Result<Vec<ArtifactRecord>> {
+        self.artifacts_named(&self.file)
+    }
+
+    /// The transaction index of each piece, in order.
+    pub fn index_artifacts(&self) -> Result<Vec<ArtifactRecord>> {
+        self.artifacts_named(INDEX_ARTIFACT)
+    }
+
+    fn artifacts_named(&self, name: &str) -> Result<Vec<ArtifactRecord>> {
+        self.pieces
+            .iter()
+            .map(|m| {
+                m.artifacts
+                    .iter()
+                    .find(|a| a.name == name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::integrity(format!("{} backup {} has no {name}", m.kind, m.id))
+                    })
+            })
+            .collect()
+    }
+
+    /// The ids of the backups holding it.
+    pub fn backup_ids(&self) -> Vec<&str> {
+        self.pieces.iter().map(|m| m.id.as_str()).collect()
+    }
+}
+
+/// Every archived binlog file, ordered by server id, then number.
+pub fn archived_files(manifests: &[Manifest]) -> Vec<ArchivedFile<'_>> {
+    let mut by_file: std::collections::BTreeMap<(u64, u64, &str), Vec<&Manifest>> =
+        Default::default();
+    for m in manifests {
+        if !matches!(m.kind, BackupKind::Binlog | BackupKind::Segment) {
+            continue;
+        }
+        let Some(summary) = &m.binlog_file else {
+            continue;
+        };
+        let Some(sequence) = binlog_sequence(&summary.file) else {
+            continue;
+        };
+        by_file
+            .entry((m.source.server_id, sequence, summary.file.as_str()))
+            .or_default()
+            .push(m);
+    }
+    by_file
+        .into_iter()
+        .filter_map(|((server_id, sequence, file), mut records)| {
+            // Oldest first: of two whole copies the first one archived is kept.
+            records.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+            let pieces = match records.iter().find(|m| m.kind == BackupKind::Binlog) {
+                Some(whole) => vec![*whole],
+                None => segment_chain(&records),
+            };
+            let first = pieces.first()?;
+            let last = pieces.last()?;
+            let summary = |m: &Manifest| m.binlog_file.clone().expect("filtered on binlog_file");
+            Some(ArchivedFile {
+                file: file.to_string(),
+                server_id,
+                sequence,
+                whole: first.kind == BackupKind::Binlog,
+                end_position: summary(last).end_position,
+                first_event_time: summary(first).first_event_time,
+                last_event_time: pieces.iter().rev().find_map(|m| summary(m).last_event_time),
+                last_gtid: pieces.iter().rev().find_map(|m| summary(m).last_gtid),
+                archived_at: first.started_at,
+                pieces,
+            })
+        })
+        .collect()
+}
+
+/// The longest unbroken chain of segments from position 0; of two segments starting at the same
+/// place the longer one is taken.
+fn segment_chain<'a>(segments: &[&'a Manifest]) -> Vec<&'a Manifest> {
+    let range = |m: &Manifest| {
+        let b = m.binlog_file.as_ref().expect("filtered on binlog_file");
+        (b.segment_start.unwrap_or(0), b.end_position)
+    };
+    let mut chain = Vec::new();
+    let mut at = 0;
+    while let Some(next) = segments
+        .iter()
+        .filter(|m| m.kind == BackupKind::Segment && range(m).0 == at && range(m).1 > at)
+        .max_by_key(|m| range(m).1)
+    {
+        at = range(next).1;
+        chain.push(*next);
+    }
+    chain
+}
+
+/// Segments that no longer count: their file is archived whole, or they are not on the chain
+/// from the file's first byte (left by an interrupted stream). They can be removed.
+pub fn superseded_segments(manifests: &[Manifest]) -> Vec<&Manifest> {
+    let files = archived_files(manifests);
+    let kept: std::collections::BTreeSet<&str> =
+        files.iter().flat_map(|f| f.backup_ids()).collect();
+    manifests
+        .iter()
+        .filter(|m| m.kind == BackupKind::Segment && !kept.contains(m.id.as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{ArchivedBinlog, SourceInfo};
+
+    fn record(id: &str, kind: BackupKind, file: &str, range: (u64, u64), at: i64) -> Manifest {
+        let started: Timestamp = Timestamp::from_second(at).unwrap();
+        let mut m = Manifest::finished_now(
+            id,
+            kind,
+            started,
+            SourceInfo {
+                host: "db".into(),
+                port: 3306,
+                server_version: "10.11".into(),
+                server_id: 1,
+                dump_tool: "t".into(),
+            },
+        );
+        m.started_at = started;
+        m.binlog_file = Some(ArchivedBinlog {
+            file: file.into(),
+            server_id: 1,
+            first_event_time: Some(at),
+            last_event_time: Some(at + 1),
+            end_position: range.1,
+            transactions: 1,
+            first_gtid: None,
+            last_gtid: Some(format!("0-1-{at}")),
+            next_file: None,
+            segment_start: (kind == BackupKind::Segment).then_some(range.0),
+        });
+        m
+    }
+
+    #[test]
+    fn segments_chain_from_the_first_byte_and_a_whole_file_wins() {
+        use BackupKind::{Binlog, Segment};
+        let manifests = vec![
+            record("w1", Binlog, "bin.000001", (0, 500), 100),
+            record("s1a", Segment, "bin.000001", (0, 200), 90),
+            record("s2a", Segment, "bin.000002", (0, 300), 110),
+            record("s2b", Segment, "bin.000002", (300, 450), 120),
+            // A restarted stream shipped the same start again, further.
+            record("s2b2", Segment, "bin.000002", (300, 600), 125),
+            // Not on the chain: nothing ends at 700.
+            record("s2x", Segment, "bin.000002", (700, 800), 130),
+        ];
+        let files = archived_files(&manifests);
+        assert_eq!(files.len(), 2);
+        assert!(files[0].whole);
+        assert_eq!(files[0].backup_ids(), ["w1"]);
+        assert_eq!(files[0].end_position, 500);
+        assert!(!files[1].whole);
+        assert_eq!(files[1].backup_ids(), ["s2a", "s2b2"]);
+        assert_eq!(files[1].end_position, 600);
+        assert_eq!(files[1].last_gtid.as_deref(), Some("0-1-125"));
+        assert_eq!(files[1].first_event_time, Some(110));
+        let superseded: Vec<&str> = superseded_segments(&manifests)
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(superseded, ["s1a", "s2b", "s2x"]);
+    }
+
+    #[test]
+    fn a_chain_without_its_first_segment_holds_nothing() {
+        let manifests = vec![record(
+            "s",
+            BackupKind::Segment,
+            "bin.000003",
+            (400, 900),
+            1,
+        )];
+        assert!(archived_files(&manifests).is_empty());
+        assert_eq!(binlog_sequence("mysql-bin.000042"), Some(42));
+        assert_eq!(binlog_sequence("nodot"), None);
+    }
+}

@@ -1,0 +1,356 @@
+//! Continuous binlog archiving (`coffer binlog stream`): a supervised
+//! `mariadb-binlog --read-from-remote-server --raw --stop-never` writes the source's binlogs into
+//! a private spool folder as the server writes them; every ship interval coffer archives each
+//! file that has closed (as a `binlog` backup, exactly like the incremental backup) and ships the
+//! new whole transactions of the file still being written (as a `segment` backup), so the
+//! recovery point is at most about one interval old.
+//!
+//! No gap, no duplicate, across any disconnect: every session starts from what the repository
+//! holds — the oldest file on the server that is not archived whole, and for the file that has
+//! segments, the end of their chain — so bytes already shipped are downloaded again but never
+//! stored again. Segments end on transaction boundaries. Once a file is archived whole its
+//! segments are removed (the archive view ignores them even before that; see
+//! [`coffer_core::archive`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use coffer_core::archive::binlog_sequence;
+use coffer_core::binlog::{BinlogIndex, BinlogIndexer, Transaction};
+use coffer_core::config::Config;
+use coffer_core::pipeline::Progress;
+use coffer_core::repository::Repository;
+use coffer_core::{Error, ErrorKind, Result};
+use tokio::io::AsyncReadExt;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::archiver::BinlogSource;
+
+/// How the stream runs.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// How often closed files are archived and the active file's new transactions shipped.
+    pub ship_interval: Duration,
+    /// The replica server id presented to the source.
+    pub server_id: u32,
+    /// The longest wait between reconnection attempts (waits double from one second).
+    pub max_backoff: Duration,
+}
+
+impl StreamOptions {
+    /// The configured options (`[binlog]`), reconnecting at most every 30 seconds.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            ship_interval: config.binlog.ship_interval,
+            server_id: config.binlog.stream_server_id,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a stream did, for its final log line and (later) the daemon's metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Connections made to the source.
+    pub sessions: u64,
+    /// Closed files archived whole.
+    pub files_archived: u64,
+    /// Segments of active files shipped.
+    pub segments_shipped: u64,
+    /// Commit time (Unix seconds) of the newest transaction archived.
+    pub newest_archived_commit: Option<i64>,
+}
+
+/// Streams the source's binlogs into the repository until `shutdown` completes, reconnecting
+/// after every network or server failure. Returns only on shutdown, or on an error that a retry
+/// cannot cure (a bad configuration).
+pub async fn run_binlog_stream(
+    config: &Config,
+    repository: &Repository,
+    options: &StreamOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<StreamStats> {
+    let span = info_span!("binlog.stream", source = %format!("{}:{}", config.source.host, config.source.port));
+    async {
+        tokio::pin!(shutdown);
+        let mut stats = StreamStats::default();
+        let mut backoff = Duration::from_secs(1);
+        repository.ensure_initialized().await?;
+        loop {
+            let began = Instant::now();
+            stats.sessions += 1;
+            match session(config, repository, options, &mut shutdown, &mut stats).await {
+                Ok(SessionEnd::Shutdown) => {
+                    info!(?stats, "binlog stream stopped");
+                    return Ok(stats);
+                }
+                Ok(SessionEnd::Disconnected(why)) => {
+                    warn!(reason = %why, "binlog stream disconnected; reconnecting")
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::Config | ErrorKind::Refused) => {
+                    return Err(e);
+                }
+                Err(e) => error!(error = %e, "binlog stream failed; retrying"),
+            }
+            if began.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_secs(1);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = &mut shutdown => {
+                    info!(?stats, "binlog stream stopped");
+                    return Ok(stats);
+                }
+            }
+            backoff = (backoff * 2).min(options.max_backoff);
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+enum SessionEnd {
+    Shutdown,
+    Disconnected(String),
+}
+
+async fn session<F: Future<Output = ()>>(
+    config: &Config,
+    repository: &Repository,
+    options: &StreamOptions,
+    shutdown: &mut std::pin::Pin<&mut F>,
+    stats: &mut StreamStats,
+) -> Result<SessionEnd> {
+    let source = BinlogSource::connect(config, repository).await?;
+    if u64::from(options.server_id) == source.server.server_id {
+        return Err(Error::config(format!(
+            "binlog.stream_server_id {} is the source's own server id: choose another",
+            options.server_id
+        )));
+    }
+    let manifests = repository.list().await?;
+    let binlogs = source.server_binlogs(&manifests, false).await?;
+    if let Some(gap) = binlogs.gap_message() {
+        error!("{gap}");
+    }
+    // Start at the oldest file on the server not archived whole; resume each file's segment
+    // chain where it ends.
+    let Some(first) = binlogs
+        .on_server
+        .iter()
+        .find(|f| !binlogs.archived_whole.contains(*f))
+        .or(binlogs.on_server.last())
+        .cloned()
+    else {
+        return Ok(SessionEnd::Disconnected(
+            "the source lists no binary log".into(),
+        ));
+    };
+    let shipped: BTreeMap<String, u64> = source
+        .archived(&manifests)
+        .iter()
+        .filter(|f| !f.whole)
+        .map(|f| (f.file.clone(), f.end_position))
+        .collect();
+    let spool = tempfile::Builder::new()
+        .prefix("coffer-stream-")
+        .tempdir()
+        .map_err(|e| Error::other(format!("creating the spool folder: {e}")))?;
+    let (mut child, defaults) =
+        source.spawn_fetch(&first, spool.path(), Some(options.server_id))?;
+    let stderr = child.stderr.take().map(|mut pipe| {
+        tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text).await;
+            text
+        })
+    });
+    info!(from = %first, interval_s = options.ship_interval.as_secs(), "streaming binlogs");
+    let mut spooler = Spooler {
+        source: &source,
+        dir: spool.path().to_path_buf(),
+        tailers: BTreeMap::new(),
+        shipped,
+        archived_whole: binlogs.archived_whole.clone(),
+    };
+    let mut ticker = tokio::time::interval(options.ship_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = loop {
+        tokio::select! {
+            _ = ticker.tick() => spooler.ship(stats).await?,
+            status = child.wait() => {
+                // The child wrote all it received before exiting: archive that, then reconnect.
+                spooler.ship(stats).await?;
+                let stderr = match stderr {
+                    Some(task) => task.await.unwrap_or_default(),
+                    None => String::new(),
+                };
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                break SessionEnd::Disconnected(format!(
+                    "{} exited ({status}): {}",
+                    source.tool.path.display(),
+                    stderr.trim().replace('\n', " | ")
+                ));
+            }
+            () = shutdown.as_mut() => {
+                let _ = child.kill().await;
+                spooler.ship(stats).await?;
+                break SessionEnd::Shutdown;
+            }
+        }
+    };
+    drop(defaults);
+    Ok(end)
+}
+
+/// Follows the files in the spool folder.
+struct Spooler<'a> {
+    source: &'a BinlogSource<'a>,
+    dir: PathBuf,
+    tailers: BTreeMap<String, Tailer>,
+    /// Per file, the bytes already in the archive as segments.
+    shipped: BTreeMap<String, u64>,
+    archived_whole: BTreeSet<String>,
+}
+
+impl Spooler<'_> {
+    /// Archives every closed file, ships the active file's new transactions.
+    async fn ship(&mut self, stats: &mut StreamStats) -> Result<()> {
+        let mut files: Vec<(u64, String)> = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::other(format!("{}: {e}", self.dir.display())))?
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                Some((binlog_sequence(&name)?, name))
+            })
+            .collect();
+        files.sort();
+        let mut archived_whole = false;
+        for (i, (_, file)) in files.iter().enumerate() {
+            let path = self.dir.join(file);
+            let shipped = self.shipped.get(file).copied().unwrap_or(0);
+            let tailer = self
+                .tailers
+                .entry(file.clone())
+                .or_insert_with(|| Tailer::new(shipped));
+            tailer.catch_up(&path)?;
+            // mariadb-binlog opens the next file only after writing the last event of this one
+            // (the server's rotate, or after a crash the rotate it fakes when moving on).
+            let complete = i + 1 < files.len() || tailer.indexer.snapshot().closed;
+            if complete {
+                if !self.archived_whole.contains(file) {
+                    let manifest = self
+                        .source
+                        .archive_whole(file, &path, Progress::default())
+                        .await?;
+                    let summary = manifest.binlog_file.as_ref();
+                    if summary.is_some_and(|b| b.end_position < shipped) {
+                        warn!(
+                            file,
+                            shipped,
+                            "the server's copy of this binlog is shorter than the segments shipped of it: the server lost its tail"
+                        );
+                    }
+                    if let Some(t) = summary.and_then(|b| b.last_event_time) {
+                        stats.newest_archived_commit = stats.newest_archived_commit.max(Some(t));
+                    }
+                    stats.files_archived += 1;
+                    self.archived_whole.insert(file.clone());
+                    archived_whole = true;
+                }
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
+                self.tailers.remove(file);
+                self.shipped.remove(file);
+            } else if let Some(index) = tailer.segment() {
+                let start = tailer.shipped;
+                let end = index.end_position;
+                let last = index.transactions.last().map(|t| t.commit_time);
+                self.source
+                    .archive_segment(file, &path, start, index)
+                    .await?;
+                tailer.shipped_through(end);
+                self.shipped.insert(file.clone(), end);
+                stats.segments_shipped += 1;
+                stats.newest_archived_commit = stats.newest_archived_commit.max(last);
+            }
+        }
+        if archived_whole {
+            self.source.remove_superseded_segments().await;
+        }
+        Ok(())
+    }
+}
+
+/// Indexes a spool file as it grows and keeps the transactions not yet shipped.
+struct Tailer {
+    indexer: BinlogIndexer,
+    /// Bytes of the file already archived as segments.
+    shipped: u64,
+    /// Whole transactions after `shipped`, in file order.
+    pending: Vec<Transaction>,
+}
+
+impl Tailer {
+    fn new(shipped: u64) -> Self {
+        Self {
+            indexer: BinlogIndexer::new(),
+            shipped,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Feeds what the file gained since the last call.
+    fn catch_up(&mut self, path: &Path) -> Result<()> {
+        let fail = |e: std::io::Error| Error::other(format!("{}: {e}", path.display()));
+        let mut file = std::fs::File::open(path).map_err(fail)?;
+        file.seek(SeekFrom::Start(self.indexer.fed()))
+            .map_err(fail)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(fail)?;
+            if n == 0 {
+                break;
+            }
+            self.indexer.feed(&buf[..n]);
+        }
+        let shipped = self.shipped;
+        self.pending.extend(
+            self.indexer
+                .drain_transactions()
+                .into_iter()
+                .filter(|t| t.end_position > shipped),
+        );
+        Ok(())
+    }
+
+    /// The index of the next segment: from `shipped` to the end of the last whole transaction,
+    /// or `None` when no transaction completed since.
+    fn segment(&self) -> Option<BinlogIndex> {
+        let last = self.pending.last()?;
+        let header = self.indexer.snapshot();
+        Some(BinlogIndex {
+            server_id: header.server_id,
+            server_version: header.server_version.clone(),
+            checksums: header.checksums,
+            // The first segment starts with the file; later ones with their first transaction.
+            first_event_time: if self.shipped == 0 {
+                header.first_event_time
+            } else {
+                self.pending.first().map(|t| t.commit_time)
+            },
+            last_event_time: Some(last.commit_time),
+            end_position: last.end_position,
+            next_file: None,
+            closed: false,
+            transactions: self.pending.clone(),
+        })
+    }
+
+    fn shipped_through(&mut self, end: u64) {
+        self.shipped = end;
+        self.pending.retain(|t| t.end_position > end);
+    }
+}
