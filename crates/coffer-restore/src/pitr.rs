@@ -411,17 +411,25 @@ pub(crate) async fn replay_binlogs(
             .map_err(|e| {
                 Error::other(format!("cannot start {}: {e}", binlog_tool.path.display()))
             })?;
-        let stdout = decoder.stdout.take().expect("stdout is piped");
-        let client = Command::new(&client_tool.path)
+        let mut stdout = decoder.stdout.take().expect("stdout is piped");
+        let mut client = Command::new(&client_tool.path)
             .arg(defaults.arg())
             .args(["--binary-mode", "--max-allowed-packet=1G"])
-            .stdin(Stdio::from(stdout))
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .output()
+            .spawn()
             .map_err(|e| {
                 Error::other(format!("cannot start {}: {e}", client_tool.path.display()))
             })?;
+        let mut stdin = client.stdin.take().expect("stdin is piped");
+        // A broken pipe here means the client stopped early; its own exit status says why.
+        let copied = strip_gtid_sequence_numbers(&mut stdout, &mut stdin);
+        drop(stdin);
+        drop(stdout);
+        let client = client
+            .wait_with_output()
+            .map_err(|e| Error::other(format!("waiting for the client: {e}")))?;
         let decoded = decoder
             .wait_with_output()
             .map_err(|e| Error::other(format!("waiting for mariadb-binlog: {e}")))?;
@@ -455,6 +463,7 @@ pub(crate) async fn replay_binlogs(
                 ),
             ));
         }
+        copied.map_err(|e| Error::new(ErrorKind::Restore, format!("replaying binlogs: {e}")))?;
         Ok(())
     })
     .await
@@ -467,6 +476,42 @@ pub(crate) async fn replay_binlogs(
         .sum();
     progress.add(bytes);
     Ok(())
+}
+
+/// The line `mariadb-binlog` writes before each transaction to give it the source's GTID
+/// sequence number (`/*M!100001 …` since 10.11, `/*!100001 …` before).
+const GTID_SEQ_NO_LINES: [&[u8]; 2] = [
+    b"/*M!100001 SET @@session.gtid_seq_no=",
+    b"/*!100001 SET @@session.gtid_seq_no=",
+];
+
+/// Copies decoded binlog SQL to the client without the lines that pin each transaction's GTID
+/// sequence number. Replayed transactions then take the target's next numbers: the target's own
+/// writes (the dump's load, its history) are usually ahead of the source's numbers in the same
+/// domain, and a target with `gtid_strict_mode=ON` refuses an out-of-order one (ERROR 1950);
+/// without strict mode its binlog would silently go out of order. Domain and server id are kept.
+fn strip_gtid_sequence_numbers(
+    input: &mut impl std::io::Read,
+    output: &mut impl std::io::Write,
+) -> std::io::Result<u64> {
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, input);
+    let mut writer = std::io::BufWriter::with_capacity(256 * 1024, output);
+    let mut line = Vec::with_capacity(4096);
+    let mut dropped = 0;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if GTID_SEQ_NO_LINES.iter().any(|p| line.starts_with(p)) {
+            dropped += 1;
+            continue;
+        }
+        writer.write_all(&line)?;
+    }
+    writer.flush()?;
+    Ok(dropped)
 }
 
 /// Parses an operator's `--at`: RFC 3339 with an offset, or a wall-clock time in `tz`. A time in
@@ -489,6 +534,18 @@ pub fn parse_at(text: &str, tz: &jiff::tz::TimeZone) -> Result<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_gtid_sequence_number_lines_are_dropped() {
+        let input = b"# at 4\n/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;\n/*M!100001 SET @@session.gtid_seq_no=8*//*!*/;\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=9')\nBINLOG '\nAAAA\n'/*!*/;";
+        let mut out = Vec::new();
+        let dropped = strip_gtid_sequence_numbers(&mut &input[..], &mut out).unwrap();
+        assert_eq!(dropped, 1);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "# at 4\n/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=9')\nBINLOG '\nAAAA\n'/*!*/;"
+        );
+    }
 
     #[test]
     fn at_is_read_in_the_operators_zone() {
