@@ -6,8 +6,10 @@
 #   scripts/bench.sh                      # ~256 MiB and ~1 GiB dumps
 #   BENCH_SCALES="186000 744000" scripts/bench.sh   # ~1 GiB and ~4 GiB
 #   BENCH_ROUNDS=3 scripts/bench.sh       # rounds per side (best is reported)
+#   scripts/bench.sh binlog               # binlog stream and point-in-time restore (bench-binlog.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = binlog ]; then exec scripts/bench-binlog.sh; fi
 scripts/install-deps.sh
 
 scales=${BENCH_SCALES:-"46500 186000"}

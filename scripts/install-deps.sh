@@ -22,6 +22,7 @@ have zstd || missing+=(zstd)
 have pgrep || missing+=(procps)
 have sha256sum || missing+=(coreutils)
 have bc || missing+=(bc)
+have jq || missing+=(jq)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]} with apt-get"
   # Keep the package's own service from starting: coffer starts its own throwaway servers.

@@ -619,6 +619,21 @@ mod tests {
     }
 
     #[test]
+    fn binlog_stream_settings_default_and_are_checked() {
+        let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
+        assert_eq!(config.binlog, BinlogConfig::default());
+        assert_eq!(config.binlog.ship_interval.as_secs(), 60);
+        let set = parse("[repository]\nurl = \"repo\"\n[binlog]\nship_interval_seconds = 5\nstream_server_id = 77\n")
+            .unwrap();
+        assert_eq!(set.binlog.ship_interval.as_secs(), 5);
+        assert_eq!(set.binlog.stream_server_id, 77);
+        let zero = parse("[repository]\nurl = \"repo\"\n[binlog]\nship_interval_seconds = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(zero.contains("binlog.ship_interval_seconds"), "{zero}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let err = parse("[repository]\nurl = \"r\"\ncompresion = \"zstd\"\n").unwrap_err();
         let text = err.to_string();
