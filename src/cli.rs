@@ -60,6 +60,50 @@ pub enum BinlogCommand {
     /// the source; each file archived when it closes, the file being written shipped every
     /// interval. Reconnects after network or server failures without gaps or duplicates.
     Stream(StreamArgs),
+    /// List the archived transactions that changed a table (e.g. the accidental DELETE), with the
+    /// position to pass to `restore db --at-position FILE:START` to stop right before one.
+    Find(FindArgs),
+}
+
+/// `coffer binlog find` flags.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// The table: `db.table`, or `table` in any database.
+    #[arg(long, value_name = "TABLE")]
+    pub table: String,
+    /// Only this database.
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+    /// Only changes of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<ChangeKindArg>,
+    /// Only transactions committed at or after this moment, e.g. '2025-10-29 11:00:00' (read in
+    /// --tz, else the config's timezone) or RFC 3339 with offset.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only transactions committed at or before this moment (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// The zone --since, --until and the printed times are in (IANA name) [default: the
+    /// config's timezone].
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// age identity file (private key), for encrypted backups.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// What a change did, on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChangeKindArg {
+    /// Rows added (INSERT, REPLACE).
+    Insert,
+    /// Rows changed.
+    Update,
+    /// Rows removed (DELETE, TRUNCATE).
+    Delete,
 }
 
 /// `coffer binlog stream` flags.

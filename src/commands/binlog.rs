@@ -1,4 +1,4 @@
-//! `coffer binlog window`.
+//! `coffer binlog window`, `binlog stream` and `binlog find`.
 
 use anyhow::Result;
 use coffer_core::config::Config;
@@ -30,6 +30,73 @@ pub async fn window(config: &Config, json: bool) -> Result<u8> {
         );
         Ok(exit::VERIFY_FAILED)
     }
+}
+
+/// Lists the archived transactions that changed a table; exit 0 even when none did.
+pub async fn find(config: &Config, args: crate::cli::FindArgs) -> Result<u8> {
+    use coffer_core::binlog_events::ChangeKind;
+    use coffer_restore::find::{FindFilter, find};
+
+    use crate::cli::ChangeKindArg;
+
+    let tz = match &args.tz {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+            coffer_core::Error::config(format!("--tz {name:?} is not an IANA time zone"))
+        })?,
+        None => config.timezone.clone(),
+    };
+    let mut filter = FindFilter::new(&args.table, args.database.as_deref())?;
+    filter.kind = args.kind.map(|k| match k {
+        ChangeKindArg::Insert => ChangeKind::Insert,
+        ChangeKindArg::Update => ChangeKind::Update,
+        ChangeKindArg::Delete => ChangeKind::Delete,
+    });
+    let time = |flag: &str, text: &Option<String>| -> Result<Option<jiff::Timestamp>> {
+        // parse_at names --at in its message: say which flag was wrong instead.
+        text.as_deref()
+            .map(|t| {
+                pitr::parse_at(t, &tz).map_err(|_| {
+                    coffer_core::Error::config(format!(
+                        "{flag} {t:?} is not a date and time (want \"2025-10-29 11:59:00\" or RFC 3339)"
+                    ))
+                    .into()
+                })
+            })
+            .transpose()
+    };
+    filter.since = time("--since", &args.since)?;
+    filter.until = time("--until", &args.until)?;
+    let identity = args
+        .identity_file
+        .as_deref()
+        .map(super::read_identity)
+        .transpose()?;
+    let repository = open_repository(config).await?;
+    let manifests = repository.list().await?;
+    let matches = find(&repository, &manifests, &filter, identity.as_ref()).await?;
+    if args.output.json {
+        output::json(&matches)?;
+    } else if matches.is_empty() {
+        eprintln!("no matching transaction");
+    } else {
+        for m in &matches {
+            let rows = m.rows.map_or("rows unknown (statement)".to_string(), |n| {
+                format!("{n} row{}", if n == 1 { "" } else { "s" })
+            });
+            println!(
+                "{}:{}..{}  {}  {}  {} {}  {}",
+                m.file,
+                m.start_position,
+                m.end_position,
+                m.gtid.as_deref().unwrap_or("-"),
+                output::local_time(m.commit_time, &tz),
+                m.kind,
+                m.table,
+                rows
+            );
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// Runs the continuous binlog stream until SIGTERM or Ctrl-C.

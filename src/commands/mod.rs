@@ -25,6 +25,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let config = load_config(cli.config.as_deref())?;
             binlog::stream(&config, args.interval).await
         }
+        Command::Binlog(BinlogCommand::Find(args)) => {
+            let config = load_config(cli.config.as_deref())?;
+            binlog::find(&config, args).await
+        }
         Command::Status(flags) => {
             let config = load_config(cli.config.as_deref())?;
             status::run(&config, flags.json).await

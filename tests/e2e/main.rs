@@ -4,6 +4,7 @@
 mod backup_folder;
 mod backup_s3;
 mod binlog_archive;
+mod binlog_find;
 mod binlog_stream;
 mod failures;
 mod interrupted;

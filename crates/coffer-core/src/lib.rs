@@ -8,9 +8,12 @@
 //!   ([`pipeline::store`]) and back, verified ([`pipeline::ArtifactReader`]);
 //! - [`manifest`]: what a backup records about itself, including the expectations a restore
 //!   must meet; [`repository`]: the layout in storage and the catalog of backups;
-//! - [`dumpscan`]: reading those expectations from a dump stream as it passes;
+//! - [`dumpscan`]: reading those expectations from a dump stream as it passes; [`dump`]: running
+//!   the dump tool with coffer's options through it;
 //! - [`binlog`]: indexing binary logs natively; [`archive`]: the binlog archive as restores see
 //!   it (whole files and the segments of the file the server is still writing);
+//! - [`binlog_events`]: which transactions of a binary log changed which tables, how, and how many
+//!   rows (row events counted, statements parsed);
 //! - [`client`]: running the server's client tools safely and querying metadata;
 //! - [`error`]: the error type and its kinds, which decide exit codes.
 //!
@@ -18,8 +21,10 @@
 
 pub mod archive;
 pub mod binlog;
+pub mod binlog_events;
 pub mod client;
 pub mod config;
+pub mod dump;
 pub mod dumpscan;
 pub mod error;
 pub mod manifest;

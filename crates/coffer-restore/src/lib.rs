@@ -12,7 +12,10 @@
 //! - [`pitr`]: point-in-time plans (the newest full before the target, the archived binlogs from
 //!   its coordinates to an exact stop position found in the binlog indexes) and their replay in
 //!   one client session.
+//! - [`find`]: `binlog find`, the archived transactions that changed a table (kind, rows,
+//!   positions), read from the archived binlogs themselves.
 
+pub mod find;
 pub mod full;
 pub mod pitr;
 pub mod verify;

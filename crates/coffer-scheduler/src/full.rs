@@ -1,11 +1,8 @@
 //! The full backup: one consistent logical dump of the source, streamed into the repository.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
-
 use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::Config;
-use coffer_core::dumpscan::{DumpFacts, DumpScanner};
+use coffer_core::dump::{DUMP_OPTIONS, run_dump};
 use coffer_core::manifest::{BackupKind, Manifest, SourceInfo, new_backup_id};
 use coffer_core::pipeline::{self, Encoding, Progress};
 use coffer_core::repository::Repository;
@@ -15,9 +12,6 @@ use tracing::{Instrument, info, info_span, warn};
 
 /// The logical name of the dump artifact.
 pub const DUMP_ARTIFACT: &str = "dump.sql";
-
-/// Lines of the dump tool's stderr kept for the error message.
-const STDERR_TAIL: usize = 20;
 
 /// Runs a full backup of the configured source into `repository` and returns its manifest.
 ///
@@ -104,17 +98,8 @@ async fn full_backup(
     repository.ensure_initialized().await?;
     let tool = Tool::find(&["mariadb-dump", "mysqldump"])?;
     let defaults = DefaultsFile::new(&endpoint)?;
-    let mut args = vec![
-        defaults.arg(),
-        "--single-transaction".to_string(),
-        "--routines".to_string(),
-        "--triggers".to_string(),
-        "--events".to_string(),
-        "--hex-blob".to_string(),
-        "--order-by-primary".to_string(),
-        "--quick".to_string(),
-        "--default-character-set=utf8mb4".to_string(),
-    ];
+    let mut args = vec![defaults.arg()];
+    args.extend(DUMP_OPTIONS.iter().map(|o| o.to_string()));
     if server.log_bin {
         if tool.is_mariadb() {
             args.extend(["--master-data=2".to_string(), "--gtid".to_string()]);
@@ -173,80 +158,4 @@ async fn full_backup(
         "full backup stored"
     );
     Ok(manifest)
-}
-
-/// Runs the dump tool, scanning and writing its output; fails unless it exits 0 after writing its
-/// completion trailer.
-fn run_dump(tool: &std::path::Path, args: &[String], writer: &mut dyn Write) -> Result<DumpFacts> {
-    let name = tool
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut child = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::other(format!("cannot start {name}: {e}")))?;
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let stderr_tail = std::thread::spawn(move || {
-        let mut tail = std::collections::VecDeque::with_capacity(STDERR_TAIL);
-        for line in BufReader::new(stderr)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            if tail.len() == STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
-        tail.into_iter().collect::<Vec<_>>().join(" | ")
-    });
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut scanner = DumpScanner::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let copied: Result<()> = (|| loop {
-        let n = match stdout.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Error::new(
-                    ErrorKind::Backup,
-                    format!("reading {name} output: {e}"),
-                ));
-            }
-        };
-        scanner.feed(&buf[..n]);
-        writer.write_all(&buf[..n]).map_err(Error::from)?;
-    })();
-    if copied.is_err() {
-        let _ = child.kill();
-    }
-    drop(stdout);
-    let status = child
-        .wait()
-        .map_err(|e| Error::other(format!("waiting for {name}: {e}")))?;
-    let stderr_text = stderr_tail.join().unwrap_or_default();
-    copied?;
-    if !status.success() {
-        let detail = if stderr_text.is_empty() {
-            String::new()
-        } else {
-            format!(": {stderr_text}")
-        };
-        return Err(Error::new(
-            ErrorKind::Backup,
-            format!("{name} failed ({status}){detail}"),
-        ));
-    }
-    let facts = scanner.finish();
-    if !facts.completed {
-        return Err(Error::new(
-            ErrorKind::Backup,
-            format!("{name} output ended before its completion trailer"),
-        ));
-    }
-    Ok(facts)
 }
