@@ -45,6 +45,9 @@ pub enum Command {
     /// Inspect and feed the binlog archive.
     #[command(subcommand)]
     Binlog(BinlogCommand),
+    /// Recovery drills: restore a backup into a sandbox and prove the runbook's checklist.
+    #[command(subcommand)]
+    Drill(DrillCommand),
     /// Show the newest backups and the recovery point: how many seconds of committed
     /// transactions the archive lacks.
     Status(JsonFlag),
@@ -104,6 +107,36 @@ pub enum ChangeKindArg {
     Update,
     /// Rows removed (DELETE, TRUNCATE).
     Delete,
+}
+
+/// `coffer drill …`
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Restore a full backup into a sandbox, replay the archived binlogs, check every item of
+    /// the checklist, store the report in the repository and print it. Exits 10 when an item
+    /// fails.
+    Run(DrillRunArgs),
+    /// List past drills with their verdicts, recovery times and recovery points.
+    History(JsonFlag),
+}
+
+/// `coffer drill run` flags.
+#[derive(Debug, Args)]
+pub struct DrillRunArgs {
+    /// The full backup to drill [default: the newest].
+    #[arg(long, value_name = "ID", conflicts_with = "latest")]
+    pub backup: Option<String>,
+    /// Drill the newest full backup (the default).
+    #[arg(long)]
+    pub latest: bool,
+    /// Leave the sandbox running for inspection until Ctrl-C; its address is printed.
+    #[arg(long)]
+    pub keep_sandbox: bool,
+    /// age identity file (private key), for encrypted backups.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// `coffer binlog stream` flags.

@@ -23,6 +23,8 @@ pub const NOT_FOUND: u8 = 8;
 /// Refused to protect data: a restore onto a non-empty database without `--drop-existing`, or
 /// a destructive step without confirmation.
 pub const REFUSED: u8 = 9;
+/// A recovery drill ran and at least one checklist item failed (its report says which).
+pub const DRILL_FAILED: u8 = 10;
 
 /// The exit code for an error of `kind`.
 pub fn code_for(kind: ErrorKind) -> u8 {

@@ -117,7 +117,7 @@ pub async fn stream(config: &Config, interval: Option<u64>) -> Result<u8> {
 }
 
 /// Completes on SIGTERM (systemd stopping the service) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -4,6 +4,7 @@
 mod backup;
 mod binlog;
 mod check;
+mod drill;
 mod restore;
 mod status;
 
@@ -11,7 +12,9 @@ use anyhow::Result;
 use coffer_core::config::{Config, ProcessEnv};
 use coffer_core::repository::Repository;
 
-use crate::cli::{BackupCommand, BinlogCommand, Cli, Command, RestoreCommand, RunCommand};
+use crate::cli::{
+    BackupCommand, BinlogCommand, Cli, Command, DrillCommand, RestoreCommand, RunCommand,
+};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<u8> {
@@ -28,6 +31,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Binlog(BinlogCommand::Find(args)) => {
             let config = load_config(cli.config.as_deref())?;
             binlog::find(&config, args).await
+        }
+        Command::Drill(DrillCommand::Run(args)) => {
+            let config = load_config(cli.config.as_deref())?;
+            drill::run(&config, args).await
+        }
+        Command::Drill(DrillCommand::History(flags)) => {
+            let config = load_config(cli.config.as_deref())?;
+            drill::history(&config, flags.json).await
         }
         Command::Status(flags) => {
             let config = load_config(cli.config.as_deref())?;

@@ -6,6 +6,7 @@ mod backup_s3;
 mod binlog_archive;
 mod binlog_find;
 mod binlog_stream;
+mod drill;
 mod failures;
 mod interrupted;
 mod pitr;

@@ -32,6 +32,78 @@ pub struct Config {
     pub restore: RestoreConfig,
     /// Continuous binlog archiving (`coffer binlog stream`).
     pub binlog: BinlogConfig,
+    /// The recovery drill (`coffer drill run`).
+    pub drill: DrillConfig,
+}
+
+/// Where a drill restores to.
+#[derive(Debug, Clone)]
+pub enum DrillSandbox {
+    /// A throwaway `mariadbd` from the installed binaries, private to the drill.
+    Managed,
+    /// An existing server; every database the drill writes is named `PREFIX + name`.
+    External {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Account (needs to create and drop the prefixed databases).
+        user: String,
+        /// Its password.
+        password: Secret,
+        /// Prefix of every database the drill creates, drops or reads there.
+        database_prefix: String,
+    },
+}
+
+/// A command the drill runs against the restored sandbox ("application starts").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppCheck {
+    /// What the check shows (defaults to the command).
+    pub name: Option<String>,
+    /// Shell command, run with `sh -c`.
+    pub command: String,
+    /// Killed (and failed) after this many seconds.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_seconds: u64,
+    /// The exit code that means success.
+    #[serde(default)]
+    pub expect_exit: i32,
+}
+
+fn default_check_timeout() -> u64 {
+    60
+}
+
+/// An SQL probe the drill runs in the restored database ("critical features work").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlCheck {
+    /// What the probe shows (defaults to the query).
+    pub name: Option<String>,
+    /// The query; runs in the first restored database.
+    pub query: String,
+    /// The expected result: rows joined by newlines, columns by tabs (`"0"` for a count of 0).
+    pub expect: Option<String>,
+    /// Or: the least number of rows the query must return.
+    pub min_rows: Option<u64>,
+}
+
+/// Recovery drill settings.
+#[derive(Debug, Clone)]
+pub struct DrillConfig {
+    /// Where the drill restores.
+    pub sandbox: DrillSandbox,
+    /// Environment for app checks and `after_restore` commands, on top of the `DB_*` variables
+    /// pointing at the sandbox; keeps a restored app from mailing customers or charging cards.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Shell commands run after the restore and before the checks (migrations, cache warm-up).
+    pub after_restore: Vec<String>,
+    /// "Application starts" commands.
+    pub app_checks: Vec<AppCheck>,
+    /// "Critical features work" probes.
+    pub sql_checks: Vec<SqlCheck>,
 }
 
 /// Continuous binlog archiving settings.
@@ -194,6 +266,29 @@ struct RawConfig {
     source: Option<RawSource>,
     restore: Option<RawRestore>,
     binlog: Option<RawBinlog>,
+    drill: Option<RawDrill>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrill {
+    sandbox: Option<RawSandboxKind>,
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    database_prefix: Option<String>,
+    env: Option<std::collections::BTreeMap<String, String>>,
+    after_restore: Option<Vec<String>>,
+    app_checks: Option<Vec<AppCheck>>,
+    sql_checks: Option<Vec<SqlCheck>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawSandboxKind {
+    Managed,
+    External,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -579,9 +674,61 @@ impl Config {
             },
         };
 
+        let raw_drill = raw.drill.unwrap_or_default();
+        let sandbox = match raw_drill.sandbox.unwrap_or(RawSandboxKind::Managed) {
+            RawSandboxKind::Managed => DrillSandbox::Managed,
+            RawSandboxKind::External => {
+                let prefix = raw_drill.database_prefix.clone().unwrap_or_default();
+                if prefix.is_empty()
+                    || prefix.len() > 32
+                    || !prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(fail(
+                        "drill.database_prefix",
+                        &"an external drill sandbox needs a prefix of letters, digits and _ (e.g. \"drill_\"), so it can never touch another database",
+                    ));
+                }
+                DrillSandbox::External {
+                    host: raw_drill.host.clone().ok_or_else(|| {
+                        fail("drill.host", &"an external drill sandbox needs its host")
+                    })?,
+                    port: raw_drill.port.unwrap_or(3306),
+                    user: raw_drill.user.clone().unwrap_or_else(|| "root".into()),
+                    password: match &raw_drill.password_file {
+                        Some(file) => read_secret("drill.password_file", file)?,
+                        None => Secret::default(),
+                    },
+                    database_prefix: prefix,
+                }
+            }
+        };
+        for (i, check) in raw_drill.sql_checks.iter().flatten().enumerate() {
+            if check.expect.is_some() == check.min_rows.is_some() {
+                return Err(fail(
+                    &format!("drill.sql_checks[{i}]"),
+                    &"give exactly one of `expect` or `min_rows`",
+                ));
+            }
+        }
+        let drill = DrillConfig {
+            sandbox,
+            env: raw_drill.env.unwrap_or_else(|| {
+                [("MAIL_MAILER", "log"), ("QUEUE_CONNECTION", "sync")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+            after_restore: raw_drill.after_restore.unwrap_or_default(),
+            app_checks: raw_drill.app_checks.unwrap_or_default(),
+            sql_checks: raw_drill.sql_checks.unwrap_or_default(),
+        };
+
         Ok(Config {
             restore,
             binlog,
+            drill,
             path: path.to_path_buf(),
             timezone,
             timezone_name,

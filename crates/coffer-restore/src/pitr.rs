@@ -340,8 +340,59 @@ pub async fn plan(
     Ok((full.clone(), plan))
 }
 
+/// Plans replaying every archived binlog after `full`, to the newest archived transaction
+/// reachable without a gap (as a drill does). `None` when there is nothing to replay: the source
+/// wrote no binlog, or nothing is archived after the snapshot.
+pub fn plan_to_newest(manifests: &[Manifest], full: &Manifest) -> Result<Option<ReplayPlan>> {
+    let Some(coords) = full.binlog.as_ref() else {
+        return Ok(None);
+    };
+    let Some(mut next) = binlog_sequence(&coords.file) else {
+        return Ok(None);
+    };
+    let mut files = archived_files(manifests);
+    files.retain(|f| f.server_id == full.source.server_id);
+    files.sort_by_key(|f| (f.sequence, f.archived_at));
+    let mut chain: Vec<&ArchivedFile<'_>> = Vec::new();
+    for file in &files {
+        if file.sequence < next {
+            continue;
+        }
+        if file.sequence > next {
+            break;
+        }
+        chain.push(file);
+        next += 1;
+        if !file.whole {
+            break;
+        }
+    }
+    let Some(last) = chain.last() else {
+        return Ok(None);
+    };
+    if chain.len() == 1 && last.end_position <= coords.position {
+        return Ok(None);
+    }
+    let mut replay = Vec::new();
+    for file in &chain {
+        replay.push(ReplayFile {
+            file: file.file.clone(),
+            backup_ids: file.backup_ids().into_iter().map(String::from).collect(),
+            artifacts: file.binlog_artifacts()?,
+        });
+    }
+    Ok(Some(ReplayPlan {
+        files: replay,
+        start_position: coords.position,
+        stop_position: last.end_position,
+        last_commit_time: last.last_event_time,
+        last_gtid: last.last_gtid.clone(),
+    }))
+}
+
 /// Replays `plan` into the target in one client session (temporary tables can span files).
-pub(crate) async fn replay_binlogs(
+/// `rename` maps the backup's database name to the one it was restored under.
+pub async fn replay_binlogs(
     repository: &Repository,
     plan: &ReplayPlan,
     options: &RestoreOptions,

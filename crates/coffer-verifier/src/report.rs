@@ -1,0 +1,203 @@
+//! The drill report: the runbook's checklist with a status, evidence and duration per item,
+//! stored in the repository as JSON (for `drill history` and machines) and Markdown (for people).
+
+use coffer_core::repository::Repository;
+use coffer_core::{Error, Result};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Where drill reports live in the repository: `reports/drills/ID.json` and `ID.md`.
+pub const REPORTS_PREFIX: &str = "reports/drills/";
+
+/// The runbook's checklist, in its order.
+pub const CHECKLIST: [&str; 6] = [
+    "database restore successful",
+    "all tables present",
+    "data counts match",
+    "files accessible",
+    "application starts",
+    "critical features work",
+];
+
+/// An item's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Proven.
+    Pass,
+    /// Disproven, or could not be proven.
+    Fail,
+    /// Not applicable (the evidence says why).
+    Skipped,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "FAIL",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One checklist item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// One of [`CHECKLIST`].
+    pub name: String,
+    /// Outcome.
+    pub status: Status,
+    /// What was checked and what was found, one entry per fact.
+    pub evidence: Vec<String>,
+    /// Time spent on it.
+    pub duration_ms: u64,
+}
+
+/// The verdict of a drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every item that ran passed.
+    Pass,
+    /// At least one item failed.
+    Fail,
+}
+
+/// A drill's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillReport {
+    /// `YYYYMMDDTHHMMSSZ-drill-XXXX`.
+    pub id: String,
+    /// Pass only when every non-skipped item passed.
+    pub verdict: Verdict,
+    /// The full backup restored.
+    pub backup_id: String,
+    /// When the drill started and ended.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// Seconds from the start of the restore to the end of the binlog replay.
+    pub recovery_time_seconds: Option<f64>,
+    /// Age, at drill time, of the newest transaction the sandbox holds (seconds).
+    pub recovery_point_seconds: Option<i64>,
+    /// The binlog position the replay reached (`FILE:POS`), if any was replayed.
+    pub replayed_to: Option<String>,
+    /// The source's server version, from the backup.
+    pub source_version: String,
+    /// The sandbox's server version.
+    pub sandbox_version: Option<String>,
+    /// Where the drill restored (`managed` or `external HOST:PORT`).
+    pub sandbox: String,
+    /// Warnings that do not fail the drill (a major version mismatch, …).
+    pub warnings: Vec<String>,
+    /// The checklist.
+    pub items: Vec<Item>,
+}
+
+impl DrillReport {
+    /// The verdict the items imply.
+    pub fn verdict_of(items: &[Item]) -> Verdict {
+        if items.iter().any(|i| i.status == Status::Fail) {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// The report for people.
+    pub fn to_markdown(&self, tz: &jiff::tz::TimeZone) -> String {
+        let show = |t: Timestamp| {
+            t.to_zoned(tz.clone())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        };
+        let mut out = format!(
+            "# Recovery drill {}: {}\n\n",
+            self.id,
+            match self.verdict {
+                Verdict::Pass => "PASS",
+                Verdict::Fail => "FAIL",
+            }
+        );
+        out.push_str(&format!("- backup: `{}`\n", self.backup_id));
+        out.push_str(&format!(
+            "- run: {} to {}\n",
+            show(self.started_at),
+            show(self.finished_at)
+        ));
+        out.push_str(&format!(
+            "- sandbox: {} (server {}; source {})\n",
+            self.sandbox,
+            self.sandbox_version.as_deref().unwrap_or("not started"),
+            self.source_version
+        ));
+        out.push_str(&format!(
+            "- recovery time: {}\n",
+            self.recovery_time_seconds
+                .map_or("not reached".into(), |s| format!("{s:.1} s"))
+        ));
+        out.push_str(&format!(
+            "- recovery point: {}{}\n",
+            self.recovery_point_seconds
+                .map_or("unknown".into(), |s| format!("{s} s old")),
+            self.replayed_to
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (binlogs replayed to {p})"))
+        ));
+        for warning in &self.warnings {
+            out.push_str(&format!("- warning: {warning}\n"));
+        }
+        out.push_str("\n| item | status | time | evidence |\n|---|---|---|---|\n");
+        for item in &self.items {
+            let evidence = item
+                .evidence
+                .iter()
+                .map(|e| e.replace('|', "\\|").replace('\n', " "))
+                .collect::<Vec<_>>()
+                .join("<br>");
+            out.push_str(&format!(
+                "| {} | {} | {} ms | {} |\n",
+                item.name,
+                item.status.as_str(),
+                item.duration_ms,
+                evidence
+            ));
+        }
+        out
+    }
+
+    /// Stores the report as `reports/drills/ID.json` and `ID.md`.
+    pub async fn save(&self, repository: &Repository, tz: &jiff::tz::TimeZone) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).expect("a report always serializes");
+        json.push(b'\n');
+        let storage = repository.storage();
+        storage
+            .put(
+                &format!("{REPORTS_PREFIX}{}.md", self.id),
+                self.to_markdown(tz).into_bytes().into(),
+            )
+            .await?;
+        // The JSON last: history lists the JSON, so a listed report has its Markdown too.
+        storage
+            .put(&format!("{REPORTS_PREFIX}{}.json", self.id), json.into())
+            .await
+    }
+
+    /// Every stored report, oldest first.
+    pub async fn history(repository: &Repository) -> Result<Vec<DrillReport>> {
+        let storage = repository.storage();
+        let mut reports = Vec::new();
+        for object in storage.list(REPORTS_PREFIX).await? {
+            if !object.key.ends_with(".json") {
+                continue;
+            }
+            let bytes = storage.get_bytes(&object.key).await?;
+            reports.push(serde_json::from_slice::<DrillReport>(&bytes).map_err(|e| {
+                Error::integrity(format!("{}: not a drill report: {e}", object.key))
+            })?);
+        }
+        reports.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        Ok(reports)
+    }
+}

@@ -1,0 +1,289 @@
+//! The recovery drill: a healthy backup passes every item; each kind of damage fails the item
+//! that should catch it, with evidence naming what is wrong; the sandbox never outlives a drill.
+
+use std::path::Path;
+
+use coffer_verifier::{Sandbox, SandboxOptions};
+
+use crate::util::{BACKUP_GRANTS, Repo, Run, SOURCE_PASSWORD, SOURCE_USER, Setup, s3s};
+
+/// A source with two tables, a view, a routine and a trigger; a full backup; then writes after
+/// it that only the archived binlogs hold.
+fn source_with_history(server_id: u32, repo: Repo<'_>) -> (Sandbox, Setup) {
+    let source = Sandbox::start(SandboxOptions {
+        server_id,
+        ..Default::default()
+    })
+    .unwrap();
+    source
+        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
+        .unwrap();
+    source
+        .sql(
+            "CREATE DATABASE app;
+             CREATE TABLE app.invoices (id INT PRIMARY KEY, status VARCHAR(16), amount DECIMAL(10,2)) ENGINE=InnoDB;
+             CREATE TABLE app.payments (id INT PRIMARY KEY, invoice_id INT NOT NULL, amount DECIMAL(10,2)) ENGINE=InnoDB;
+             CREATE VIEW app.funded AS SELECT * FROM app.invoices WHERE status = 'funded';
+             CREATE PROCEDURE app.touch() SELECT 1;
+             CREATE TRIGGER app.payments_guard BEFORE INSERT ON app.payments FOR EACH ROW SET NEW.amount = ABS(NEW.amount);
+             INSERT INTO app.invoices WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 50)
+               SELECT n, IF(n % 2, 'funded', 'open'), n * 100 FROM s;
+             INSERT INTO app.payments SELECT id, id, amount FROM app.invoices WHERE status = 'funded';",
+        )
+        .unwrap();
+    let setup = Setup::with_source(&source, repo, &["app"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+    source
+        .sql(
+            "INSERT INTO app.invoices VALUES (51, 'funded', 5100); FLUSH BINARY LOGS;
+             INSERT INTO app.payments VALUES (51, 51, 5100); UPDATE app.invoices SET status = 'paid' WHERE id = 1;",
+        )
+        .unwrap();
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    (source, setup)
+}
+
+/// Runs `coffer drill run --json` with its temp files in `tmp`, and checks nothing of the sandbox
+/// is left there or running.
+fn drill(setup: &Setup, tmp: &Path) -> (Run, serde_json::Value) {
+    std::fs::create_dir_all(tmp).unwrap();
+    let run = Run::from(
+        setup
+            .coffer(&["drill", "run", "--json"])
+            .env("TMPDIR", tmp)
+            .output()
+            .unwrap(),
+    );
+    let report: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {run:#?}"));
+    let left: Vec<_> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the drill left {left:?} in {tmp:?}");
+    let running = std::process::Command::new("pgrep")
+        .args(["-f", &tmp.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        running.stdout.is_empty(),
+        "processes left running: {}",
+        String::from_utf8_lossy(&running.stdout)
+    );
+    (run, report)
+}
+
+fn item<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("no item {name:?} in {report:#}"))
+}
+
+fn evidence(report: &serde_json::Value, name: &str) -> String {
+    item(report, name)["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_healthy_backup_passes_every_item_on_s3() {
+    let server = s3s();
+    let (source, setup) = source_with_history(
+        900,
+        Repo::S3 {
+            server,
+            bucket: server.new_bucket("drill"),
+            prefix: "prod".into(),
+        },
+    );
+    let invoices = source
+        .sql("SELECT COUNT(*), SUM(amount) FROM app.invoices WHERE status = 'funded'")
+        .unwrap()
+        .trim()
+        .to_string();
+    setup.append_config(&format!(
+        r#"
+[drill]
+env = {{ MAIL_MAILER = "log", QUEUE_CONNECTION = "sync" }}
+
+[[drill.app_checks]]
+name = "app sees the sandbox"
+command = "test \"$DB_DATABASE\" = app && test \"$MAIL_MAILER\" = log && test -n \"$DB_PASSWORD\" && echo ok"
+timeout_seconds = 10
+
+[[drill.sql_checks]]
+name = "funded invoices, including those written after the backup"
+query = "SELECT COUNT(*), SUM(amount) FROM invoices WHERE status = 'funded'"
+expect = "{invoices}"
+
+[[drill.sql_checks]]
+name = "every payment has an invoice"
+query = "SELECT p.id FROM payments p LEFT JOIN invoices i ON i.id = p.invoice_id WHERE i.id IS NULL"
+expect = ""
+
+[[drill.sql_checks]]
+name = "payments exist"
+query = "SELECT id FROM payments"
+min_rows = 26
+"#
+    ));
+    let tmp = setup.dir.path().join("tmp");
+    let (run, report) = drill(&setup, &tmp);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    for name in [
+        "database restore successful",
+        "all tables present",
+        "data counts match",
+        "application starts",
+        "critical features work",
+    ] {
+        assert_eq!(item(&report, name)["status"], "pass", "{name}: {report:#}");
+    }
+    assert_eq!(item(&report, "files accessible")["status"], "skipped");
+    let tables = evidence(&report, "all tables present");
+    for name in ["invoices", "payments", "funded", "touch", "payments_guard"] {
+        assert!(tables.contains(name), "{name} not named in: {tables}");
+    }
+    let counts = evidence(&report, "data counts match");
+    assert!(
+        counts.contains("app.invoices 50 rows") && counts.contains("app.payments 25 rows"),
+        "{counts}"
+    );
+    assert!(counts.contains("the archive's last position"), "{counts}");
+    assert!(report["recovery_time_seconds"].as_f64().unwrap() > 0.0);
+    assert!(report["recovery_point_seconds"].as_i64().unwrap() >= 0);
+    assert!(report["replayed_to"].as_str().unwrap().contains(':'));
+
+    let history = setup.run(&["drill", "history", "--json"]).json();
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    assert_eq!(history[0]["verdict"], "pass");
+    assert_eq!(history[0]["id"], report["id"]);
+}
+
+#[test]
+fn each_kind_of_damage_fails_its_item() {
+    let (_source, setup) = source_with_history(910, Repo::Folder);
+    let tmp = setup.dir.path().join("tmp");
+
+    // Failing application checks and probes: their output and actual result are the evidence.
+    setup.append_config(
+        r#"
+[drill]
+after_restore = ["MYSQL_PWD=\"$DB_PASSWORD\" mariadb --protocol=TCP -h \"$DB_HOST\" -P \"$DB_PORT\" -u \"$DB_USERNAME\" \"$DB_DATABASE\" -e 'DROP TABLE payments'"]
+
+[[drill.app_checks]]
+name = "artisan"
+command = "echo 'Migration table not found.' >&2; exit 3"
+
+[[drill.app_checks]]
+name = "hangs"
+command = "sleep 30"
+timeout_seconds = 1
+
+[[drill.sql_checks]]
+name = "no open invoices"
+query = "SELECT COUNT(*) FROM invoices WHERE status = 'open'"
+expect = "0"
+"#,
+    );
+    let (run, report) = drill(&setup, &tmp);
+    assert_eq!(run.code, 10, "{run:#?}");
+    assert_eq!(report["verdict"], "fail");
+    let app = evidence(&report, "application starts");
+    assert_eq!(item(&report, "application starts")["status"], "fail");
+    assert!(
+        app.contains("artisan: exit 3") && app.contains("Migration table not found."),
+        "{app}"
+    );
+    assert!(app.contains("hangs: timed out after 1 s"), "{app}");
+    let sql = evidence(&report, "critical features work");
+    assert!(sql.contains("result \"25\", expected \"0\""), "{sql}");
+    // The hook dropped a table from the restored copy.
+    assert_eq!(item(&report, "all tables present")["status"], "fail");
+    assert!(
+        evidence(&report, "all tables present")
+            .contains("missing in the sandbox: app.payments (table)"),
+        "{report:#}"
+    );
+    let counts = evidence(&report, "data counts match");
+    assert!(
+        counts.contains("app.payments: no data in the sandbox"),
+        "{counts}"
+    );
+
+    // A manifest whose row count for one table is off by one.
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.truncate(config.find("[drill]").unwrap());
+    std::fs::write(&setup.config, config).unwrap();
+    let full = setup
+        .run(&["backup", "list", "--kind", "full", "--json"])
+        .json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest_path = setup.repo_dir().join(format!("manifests/{full}.json"));
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let tables = manifest["expectations"]["databases"][0]["tables"]
+        .as_array_mut()
+        .unwrap();
+    let invoices = tables.iter_mut().find(|t| t["name"] == "invoices").unwrap();
+    invoices["rows"] = serde_json::json!(51);
+    std::fs::remove_file(&manifest_path).unwrap();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let (run, report) = drill(&setup, &tmp);
+    assert_eq!(run.code, 10, "{run:#?}");
+    assert_eq!(item(&report, "data counts match")["status"], "fail");
+    assert!(
+        evidence(&report, "data counts match")
+            .contains("app.invoices: 50 rows in the sandbox, 51 recorded in the manifest"),
+        "{report:#}"
+    );
+    assert_eq!(item(&report, "all tables present")["status"], "pass");
+    std::fs::remove_file(&manifest_path).unwrap();
+    std::fs::write(&manifest_path, original).unwrap();
+
+    // One byte of the stored dump changed: caught before the sandbox is touched, object named.
+    let show = setup.run(&["backup", "show", &full, "--json"]).json();
+    let key = show["artifacts"][0]["key"].as_str().unwrap().to_string();
+    let object = setup.repo_dir().join(&key);
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::remove_file(&object).unwrap();
+    std::fs::write(&object, bytes).unwrap();
+    let (run, report) = drill(&setup, &tmp);
+    assert_eq!(run.code, 10, "{run:#?}");
+    let restore = evidence(&report, "database restore successful");
+    assert_eq!(
+        item(&report, "database restore successful")["status"],
+        "fail"
+    );
+    assert!(restore.contains(&key), "{restore}");
+    assert!(
+        evidence(&report, "data counts match").contains("not run"),
+        "{report:#}"
+    );
+
+    let history = setup.run(&["drill", "history", "--json"]).json();
+    assert_eq!(history.as_array().unwrap().len(), 3);
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["verdict"] == "fail")
+    );
+}
