@@ -45,8 +45,8 @@ writer() {
   while true; do
     root_sql "INSERT INTO app.audit_events (user_id, action, subject_type, subject_id, payload, ip, created_at)
       SELECT 1 + seq % 2000, 'invoice.updated', 'invoice', seq, JSON_OBJECT('amount', seq * 3, 'note', REPEAT('x', 200)), INET6_ATON('10.0.0.1'), NOW(6)
-      FROM seq_1_to_500;
-      UPDATE app.invoices SET updated_at = NOW() ORDER BY RAND() LIMIT 50;" || return
+      FROM app.seq_1_to_500;
+      UPDATE app.invoices SET amount = amount + 0.01 ORDER BY RAND() LIMIT 50;" || return
   done
 }
 writer &

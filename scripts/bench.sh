@@ -100,9 +100,8 @@ for scale in $scales; do
 done
 
 {
+  echo '<!-- full-bench:start -->'
   cat <<'HEAD'
-# Benchmarks
-
 Made by `scripts/bench.sh` (release build); each figure is the best of the rounds it ran. Both
 sides dump the same database with the same `mariadb-dump` options (`--single-transaction
 --master-data=2 --gtid --routines --triggers --events --hex-blob --order-by-primary --quick`),
@@ -136,6 +135,16 @@ MIDDLE
 Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(mariadb-dump --version | sed 's/,.*//'), zstd $(zstd --version | sed 's/.*v//; s/,.*//').
 Run on $(date -u +%Y-%m-%d) with \`BENCH_SCALES="$scales" BENCH_ROUNDS=$rounds scripts/bench.sh\`.
 TAIL
-} > docs/BENCHMARKS.md
-echo "==> wrote docs/BENCHMARKS.md"
-cat docs/BENCHMARKS.md
+  echo '<!-- full-bench:end -->'
+} > "$work/section.md"
+# Only the generated section is replaced: notes and other benchmarks' sections stay.
+python3 - "$work/section.md" <<'PY'
+import re, sys
+section = open(sys.argv[1]).read().rstrip("\n")
+text = open("docs/BENCHMARKS.md").read()
+pattern = re.compile(r"<!-- full-bench:start -->.*?<!-- full-bench:end -->", re.S)
+text = pattern.sub(lambda _: section, text) if pattern.search(text) else "# Benchmarks\n\n" + section + "\n"
+open("docs/BENCHMARKS.md", "w").write(text)
+PY
+echo "==> wrote the full-backup section of docs/BENCHMARKS.md"
+cat "$work/section.md"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default: a throwaway MariaDB holding an invoice
 # platform (users, companies, invoices, offers, payments, audit_events, with a view, a trigger,
-# routines and an event), backed up into a local-folder repository, then listed, shown and
-# verified. Nothing outside .demo/ is touched; the MariaDB is gone when the script ends.
+# routines and an event), backed up into a local-folder repository, listed, shown and verified;
+# then writes and an accidental DELETE are archived from the binary log, found again with
+# `binlog find`, and a recovery drill restores everything into a second throwaway MariaDB and
+# proves the checklist. Nothing outside .demo/ is touched; both MariaDBs are gone when the script
+# ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -33,4 +36,31 @@ echo "==> coffer backup show latest"
 $coffer backup show latest
 echo "==> coffer backup verify latest"
 $coffer backup verify latest
-echo "==> done: repository in $demo/repo (see docs/FORMAT.md to restore it by hand)"
+
+root_sql() { mariadb --no-defaults --socket="$(sed -n 's/^socket=//p' "$demo/sandbox.ready")" -uroot -e "$1"; }
+echo "==> the app writes after the backup, and someone deletes the oldest audit events"
+root_sql "UPDATE app.invoices SET status = 'funded' WHERE status = 'listed' LIMIT 20;
+          FLUSH BINARY LOGS;
+          DELETE FROM app.audit_events ORDER BY id LIMIT 25;"
+echo "==> coffer backup run incremental"
+$coffer backup run incremental
+echo "==> coffer status"
+$coffer status
+echo "==> coffer binlog find --table audit_events --kind delete"
+$coffer binlog find --table audit_events --kind delete
+cat >> "$demo/coffer.toml" <<'TOML'
+
+[drill]
+[[drill.sql_checks]]
+name = "funded invoices exist"
+query = "SELECT id FROM invoices WHERE status = 'funded'"
+min_rows = 1
+
+[[drill.sql_checks]]
+name = "every payment has an invoice"
+query = "SELECT COUNT(*) FROM payments p LEFT JOIN invoices i ON i.id = p.invoice_id WHERE i.id IS NULL"
+expect = "0"
+TOML
+echo "==> coffer drill run (a second throwaway MariaDB: restore, replay, checklist, report)"
+$coffer drill run
+echo "==> done: repository in $demo/repo, drill reports in $demo/repo/reports/drills (see docs/FORMAT.md to restore by hand)"

@@ -3,17 +3,13 @@
 
 use coffer_verifier::{Sandbox, SandboxOptions};
 
-use crate::util::{BACKUP_GRANTS, Repo, SOURCE_PASSWORD, SOURCE_USER, Setup};
+use crate::util::{Repo, Setup, private_source};
 
 fn source_with_writes() -> Sandbox {
-    let sandbox = Sandbox::start(SandboxOptions {
+    let sandbox = private_source(SandboxOptions {
         server_id: 505,
         ..Default::default()
-    })
-    .unwrap();
-    sandbox
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    });
     sandbox
         .sql("CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, amount DECIMAL(10,2)) ENGINE=InnoDB; INSERT INTO app.invoices VALUES (1, 10), (2, 20);")
         .unwrap();

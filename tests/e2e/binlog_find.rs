@@ -4,23 +4,19 @@
 
 use std::time::Duration;
 
-use coffer_verifier::{BinlogFormat, Sandbox, SandboxOptions};
+use coffer_verifier::{BinlogFormat, SandboxOptions};
 use serde_json::Value;
 
-use crate::util::{BACKUP_GRANTS, Repo, SOURCE_PASSWORD, SOURCE_USER, Setup};
+use crate::util::{Repo, Setup, private_source};
 
 /// Server ids 700..=719 belong to this file.
 fn find_scenario(format: BinlogFormat, server_id: u32, extra_args: &[&str], rows_logged: bool) {
-    let source = Sandbox::start(SandboxOptions {
+    let source = private_source(SandboxOptions {
         server_id,
         binlog_format: format,
         extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         ..Default::default()
-    })
-    .unwrap();
-    source
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    });
     let sql = |q: &str| source.sql(q).unwrap().trim().to_string();
     // Many column types, NULLs, long and multi-byte values: row counting walks every image.
     sql("CREATE DATABASE app; CREATE DATABASE other;

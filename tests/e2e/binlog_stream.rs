@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use coffer_verifier::{Sandbox, SandboxOptions};
 
-use crate::util::{BACKUP_GRANTS, Repo, Run, SOURCE_PASSWORD, SOURCE_USER, Setup};
+use crate::util::{Repo, Setup, private_source, restore_into, restore_target};
 
 /// The stream as a child process, stopped with SIGTERM (as systemd does) on drop.
 struct Stream(Option<Child>);
@@ -69,14 +69,10 @@ fn wait_fully_archived(setup: &Setup, within: Duration) -> serde_json::Value {
 
 #[test]
 fn streaming_survives_a_source_crash_without_gap_or_duplicate() {
-    let mut source = Sandbox::start(SandboxOptions {
+    let mut source = private_source(SandboxOptions {
         server_id: 810,
         ..Default::default()
-    })
-    .unwrap();
-    source
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    });
     source
         .sql(
             "CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, note VARCHAR(64), amount DECIMAL(10,2)) ENGINE=InnoDB;
@@ -163,23 +159,11 @@ fn streaming_survives_a_source_crash_without_gap_or_duplicate() {
         .unwrap()
         .trim()
         .to_string();
-    let target = Sandbox::start(SandboxOptions {
+    let target = restore_target(SandboxOptions {
         server_id: 811,
         ..Default::default()
-    })
-    .unwrap();
-    target
-        .create_user("restorer", "pw", "ALL PRIVILEGES ON *.*")
-        .unwrap();
-    let target_arg = format!("127.0.0.1:{}", target.port());
-    let restore = Run::from(
-        setup
-            .coffer(&["restore", "db", "--at-gtid", &gtid, "--target", &target_arg])
-            .env("COFFER_TARGET_USER", "restorer")
-            .env("COFFER_TARGET_PASSWORD", "pw")
-            .output()
-            .unwrap(),
-    );
+    });
+    let restore = restore_into(&setup, &target, &["--at-gtid", &gtid]);
     assert_eq!(restore.code, 0, "{restore:#?}");
     let state = |sandbox: &Sandbox| {
         sandbox

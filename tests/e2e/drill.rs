@@ -5,19 +5,15 @@ use std::path::Path;
 
 use coffer_verifier::{Sandbox, SandboxOptions};
 
-use crate::util::{BACKUP_GRANTS, Repo, Run, SOURCE_PASSWORD, SOURCE_USER, Setup, s3s};
+use crate::util::{Repo, Run, Setup, private_source, s3s};
 
 /// A source with two tables, a view, a routine and a trigger; a full backup; then writes after
 /// it that only the archived binlogs hold.
 fn source_with_history(server_id: u32, repo: Repo<'_>) -> (Sandbox, Setup) {
-    let source = Sandbox::start(SandboxOptions {
+    let source = private_source(SandboxOptions {
         server_id,
         ..Default::default()
-    })
-    .unwrap();
-    source
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    });
     source
         .sql(
             "CREATE DATABASE app;

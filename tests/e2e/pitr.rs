@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use coffer_verifier::{BinlogFormat, Sandbox, SandboxOptions};
+use coffer_verifier::{BinlogFormat, SandboxOptions};
 
-use crate::util::{BACKUP_GRANTS, Repo, Run, SOURCE_PASSWORD, SOURCE_USER, Setup};
+use crate::util::{Repo, Setup, private_source, restore_into, restore_target};
 
 fn snapshot(sql: impl Fn(&str) -> String) -> (String, String) {
     (
@@ -15,15 +15,11 @@ fn snapshot(sql: impl Fn(&str) -> String) -> (String, String) {
 }
 
 fn pitr_scenario(format: BinlogFormat, server_id: u32) {
-    let source = Sandbox::start(SandboxOptions {
+    let source = private_source(SandboxOptions {
         server_id,
         binlog_format: format,
         ..Default::default()
-    })
-    .unwrap();
-    source
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    });
     let sql = |q: &str| source.sql(q).unwrap().trim().to_string();
     sql("CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, note VARCHAR(64), amount DECIMAL(10,2)) ENGINE=InnoDB;
          INSERT INTO app.invoices WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100) SELECT n, 'initial', n * 10 FROM s;");
@@ -56,27 +52,11 @@ fn pitr_scenario(format: BinlogFormat, server_id: u32) {
     assert_eq!(sql("SELECT COUNT(*) FROM app.invoices"), "1");
     setup.run(&["backup", "run", "incremental"]).expect_code(0);
 
-    let target = Sandbox::start(SandboxOptions {
+    let target = restore_target(SandboxOptions {
         server_id: server_id + 1,
         ..Default::default()
-    })
-    .unwrap();
-    target
-        .create_user("restorer", "pw", "ALL PRIVILEGES ON *.*")
-        .unwrap();
-    let restore = |extra: &[&str]| {
-        let target_arg = format!("127.0.0.1:{}", target.port());
-        let mut args = vec!["restore", "db", "--target", &target_arg];
-        args.extend_from_slice(extra);
-        Run::from(
-            setup
-                .coffer(&args)
-                .env("COFFER_TARGET_USER", "restorer")
-                .env("COFFER_TARGET_PASSWORD", "pw")
-                .output()
-                .unwrap(),
-        )
-    };
+    });
+    let restore = |extra: &[&str]| restore_into(&setup, &target, extra);
     let target_sql = |q: &str| target.sql(q).unwrap().trim().to_string();
 
     let dry = restore(&["--at", &at, "--dry-run"]);
@@ -131,14 +111,10 @@ fn pitr_stops_right_before_the_accidental_delete_mixed_format() {
 
 #[test]
 fn a_deleted_binlog_object_is_reported_before_replay() {
-    let source = Sandbox::start(SandboxOptions {
+    let source = private_source(SandboxOptions {
         server_id: 630,
         ..Default::default()
-    })
-    .unwrap();
-    source
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    });
     source.sql("CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, note VARCHAR(64), amount DECIMAL(10,2)); INSERT INTO app.invoices VALUES (1, 'a', 1);").unwrap();
     let setup = Setup::with_source(&source, Repo::Folder, &["app"], "");
     setup.run(&["backup", "run", "full"]).expect_code(0);
@@ -161,23 +137,11 @@ fn a_deleted_binlog_object_is_reported_before_replay() {
         .trim()
         .to_string();
 
-    let target = Sandbox::start(SandboxOptions {
+    let target = restore_target(SandboxOptions {
         server_id: 631,
         ..Default::default()
-    })
-    .unwrap();
-    target
-        .create_user("restorer", "pw", "ALL PRIVILEGES ON *.*")
-        .unwrap();
-    let target_arg = format!("127.0.0.1:{}", target.port());
-    let run = Run::from(
-        setup
-            .coffer(&["restore", "db", "--at-gtid", &gtid, "--target", &target_arg])
-            .env("COFFER_TARGET_USER", "restorer")
-            .env("COFFER_TARGET_PASSWORD", "pw")
-            .output()
-            .unwrap(),
-    );
+    });
+    let run = restore_into(&setup, &target, &["--at-gtid", &gtid]);
     assert_ne!(run.code, 0, "{run:#?}");
     assert!(run.error_line().contains("not touched"), "{run:#?}");
     assert_eq!(
@@ -195,16 +159,12 @@ fn a_deleted_binlog_object_is_reported_before_replay() {
 /// The restore goes into a new database name (ROW format, where `--rewrite-db` is exact).
 #[test]
 fn pitr_into_a_strict_gtid_target_under_a_new_name() {
-    let source = Sandbox::start(SandboxOptions {
+    let source = private_source(SandboxOptions {
         server_id: 640,
         binlog_format: BinlogFormat::Row,
         gtid_strict_mode: true,
         ..Default::default()
-    })
-    .unwrap();
-    source
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    });
     let sql = |q: &str| source.sql(q).unwrap().trim().to_string();
     sql("CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, note VARCHAR(64), amount DECIMAL(10,2)) ENGINE=InnoDB;
          INSERT INTO app.invoices VALUES (1, 'initial', 10), (2, 'initial', 20);");
@@ -217,36 +177,19 @@ fn pitr_into_a_strict_gtid_target_under_a_new_name() {
     sql("DELETE FROM app.invoices WHERE id > 1;");
     setup.run(&["backup", "run", "incremental"]).expect_code(0);
 
-    let target = Sandbox::start(SandboxOptions {
+    let target = restore_target(SandboxOptions {
         server_id: 641,
         gtid_strict_mode: true,
         ..Default::default()
-    })
-    .unwrap();
-    target
-        .create_user("restorer", "pw", "ALL PRIVILEGES ON *.*")
-        .unwrap();
+    });
     // The target has a history of its own in domain 0, ahead of the source's numbers.
     target
         .sql("CREATE DATABASE other; CREATE TABLE other.t (id INT PRIMARY KEY); INSERT INTO other.t VALUES (1), (2), (3), (4), (5), (6);")
         .unwrap();
-    let target_arg = format!("127.0.0.1:{}", target.port());
-    let run = Run::from(
-        setup
-            .coffer(&[
-                "restore",
-                "db",
-                "--at-gtid",
-                &gtid,
-                "--target",
-                &target_arg,
-                "--database",
-                "app_restored",
-            ])
-            .env("COFFER_TARGET_USER", "restorer")
-            .env("COFFER_TARGET_PASSWORD", "pw")
-            .output()
-            .unwrap(),
+    let run = restore_into(
+        &setup,
+        &target,
+        &["--at-gtid", &gtid, "--database", "app_restored"],
     );
     assert_eq!(run.code, 0, "{run:#?}");
     // CHECKSUM TABLE prints the table's name: compare under the source's.

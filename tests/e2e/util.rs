@@ -325,6 +325,41 @@ impl S3Server {
     }
 }
 
+/// A source server of a test's own (to write to, crash or give its own binlog), with the backup
+/// account.
+pub fn private_source(options: SandboxOptions) -> Sandbox {
+    let source = Sandbox::start(options).unwrap();
+    source
+        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
+        .unwrap();
+    source
+}
+
+/// An empty server to restore into, with an account `restorer` (password `pw`) allowed
+/// everything.
+pub fn restore_target(options: SandboxOptions) -> Sandbox {
+    let target = Sandbox::start(options).unwrap();
+    target
+        .create_user("restorer", "pw", "ALL PRIVILEGES ON *.*")
+        .unwrap();
+    target
+}
+
+/// Runs `coffer restore db --target TARGET ARGS…` as `restorer`.
+pub fn restore_into(setup: &Setup, target: &Sandbox, args: &[&str]) -> Run {
+    let target_arg = format!("127.0.0.1:{}", target.port());
+    let mut all = vec!["restore", "db", "--target", &target_arg];
+    all.extend_from_slice(args);
+    Run::from(
+        setup
+            .coffer(&all)
+            .env("COFFER_TARGET_USER", "restorer")
+            .env("COFFER_TARGET_PASSWORD", "pw")
+            .output()
+            .unwrap(),
+    )
+}
+
 /// A test's own folder with a config file.
 pub struct Setup {
     pub dir: tempfile::TempDir,

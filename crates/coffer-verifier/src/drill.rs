@@ -342,19 +342,7 @@ impl Drill<'_> {
             before: Vec::new(),
             after: Vec::new(),
         };
-        let restored = if target.external {
-            self.restore_external(target, &options).await
-        } else {
-            coffer_restore::restore_full(
-                self.repository,
-                self.full,
-                &options,
-                None,
-                Progress::default(),
-            )
-            .await
-            .map(|r| r.seconds)
-        };
+        let restored = self.restore_snapshot(target, &options).await;
         match restored {
             Ok(seconds) => evidence.push(format!(
                 "{} artifact(s) of {} verified (SHA-256) and the dump loaded in {seconds:.1} s",
@@ -455,18 +443,20 @@ impl Drill<'_> {
         self.record(CHECKLIST[5], status, evidence, since);
     }
 
-    /// An external server: restore each database under its prefixed name (single-database
-    /// backups; the rename is how the prefix is applied).
-    async fn restore_external(&self, target: &Target, options: &RestoreOptions) -> Result<f64> {
-        let [(_, to)] = target.names.as_slice() else {
-            return Err(Error::config(format!(
-                "an external drill sandbox restores single-database backups; {} holds {}",
-                self.full.id,
-                self.full.databases.len()
-            )));
-        };
+    /// Loads the full backup. On an external server each database goes under its prefixed name
+    /// (single-database backups: the rename is how the prefix is applied).
+    async fn restore_snapshot(&self, target: &Target, options: &RestoreOptions) -> Result<f64> {
         let mut options = options.clone();
-        options.rename_to = Some(to.clone());
+        if target.external {
+            let [(_, to)] = target.names.as_slice() else {
+                return Err(Error::config(format!(
+                    "an external drill sandbox restores single-database backups; {} holds {}",
+                    self.full.id,
+                    self.full.databases.len()
+                )));
+            };
+            options.rename_to = Some(to.clone());
+        }
         coffer_restore::restore_full(
             self.repository,
             self.full,
