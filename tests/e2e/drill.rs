@@ -3,15 +3,24 @@
 
 use std::path::Path;
 
-use coffer_verifier::{Sandbox, SandboxOptions};
+use coffer_verifier::{BinlogFormat, Sandbox, SandboxOptions};
 
-use crate::util::{Repo, Run, Setup, private_source, s3s};
+use crate::util::{Repo, Run, Setup, private_source, restore_target, s3s};
 
 /// A source with two tables, a view, a routine and a trigger; a full backup; then writes after
 /// it that only the archived binlogs hold.
 fn source_with_history(server_id: u32, repo: Repo<'_>) -> (Sandbox, Setup) {
+    source_with_history_in(server_id, BinlogFormat::Mixed, repo)
+}
+
+fn source_with_history_in(
+    server_id: u32,
+    binlog_format: BinlogFormat,
+    repo: Repo<'_>,
+) -> (Sandbox, Setup) {
     let source = private_source(SandboxOptions {
         server_id,
+        binlog_format,
         ..Default::default()
     });
     source
@@ -21,7 +30,8 @@ fn source_with_history(server_id: u32, repo: Repo<'_>) -> (Sandbox, Setup) {
              CREATE TABLE app.payments (id INT PRIMARY KEY, invoice_id INT NOT NULL, amount DECIMAL(10,2)) ENGINE=InnoDB;
              CREATE VIEW app.funded AS SELECT * FROM app.invoices WHERE status = 'funded';
              CREATE PROCEDURE app.touch() SELECT 1;
-             CREATE TRIGGER app.payments_guard BEFORE INSERT ON app.payments FOR EACH ROW SET NEW.amount = ABS(NEW.amount);
+             USE app;
+             CREATE TRIGGER payments_guard BEFORE INSERT ON payments FOR EACH ROW SET NEW.amount = ABS(NEW.amount);
              INSERT INTO app.invoices WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 50)
                SELECT n, IF(n % 2, 'funded', 'open'), n * 100 FROM s;
              INSERT INTO app.payments SELECT id, id, amount FROM app.invoices WHERE status = 'funded';",
@@ -282,4 +292,93 @@ expect = "0"
             .iter()
             .all(|d| d["verdict"] == "fail")
     );
+}
+
+/// An external server: the drill restores under the configured prefix only, leaves the server's
+/// other databases alone, and drops what it created afterwards. Binlogs that name the database
+/// inside statements (MIXED logging) would make the replay write into the server's own `app`:
+/// that drill is refused before anything is restored.
+#[test]
+fn an_external_sandbox_only_touches_prefixed_databases() {
+    let external = restore_target(SandboxOptions {
+        server_id: 921,
+        ..Default::default()
+    });
+    // A database of the external server's own, named like the backup's: never touched.
+    external
+        .sql("CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, status VARCHAR(16), amount DECIMAL(10,2)); INSERT INTO app.invoices VALUES (7, 'mine', 1);")
+        .unwrap();
+    let untouched = |what: &str| {
+        assert_eq!(
+            external
+                .sql("SELECT COUNT(*) FROM app.invoices; SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'drill%'")
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["1", "0"],
+            "{what}: the server's own app is untouched and no drill database is left"
+        )
+    };
+    let configure = |setup: &Setup| {
+        std::fs::write(setup.dir.path().join("secrets/external"), "pw\n").unwrap();
+        setup.append_config(&format!(
+            r#"
+[drill]
+sandbox = "external"
+host = "127.0.0.1"
+port = {}
+user = "restorer"
+password_file = "secrets/external"
+database_prefix = "drill_"
+
+[[drill.app_checks]]
+command = "test \"$DB_DATABASE\" = drill_app"
+"#,
+            external.port()
+        ));
+    };
+    let drill_backup = |setup: &Setup| {
+        let full = setup
+            .run(&["backup", "list", "--kind", "full", "--json"])
+            .json()[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let run = Run::from(
+            setup
+                .coffer(&["drill", "run", "--backup", &full, "--json"])
+                .output()
+                .unwrap(),
+        );
+        let report: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("no JSON report ({e}): {run:#?}"));
+        assert_eq!(report["backup_id"], full.as_str());
+        (run, report)
+    };
+
+    let (_mixed, setup) = source_with_history_in(920, BinlogFormat::Mixed, Repo::Folder);
+    configure(&setup);
+    let (run, report) = drill_backup(&setup);
+    assert_eq!(run.code, 10, "{run:#?}");
+    let refused = evidence(&report, "database restore successful");
+    assert!(
+        refused.contains("nothing was restored") && refused.contains("INSERT INTO app.invoices"),
+        "{refused}"
+    );
+    untouched("refused drill");
+
+    let (_row, setup) = source_with_history_in(922, BinlogFormat::Row, Repo::Folder);
+    configure(&setup);
+    let (run, report) = drill_backup(&setup);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        report["sandbox"].as_str().unwrap().contains("external"),
+        "{report:#}"
+    );
+    assert_eq!(item(&report, "application starts")["status"], "pass");
+    assert!(
+        evidence(&report, "data counts match").contains("the archive's last position"),
+        "{report:#}"
+    );
+    untouched("passed drill");
 }

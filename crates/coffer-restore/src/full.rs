@@ -134,6 +134,18 @@ pub async fn restore_full(
                 .map_err(|e| e.context("refusing to restore, the target was not touched"))?;
         }
         info!(artifacts = manifest.artifacts.len(), "artifacts verified");
+        if let (Some(plan), Some(to)) = (replay_plan, &options.rename_to)
+            && let Some(from) = manifest.databases.first()
+        {
+            crate::pitr::check_replay_under_rename(
+                repository,
+                plan,
+                options.identity.as_ref(),
+                &(from.clone(), to.clone()),
+            )
+            .await
+            .map_err(|e| e.context("the target was not touched"))?;
+        }
         let databases = plan(manifest, options).await?;
         let occupied: Vec<String> = databases
             .iter()
@@ -286,6 +298,20 @@ async fn replay(
     Ok(())
 }
 
+/// Whether a dump line refers to database `name` qualified: `` `name`.x `` or `name.x` (not
+/// as part of a longer identifier).
+pub(crate) fn names_database(line: &[u8], name: &str) -> bool {
+    let text = String::from_utf8_lossy(line);
+    if text.contains(&format!("`{name}`.")) {
+        return true;
+    }
+    let needle = format!("{name}.");
+    text.match_indices(&needle).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == '.')
+    })
+}
+
 /// Copies the decoded dump into the client, renaming the database on the lines that name it.
 fn feed(
     reader: ArtifactReader,
@@ -325,8 +351,41 @@ fn feed(
         if line.starts_with(b"CREATE DATABASE ") || line.starts_with(b"USE `") {
             let text = String::from_utf8_lossy(&line).replacen(&quoted_from, &quoted_to, 1);
             out.write_all(text.as_bytes()).map_err(broken)?;
+        } else if !line.starts_with(b"INSERT INTO ") && names_database(&line, from) {
+            // A definition (trigger, routine, view, event) that names the database explicitly
+            // would, once renamed, read or write the original database, not the copy: stop
+            // before the client executes it.
+            let text = String::from_utf8_lossy(&line);
+            return Err(Error::new(
+                ErrorKind::Restore,
+                format!(
+                    "the backup names database `{from}` explicitly in a definition, so it cannot be restored under another name without acting on `{from}` itself: {}",
+                    text.trim().chars().take(160).collect::<String>()
+                ),
+            ));
         } else {
             out.write_all(&line).map_err(broken)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_database;
+
+    #[test]
+    fn qualified_references_to_the_database_are_found() {
+        let trigger = b"/*!50003 TRIGGER app.payments_guard BEFORE INSERT ON app.payments FOR EACH ROW SET NEW.amount = 1 */;;\n";
+        assert!(names_database(trigger, "app"));
+        assert!(names_database(
+            b"select `app`.`invoices`.`id` AS `id`",
+            "app"
+        ));
+        assert!(!names_database(
+            b"/*!50003 TRIGGER payments_guard BEFORE INSERT ON payments */",
+            "app"
+        ));
+        assert!(!names_database(b"CALL myapp.x(); SELECT t.app.x", "app"));
+        assert!(!names_database(b"CREATE TABLE `apps` (`id` int)", "app"));
     }
 }

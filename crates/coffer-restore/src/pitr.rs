@@ -390,22 +390,28 @@ pub fn plan_to_newest(manifests: &[Manifest], full: &Manifest) -> Result<Option<
     }))
 }
 
-/// Replays `plan` into the target in one client session (temporary tables can span files).
-/// `rename` maps the backup's database name to the one it was restored under.
-pub async fn replay_binlogs(
+/// A plan's binlogs decoded into a private folder, with the `mariadb-binlog` arguments that
+/// replay exactly the planned range.
+struct Materialized {
+    /// Removed on drop.
+    _scratch: tempfile::TempDir,
+    args: Vec<String>,
+    paths: Vec<std::path::PathBuf>,
+}
+
+/// Decodes every file of `plan` (verifying each digest) into a private folder: `mariadb-binlog`
+/// reads files. A file still being written when it was archived is several segments:
+/// concatenated in order they are its first bytes.
+async fn materialize(
     repository: &Repository,
     plan: &ReplayPlan,
-    options: &RestoreOptions,
-    rename: Option<(String, String)>,
-    progress: Progress,
-) -> Result<()> {
+    identity: Option<&age::x25519::Identity>,
+    rename: Option<&(String, String)>,
+) -> Result<Materialized> {
     let scratch = tempfile::Builder::new()
         .prefix("coffer-replay-")
         .tempdir()
         .map_err(|e| Error::other(format!("creating a temp folder: {e}")))?;
-    // mariadb-binlog reads files: decode each (verifying its digest) into the private folder.
-    // A file still being written when it was archived is several segments: concatenated in
-    // order they are its first bytes.
     for file in &plan.files {
         let path = scratch.path().join(&file.file);
         let out = std::fs::File::create(&path)
@@ -413,7 +419,7 @@ pub async fn replay_binlogs(
         for record in &file.artifacts {
             let object = repository.storage().get(&record.key).await?;
             let record = record.clone();
-            let identity = options.identity.clone();
+            let identity = identity.cloned();
             let mut out = out
                 .try_clone()
                 .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
@@ -430,21 +436,87 @@ pub async fn replay_binlogs(
             .map_err(|e| Error::other(format!("binlog download task failed: {e}")))??;
         }
     }
-    let binlog_tool = Tool::find(&["mariadb-binlog", "mysqlbinlog"])?;
-    let client_tool = Tool::find(&["mariadb", "mysql"])?;
-    let defaults = DefaultsFile::new(&options.target)?;
     let mut args = vec![
         format!("--start-position={}", plan.start_position),
         format!("--stop-position={}", plan.stop_position),
     ];
-    if let Some((from, to)) = &rename {
+    if let Some((from, to)) = rename {
         args.push(format!("--rewrite-db={from}->{to}"));
     }
-    let paths: Vec<std::path::PathBuf> = plan
+    let paths = plan
         .files
         .iter()
         .map(|f| scratch.path().join(&f.file))
         .collect();
+    Ok(Materialized {
+        _scratch: scratch,
+        args,
+        paths,
+    })
+}
+
+/// Refuses a replay under another database name that would still act on the original database.
+/// `--rewrite-db` renames the default database of each event and the database of row events, but
+/// not a name written out inside a statement (`INSERT INTO app.invoices …`), which MIXED and
+/// STATEMENT logging replay as text: such a statement would write into `app` itself. Decodes the
+/// planned range once, without a server, and names the first such statement.
+pub async fn check_replay_under_rename(
+    repository: &Repository,
+    plan: &ReplayPlan,
+    identity: Option<&age::x25519::Identity>,
+    rename: &(String, String),
+) -> Result<()> {
+    let decoded = materialize(repository, plan, identity, Some(rename)).await?;
+    let tool = Tool::find(&["mariadb-binlog", "mysqlbinlog"])?;
+    let from = rename.0.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        use std::io::BufRead;
+        let mut decoder = Command::new(&tool.path)
+            .args(&decoded.args)
+            .args(&decoded.paths)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::other(format!("cannot start {}: {e}", tool.path.display())))?;
+        let stdout = decoder.stdout.take().expect("stdout is piped");
+        let mut found = None;
+        for line in std::io::BufReader::new(stdout).split(b'\n') {
+            let line = line.map_err(Error::from)?;
+            // Comments (`# at`, annotations) are not executed; base64 row images hold no dot.
+            if !line.starts_with(b"#") && crate::full::names_database(&line, &from) {
+                found = Some(String::from_utf8_lossy(&line).trim().chars().take(160).collect::<String>());
+                break;
+            }
+        }
+        let _ = decoder.kill();
+        let _ = decoder.wait();
+        match found {
+            None => Ok(()),
+            Some(statement) => Err(Error::refused(format!(
+                "the binlogs to replay name database `{from}` inside statements (statement-based logging), which a replay under another name would run against `{from}` itself: restore under the original name into another server (--target), or use ROW logging on the source. First such statement: {statement}"
+            ))),
+        }
+    })
+    .await
+    .map_err(|e| Error::other(format!("check task failed: {e}")))?
+}
+
+/// Replays `plan` into the target in one client session (temporary tables can span files).
+/// `rename` maps the backup's database name to the one it was restored under.
+pub async fn replay_binlogs(
+    repository: &Repository,
+    plan: &ReplayPlan,
+    options: &RestoreOptions,
+    rename: Option<(String, String)>,
+    progress: Progress,
+) -> Result<()> {
+    let decoded = materialize(repository, plan, options.identity.as_ref(), rename.as_ref()).await?;
+    let Materialized { args, paths, .. } = &decoded;
+    let (args, paths) = (args.clone(), paths.clone());
+    let binlog_tool = Tool::find(&["mariadb-binlog", "mysqlbinlog"])?;
+    let client_tool = Tool::find(&["mariadb", "mysql"])?;
+    let defaults = DefaultsFile::new(&options.target)?;
     info!(
         files = paths.len(),
         start = plan.start_position,

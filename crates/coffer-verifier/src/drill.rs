@@ -342,6 +342,28 @@ impl Drill<'_> {
             before: Vec::new(),
             after: Vec::new(),
         };
+        let replay = pitr::plan_to_newest(self.manifests, self.full);
+        // Under a prefix, statement-logged binlogs that name the database would write into the
+        // external server's own database: refuse before touching anything.
+        if let (true, Ok(Some(plan)), [(from, to)]) =
+            (target.external, &replay, target.names.as_slice())
+            && let Err(e) = pitr::check_replay_under_rename(
+                self.repository,
+                plan,
+                self.identity.as_ref(),
+                &(from.clone(), to.clone()),
+            )
+            .await
+        {
+            self.record(
+                CHECKLIST[0],
+                Status::Fail,
+                vec![format!("nothing was restored: {e}")],
+                clock,
+            );
+            self.fail_rest("the restore was refused");
+            return;
+        }
         let restored = self.restore_snapshot(target, &options).await;
         match restored {
             Ok(seconds) => evidence.push(format!(
@@ -382,7 +404,6 @@ impl Drill<'_> {
         let (mut counts_status, mut counts) = self.check_data(target).await;
 
         // The binlogs after the backup, to the newest archived point.
-        let replay = pitr::plan_to_newest(self.manifests, self.full);
         let replayed = match replay {
             Ok(Some(plan)) => match self.replay(target, &options, &plan).await {
                 Ok(line) => {
