@@ -116,18 +116,23 @@ pub async fn stream(config: &Config, interval: Option<u64>) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// Completes on SIGTERM (systemd stopping the service) or SIGINT (Ctrl-C).
-pub(crate) async fn shutdown_signal() {
+/// Completes on SIGTERM (systemd stopping the service) or SIGINT (Ctrl-C). The SIGTERM handler
+/// is installed when this is called, not when the future is first polled, so a signal sent right
+/// after a "press Ctrl-C" message is not lost.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ pub async fn run(config: &Config, args: DrillRunArgs) -> Result<u8> {
         eprintln!("coffer: warning: the report could not be stored in the repository: {e}");
     }
     if let Some(kept) = outcome.kept {
+        let stop = super::binlog::shutdown_signal();
         // The password goes to a 0600 client option file, never to the terminal.
         let mut file = tempfile::Builder::new()
             .prefix("coffer-drill-sandbox-")
@@ -59,7 +60,7 @@ pub async fn run(config: &Config, args: DrillRunArgs) -> Result<u8> {
             kept.describe(),
             file.path().display()
         );
-        super::binlog::shutdown_signal().await;
+        stop.await;
         drop(kept);
         drop(file);
         eprintln!("sandbox torn down");

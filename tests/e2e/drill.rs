@@ -382,3 +382,67 @@ command = "test \"$DB_DATABASE\" = drill_app"
     );
     untouched("passed drill");
 }
+
+/// `--keep-sandbox` leaves the restored copy up for inspection, reachable with the printed client
+/// options file (the password itself is never printed), until SIGTERM tears it down.
+#[test]
+fn a_kept_sandbox_is_reachable_until_the_drill_is_stopped() {
+    use std::io::BufRead;
+    let (_source, setup) = source_with_history(930, Repo::Folder);
+    let tmp = setup.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = setup
+        .coffer(&["drill", "run", "--keep-sandbox"])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let options_file = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the drill ended without keeping its sandbox: {seen}"
+        );
+        seen.push_str(&line);
+        if let Some(path) = line
+            .trim()
+            .strip_prefix("connect with: mariadb --defaults-extra-file=")
+        {
+            break path.to_string();
+        }
+    };
+    assert!(seen.contains("sandbox kept at 127.0.0.1:"), "{seen}");
+    let options = std::fs::read_to_string(&options_file).unwrap();
+    let password = options
+        .lines()
+        .find_map(|l| l.strip_prefix("password="))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    assert!(!seen.contains(&password), "the password is printed: {seen}");
+    let count = std::process::Command::new("mariadb")
+        .arg(format!("--defaults-extra-file={options_file}"))
+        .args(["-N", "-e", "SELECT COUNT(*) FROM app.invoices"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout).trim(),
+        "51",
+        "{count:?}"
+    );
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}{rest}");
+    assert!(rest.contains("sandbox torn down"), "{rest}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
