@@ -57,6 +57,8 @@ fn drill(setup: &Setup, tmp: &Path) -> (Run, serde_json::Value) {
         setup
             .coffer(&["drill", "run", "--json"])
             .env("TMPDIR", tmp)
+            // Stands for the cloud credentials and secrets of coffer's own environment.
+            .env("DRILL_TEST_SECRET", "must not reach the app")
             .output()
             .unwrap(),
     );
@@ -117,11 +119,11 @@ fn a_healthy_backup_passes_every_item_on_s3() {
     setup.append_config(&format!(
         r#"
 [drill]
-env = {{ MAIL_MAILER = "log", QUEUE_CONNECTION = "sync" }}
+env = {{ APP_ENV = "drill", DB_HOST = "production.example" }}
 
 [[drill.app_checks]]
 name = "app sees the sandbox"
-command = "test \"$DB_DATABASE\" = app && test \"$MAIL_MAILER\" = log && test -n \"$DB_PASSWORD\" && echo ok"
+command = "test \"$DB_DATABASE\" = app && test \"$MAIL_MAILER\" = log && test \"$APP_ENV\" = drill && test \"$DB_HOST\" = 127.0.0.1 && test -n \"$DB_PASSWORD\" && test -z \"$DRILL_TEST_SECRET\" && echo ok"
 timeout_seconds = 10
 
 [[drill.sql_checks]]

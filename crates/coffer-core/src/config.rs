@@ -95,10 +95,14 @@ pub struct SqlCheck {
 pub struct DrillConfig {
     /// Where the drill restores.
     pub sandbox: DrillSandbox,
-    /// Environment for app checks and `after_restore` commands, on top of the `DB_*` variables
-    /// pointing at the sandbox; keeps a restored app from mailing customers or charging cards.
+    /// Environment for app checks and `after_restore` commands: `MAIL_MAILER=log` and
+    /// `QUEUE_CONNECTION=sync` unless set otherwise, plus what the file adds; keeps a restored
+    /// app from mailing customers or charging cards. The `DB_*` variables pointing at the sandbox
+    /// always win.
     pub env: std::collections::BTreeMap<String, String>,
-    /// Shell commands run after the restore and before the checks (migrations, cache warm-up).
+    /// Shell commands run after the full backup is loaded, before the checks and the binlog
+    /// replay (e.g. clearing caches). They must not change data: the data check compares with
+    /// the backup.
     pub after_restore: Vec<String>,
     /// "Application starts" commands.
     pub app_checks: Vec<AppCheck>,
@@ -704,6 +708,14 @@ impl Config {
                 }
             }
         };
+        for (i, check) in raw_drill.app_checks.iter().flatten().enumerate() {
+            if check.timeout_seconds == 0 {
+                return Err(fail(
+                    &format!("drill.app_checks[{i}].timeout_seconds"),
+                    &"must be at least 1 second",
+                ));
+            }
+        }
         for (i, check) in raw_drill.sql_checks.iter().flatten().enumerate() {
             if check.expect.is_some() == check.min_rows.is_some() {
                 return Err(fail(
@@ -714,12 +726,12 @@ impl Config {
         }
         let drill = DrillConfig {
             sandbox,
-            env: raw_drill.env.unwrap_or_else(|| {
-                [("MAIL_MAILER", "log"), ("QUEUE_CONNECTION", "sync")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            }),
+            // The safe defaults stay unless the file overrides them one by one.
+            env: [("MAIL_MAILER", "log"), ("QUEUE_CONNECTION", "sync")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(raw_drill.env.unwrap_or_default())
+                .collect(),
             after_restore: raw_drill.after_restore.unwrap_or_default(),
             app_checks: raw_drill.app_checks.unwrap_or_default(),
             sql_checks: raw_drill.sql_checks.unwrap_or_default(),
@@ -778,6 +790,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(zero.contains("binlog.ship_interval_seconds"), "{zero}");
+    }
+
+    #[test]
+    fn drill_settings_are_checked() {
+        let base = "[repository]\nurl = \"repo\"\n";
+        let managed = parse(base).unwrap();
+        assert!(matches!(managed.drill.sandbox, DrillSandbox::Managed));
+        assert_eq!(managed.drill.env["MAIL_MAILER"], "log");
+        let merged = parse(&format!("{base}[drill.env]\nAPP_ENV = \"drill\"\n")).unwrap();
+        assert_eq!(merged.drill.env["APP_ENV"], "drill");
+        assert_eq!(merged.drill.env["QUEUE_CONNECTION"], "sync");
+        for (text, key) in [
+            (
+                "[drill]\nsandbox = \"external\"\nhost = \"db\"\n",
+                "drill.database_prefix",
+            ),
+            (
+                "[drill]\nsandbox = \"external\"\ndatabase_prefix = \"drill_\"\n",
+                "drill.host",
+            ),
+            (
+                "[[drill.sql_checks]]\nquery = \"SELECT 1\"\n",
+                "drill.sql_checks[0]",
+            ),
+            (
+                "[[drill.app_checks]]\ncommand = \"true\"\ntimeout_seconds = 0\n",
+                "timeout_seconds",
+            ),
+        ] {
+            let err = parse(&format!("{base}{text}")).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

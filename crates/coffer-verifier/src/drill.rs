@@ -33,6 +33,11 @@ use crate::sandbox::{Sandbox, SandboxOptions};
 const SANDBOX_SERVER_ID: u32 = 4_012_023_002;
 /// The account the drill creates in a managed sandbox.
 const SANDBOX_USER: &str = "coffer_drill";
+/// Why "files accessible" is skipped.
+const FILES_SKIPPED: &str = "coffer does not back up files yet: nothing to check";
+/// Variables an app check inherits from coffer's environment; everything else (cloud
+/// credentials, coffer's own secrets) stays out of the restored application's reach.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "TMPDIR"];
 
 /// What to drill.
 #[derive(Default)]
@@ -74,7 +79,8 @@ pub async fn run_drill(
     options: DrillOptions,
 ) -> Result<DrillOutcome> {
     let manifests = repository.list().await?;
-    let full = match &options.backup {
+    // `latest` means the newest full backup, as for `backup show`.
+    let full = match options.backup.as_deref().filter(|id| *id != "latest") {
         Some(id) => repository.manifest(id).await?,
         None => manifests
             .iter()
@@ -198,6 +204,12 @@ impl Drill<'_> {
     }
 
     fn fail_rest(&mut self, why: &str) {
+        self.record(
+            CHECKLIST[3],
+            Status::Skipped,
+            vec![FILES_SKIPPED.into()],
+            Instant::now(),
+        );
         for name in CHECKLIST {
             self.items.entry(name).or_insert_with(|| Item {
                 name: name.to_string(),
@@ -264,6 +276,11 @@ impl Drill<'_> {
                     })?;
                     let endpoint =
                         sandbox.create_user(SANDBOX_USER, &pw, "ALL PRIVILEGES ON *.*")?;
+                    // The install's password-less accounts reachable over TCP would let any
+                    // local user read the restored data: only root over the private socket stays.
+                    sandbox.sql(
+                        "DELETE FROM mysql.global_priv WHERE User = '' OR (User = 'root' AND Host <> 'localhost'); FLUSH PRIVILEGES;",
+                    )?;
                     Ok::<_, crate::sandbox::SandboxError>((sandbox, endpoint))
                 })
                 .await
@@ -316,7 +333,8 @@ impl Drill<'_> {
                 .and_then(|row| row.try_get::<String, _>(0).ok()),
             Err(_) => None,
         }?;
-        let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
+        // MariaDB's release series (10.6, 10.11, 11.4) are its major versions.
+        let major = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
         let flavour = |v: &str| v.to_ascii_lowercase().contains("mariadb");
         let source = &self.full.source.server_version;
         if major(source) != major(&version) || flavour(source) != flavour(&version) {
@@ -364,7 +382,9 @@ impl Drill<'_> {
             self.fail_rest("the restore was refused");
             return;
         }
+        let restore_started = Instant::now();
         let restored = self.restore_snapshot(target, &options).await;
+        let mut recovery = restore_started.elapsed();
         match restored {
             Ok(seconds) => evidence.push(format!(
                 "{} artifact(s) of {} verified (SHA-256) and the dump loaded in {seconds:.1} s",
@@ -406,15 +426,25 @@ impl Drill<'_> {
         // The binlogs after the backup, to the newest archived point.
         let replayed = match replay {
             Ok(Some(plan)) => match self.replay(target, &options, &plan).await {
-                Ok(line) => {
+                Ok((line, took)) => {
+                    recovery += took;
                     evidence.push(line);
                     let last = plan.files.last().map_or("", |f| f.file.as_str());
                     parts.replayed_to = Some(format!("{last}:{}", plan.stop_position));
-                    counts.push(format!(
-                        "after replay: the sandbox reached {last}:{}, the archive's last position ({})",
-                        plan.stop_position,
-                        plan.last_gtid.as_deref().unwrap_or("no GTID")
-                    ));
+                    match self.newest_archived_beyond(last) {
+                        None => counts.push(format!(
+                            "after replay: the sandbox reached {last}:{}, the archive's last position ({})",
+                            plan.stop_position,
+                            plan.last_gtid.as_deref().unwrap_or("no GTID")
+                        )),
+                        Some(newest) => {
+                            counts_status = Status::Fail;
+                            counts.push(format!(
+                                "after replay: the sandbox reached {last}:{} but the archive goes on to {newest}: a gap in the binlog archive stops the replay (see coffer binlog window)",
+                                plan.stop_position
+                            ));
+                        }
+                    }
                     parts.recovery_point = plan
                         .last_commit_time
                         .map(|t| Timestamp::now().as_second() - t);
@@ -444,7 +474,8 @@ impl Drill<'_> {
         };
         self.record(CHECKLIST[2], counts_status, counts, since);
         if replayed {
-            parts.recovery_time = Some(clock.elapsed().as_secs_f64());
+            // The restore and the replay, not the checks between them.
+            parts.recovery_time = Some(recovery.as_secs_f64());
         }
         let restore_status = if replayed { Status::Pass } else { Status::Fail };
         self.record(CHECKLIST[0], restore_status, evidence, clock);
@@ -452,7 +483,7 @@ impl Drill<'_> {
         self.record(
             CHECKLIST[3],
             Status::Skipped,
-            vec!["coffer does not back up files yet: nothing to check".into()],
+            vec![FILES_SKIPPED.into()],
             Instant::now(),
         );
 
@@ -462,6 +493,17 @@ impl Drill<'_> {
         let since = Instant::now();
         let (status, evidence) = self.check_sql(target).await;
         self.record(CHECKLIST[5], status, evidence, since);
+    }
+
+    /// The newest archived binlog of the backup's server after `last`, when there is one: the
+    /// replay stopped at a gap before it.
+    fn newest_archived_beyond(&self, last: &str) -> Option<String> {
+        let last_sequence = coffer_core::archive::binlog_sequence(last)?;
+        coffer_core::archive::archived_files(self.manifests)
+            .into_iter()
+            .filter(|f| f.server_id == self.full.source.server_id && f.sequence > last_sequence)
+            .max_by_key(|f| f.sequence)
+            .map(|f| f.file)
     }
 
     /// Loads the full backup. On an external server each database goes under its prefixed name
@@ -494,7 +536,7 @@ impl Drill<'_> {
         target: &Target,
         options: &RestoreOptions,
         plan: &ReplayPlan,
-    ) -> Result<String> {
+    ) -> Result<(String, Duration)> {
         let started = Instant::now();
         let artifacts: Vec<_> = plan.files.iter().flat_map(|f| &f.artifacts).collect();
         for record in &artifacts {
@@ -508,12 +550,16 @@ impl Drill<'_> {
         pitr::replay_binlogs(self.repository, plan, options, rename, Progress::default()).await?;
         let first = plan.files.first().map_or("", |f| f.file.as_str());
         let last = plan.files.last().map_or("", |f| f.file.as_str());
-        Ok(format!(
-            "{} binlog artifact(s) verified (SHA-256) and replayed from {first}:{} to {last}:{} in {:.1} s",
-            artifacts.len(),
-            plan.start_position,
-            plan.stop_position,
-            started.elapsed().as_secs_f64()
+        let took = started.elapsed();
+        Ok((
+            format!(
+                "{} binlog artifact(s) verified (SHA-256) and replayed from {first}:{} to {last}:{} in {:.1} s",
+                artifacts.len(),
+                plan.start_position,
+                plan.stop_position,
+                took.as_secs_f64()
+            ),
+            took,
         ))
     }
 
@@ -627,10 +673,22 @@ impl Drill<'_> {
         compare_data(&self.full.expectations, &facts.expectations, &target.names)
     }
 
-    /// The variables app checks see: the sandbox's address and account, then the configured
-    /// overrides.
+    /// The variables app checks and hooks see: a few of coffer's own (`PATH`, `HOME`, locale),
+    /// the configured `[drill.env]` over the defaults, then the sandbox's address and account,
+    /// which nothing can override (an app check must never reach production).
     fn environment(&self, target: &Target) -> Vec<(String, String)> {
-        let mut env = vec![
+        let mut env: Vec<(String, String)> = INHERITED_ENV
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        env.extend(
+            self.config
+                .drill
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        env.extend([
             ("DB_CONNECTION".to_string(), "mysql".to_string()),
             ("DB_HOST".to_string(), target.endpoint.host.clone()),
             ("DB_PORT".to_string(), target.endpoint.port.to_string()),
@@ -647,14 +705,7 @@ impl Drill<'_> {
                 "DB_PASSWORD".to_string(),
                 target.endpoint.password.expose().to_string(),
             ),
-        ];
-        env.extend(
-            self.config
-                .drill
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        ]);
         env
     }
 
@@ -811,6 +862,7 @@ async fn run_command(
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

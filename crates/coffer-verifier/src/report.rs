@@ -87,7 +87,8 @@ pub struct DrillReport {
     pub source_version: String,
     /// The sandbox's server version.
     pub sandbox_version: Option<String>,
-    /// Where the drill restored (`managed` or `external HOST:PORT`).
+    /// Where the drill restored: `managed mariadbd on 127.0.0.1:PORT`, or
+    /// `external HOST:PORT (databases prefixed PREFIX)`.
     pub sandbox: String,
     /// Warnings that do not fail the drill (a major version mismatch, …).
     pub warnings: Vec<String>,
