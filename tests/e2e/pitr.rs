@@ -236,3 +236,54 @@ fn pitr_into_a_strict_gtid_target_under_a_new_name() {
         "nothing is written under the source's name"
     );
 }
+
+/// The binlogs carry every database the source writes: a backup of `app` alone must not replay
+/// the changes of `other` onto a target that has its own `other`.
+#[test]
+fn a_replay_that_would_change_databases_outside_the_backup_is_refused() {
+    let source = private_source(SandboxOptions {
+        server_id: 650,
+        binlog_format: BinlogFormat::Row,
+        ..Default::default()
+    });
+    source
+        .sql("CREATE DATABASE app; CREATE TABLE app.invoices (id INT PRIMARY KEY, note VARCHAR(64), amount DECIMAL(10,2));
+              CREATE DATABASE other; CREATE TABLE other.t (id INT PRIMARY KEY);
+              INSERT INTO app.invoices VALUES (1, 'a', 1);")
+        .unwrap();
+    let setup = Setup::with_source(&source, Repo::Folder, &["app"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+    source
+        .sql("INSERT INTO app.invoices VALUES (2, 'b', 2); INSERT INTO other.t VALUES (41), (42);")
+        .unwrap();
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    let gtid = source
+        .sql("SELECT @@gtid_binlog_pos")
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let target = restore_target(SandboxOptions {
+        server_id: 651,
+        ..Default::default()
+    });
+    target
+        .sql("CREATE DATABASE other; CREATE TABLE other.t (id INT PRIMARY KEY); INSERT INTO other.t VALUES (1);")
+        .unwrap();
+    let run = restore_into(&setup, &target, &["--at-gtid", &gtid]);
+    run.expect_code(9);
+    let error = run.error_line();
+    assert!(
+        error.contains("`other` (1 change(s), first: insert other.t")
+            && error.contains("not touched"),
+        "{run:#?}"
+    );
+    assert_eq!(
+        target
+            .sql("SELECT COUNT(*) FROM other.t; SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app'")
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1", "0"]
+    );
+}

@@ -10,7 +10,7 @@
 use std::io::Read;
 
 use coffer_core::archive::archived_files;
-use coffer_core::binlog_events::{ChangeKind, EventScanner, TableFilter};
+use coffer_core::binlog_events::{ChangeKind, EventScanner, TableFilter, TransactionChanges};
 use coffer_core::manifest::Manifest;
 use coffer_core::pipeline::{ArtifactReader, ArtifactRecord};
 use coffer_core::repository::Repository;
@@ -133,7 +133,51 @@ pub async fn scan_file(
     identity: Option<&age::x25519::Identity>,
     filter: &FindFilter,
 ) -> Result<Vec<Match>> {
-    let mut scanner = EventScanner::new(filter.tables());
+    let found = scan_changes(repository, file_name, pieces, identity, filter.tables()).await?;
+    let mut matches = Vec::new();
+    for tx in found {
+        let t = &tx.transaction;
+        if !filter.accepts_time(t.commit_time) {
+            continue;
+        }
+        let commit_time = Timestamp::from_second(t.commit_time).map_err(|e| {
+            Error::integrity(format!(
+                "{file_name}: bad commit time {}: {e}",
+                t.commit_time
+            ))
+        })?;
+        for change in &tx.changes {
+            if filter.kind.is_some_and(|k| k != change.kind) {
+                continue;
+            }
+            matches.push(Match {
+                file: file_name.to_string(),
+                start_position: t.start_position,
+                end_position: t.end_position,
+                gtid: t.gtid.clone(),
+                commit_time,
+                kind: change.kind,
+                table: match &change.database {
+                    Some(db) => format!("{db}.{}", change.table),
+                    None => change.table.clone(),
+                },
+                rows: change.rows,
+            });
+        }
+    }
+    Ok(matches)
+}
+
+/// Every committed transaction in one archived binlog file (its pieces concatenated) with the
+/// changes it made to tables `tables` accepts, in file order.
+pub async fn scan_changes(
+    repository: &Repository,
+    file_name: &str,
+    pieces: &[ArtifactRecord],
+    identity: Option<&age::x25519::Identity>,
+    tables: TableFilter,
+) -> Result<Vec<TransactionChanges>> {
+    let mut scanner = EventScanner::new(tables);
     let mut found = Vec::new();
     for record in pieces {
         let object = repository.storage().get(&record.key).await?;
@@ -168,38 +212,7 @@ pub async fn scan_file(
             .finish()
             .map_err(|e| Error::integrity(format!("{file_name}: {e}")))?,
     );
-    let mut matches = Vec::new();
-    for tx in found {
-        let t = &tx.transaction;
-        if !filter.accepts_time(t.commit_time) {
-            continue;
-        }
-        let commit_time = Timestamp::from_second(t.commit_time).map_err(|e| {
-            Error::integrity(format!(
-                "{file_name}: bad commit time {}: {e}",
-                t.commit_time
-            ))
-        })?;
-        for change in &tx.changes {
-            if filter.kind.is_some_and(|k| k != change.kind) {
-                continue;
-            }
-            matches.push(Match {
-                file: file_name.to_string(),
-                start_position: t.start_position,
-                end_position: t.end_position,
-                gtid: t.gtid.clone(),
-                commit_time,
-                kind: change.kind,
-                table: match &change.database {
-                    Some(db) => format!("{db}.{}", change.table),
-                    None => change.table.clone(),
-                },
-                rows: change.rows,
-            });
-        }
-    }
-    Ok(matches)
+    Ok(found)
 }
 
 #[cfg(test)]

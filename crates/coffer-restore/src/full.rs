@@ -134,6 +134,16 @@ pub async fn restore_full(
                 .map_err(|e| e.context("refusing to restore, the target was not touched"))?;
         }
         info!(artifacts = manifest.artifacts.len(), "artifacts verified");
+        if let Some(plan) = replay_plan {
+            crate::pitr::refuse_foreign_changes(
+                repository,
+                plan,
+                options.identity.as_ref(),
+                &manifest.databases,
+            )
+            .await
+            .map_err(|e| e.context("the target was not touched"))?;
+        }
         if let (Some(plan), Some(to)) = (replay_plan, &options.rename_to)
             && let Some(from) = manifest.databases.first()
         {

@@ -455,6 +455,67 @@ async fn materialize(
     })
 }
 
+/// Refuses a replay that would change databases the backup does not hold. The binlogs carry
+/// every database the source writes; replaying them after restoring only some would apply the
+/// others' changes again to a target that has them (or fail half-way on one that does not). Found
+/// by scanning the planned range natively (row events by their table map, statements by the
+/// database they name or run in), before the target is touched.
+pub async fn refuse_foreign_changes(
+    repository: &Repository,
+    plan: &ReplayPlan,
+    identity: Option<&age::x25519::Identity>,
+    own: &[String],
+) -> Result<()> {
+    let mut foreign: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+    let last = plan.files.len().saturating_sub(1);
+    for (i, file) in plan.files.iter().enumerate() {
+        let transactions = crate::find::scan_changes(
+            repository,
+            &file.file,
+            &file.artifacts,
+            identity,
+            coffer_core::binlog_events::TableFilter::default(),
+        )
+        .await?;
+        for tx in transactions {
+            let t = &tx.transaction;
+            if (i == 0 && t.start_position < plan.start_position)
+                || (i == last && t.end_position > plan.stop_position)
+            {
+                continue;
+            }
+            for change in &tx.changes {
+                let Some(db) = &change.database else { continue };
+                if own.iter().any(|o| o.eq_ignore_ascii_case(db)) {
+                    continue;
+                }
+                let entry = foreign.entry(db.clone()).or_insert_with(|| {
+                    (
+                        0,
+                        format!(
+                            "{} {db}.{} at {}:{}",
+                            change.kind, change.table, file.file, t.start_position
+                        ),
+                    )
+                });
+                entry.0 += 1;
+            }
+        }
+    }
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = foreign
+        .iter()
+        .map(|(db, (n, first))| format!("`{db}` ({n} change(s), first: {first})"))
+        .collect();
+    Err(Error::refused(format!(
+        "the binlogs to replay also change {}, which this backup does not hold ({}): replaying them would change those databases on the target again, or fail half-way where they are missing. Back up every database the source writes ([source] databases), or take a new full backup after the last such change",
+        list.join(", "),
+        own.join(", ")
+    )))
+}
+
 /// Refuses a replay under another database name that would still act on the original database.
 /// `--rewrite-db` renames the default database of each event and the database of row events, but
 /// not a name written out inside a statement (`INSERT INTO app.invoices …`), which MIXED and

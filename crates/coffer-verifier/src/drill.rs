@@ -361,6 +361,24 @@ impl Drill<'_> {
             after: Vec::new(),
         };
         let replay = pitr::plan_to_newest(self.manifests, self.full);
+        if let Ok(Some(plan)) = &replay
+            && let Err(e) = pitr::refuse_foreign_changes(
+                self.repository,
+                plan,
+                self.identity.as_ref(),
+                &self.full.databases,
+            )
+            .await
+        {
+            self.record(
+                CHECKLIST[0],
+                Status::Fail,
+                vec![format!("nothing was restored: {e}")],
+                clock,
+            );
+            self.fail_rest("the restore was refused");
+            return;
+        }
         // Under a prefix, statement-logged binlogs that name the database would write into the
         // external server's own database: refuse before touching anything.
         if let (true, Ok(Some(plan)), [(from, to)]) =
