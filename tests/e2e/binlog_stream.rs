@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use coffer_verifier::{Sandbox, SandboxOptions};
 
-use crate::util::{Repo, Setup, private_source, restore_into, restore_target};
+use crate::util::{Repo, Setup, gtid_position, private_source, restore_into, restore_target};
 
 /// The stream as a child process, stopped with SIGTERM (as systemd does) on drop.
 struct Stream(Option<Child>);
@@ -154,11 +154,7 @@ fn streaming_survives_a_source_crash_without_gap_or_duplicate() {
     assert_eq!(window_json["gaps"], serde_json::json!([]), "{window:#?}");
 
     // The proof: restored to the newest transaction, the data equals the source's.
-    let gtid = source
-        .sql("SELECT @@gtid_binlog_pos")
-        .unwrap()
-        .trim()
-        .to_string();
+    let gtid = gtid_position(&source);
     let target = restore_target(SandboxOptions {
         server_id: 811,
         ..Default::default()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use coffer_verifier::{BinlogFormat, SandboxOptions};
 
-use crate::util::{Repo, Setup, private_source, restore_into, restore_target};
+use crate::util::{Repo, Setup, gtid_position, private_source, restore_into, restore_target};
 
 fn snapshot(sql: impl Fn(&str) -> String) -> (String, String) {
     (
@@ -157,11 +157,7 @@ fn a_deleted_binlog_object_is_reported_before_replay() {
             .join(show["artifacts"][0]["key"].as_str().unwrap()),
     )
     .unwrap();
-    let gtid = source
-        .sql("SELECT @@gtid_binlog_pos")
-        .unwrap()
-        .trim()
-        .to_string();
+    let gtid = gtid_position(&source);
 
     let target = restore_target(SandboxOptions {
         server_id: 631,
@@ -257,11 +253,7 @@ fn a_replay_that_would_change_databases_outside_the_backup_is_refused() {
         .sql("INSERT INTO app.invoices VALUES (2, 'b', 2); INSERT INTO other.t VALUES (41), (42);")
         .unwrap();
     setup.run(&["backup", "run", "incremental"]).expect_code(0);
-    let gtid = source
-        .sql("SELECT @@gtid_binlog_pos")
-        .unwrap()
-        .trim()
-        .to_string();
+    let gtid = gtid_position(&source);
 
     let target = restore_target(SandboxOptions {
         server_id: 651,

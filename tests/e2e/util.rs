@@ -345,6 +345,15 @@ pub fn restore_target(options: SandboxOptions) -> Sandbox {
     target
 }
 
+/// The server's `@@gtid_binlog_pos`: its newest transaction, for `--at-gtid`.
+pub fn gtid_position(sandbox: &Sandbox) -> String {
+    sandbox
+        .sql("SELECT @@gtid_binlog_pos")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// Runs `coffer restore db --target TARGET ARGS…` as `restorer`.
 pub fn restore_into(setup: &Setup, target: &Sandbox, args: &[&str]) -> Run {
     let target_arg = format!("127.0.0.1:{}", target.port());

@@ -928,6 +928,19 @@ struct TableRef {
     alias: Option<String>,
 }
 
+/// Reads `name[, name …]` (each `[db.]table`).
+fn name_list(lexer: &mut Lexer<'_>) -> Vec<(Option<String>, String)> {
+    let mut names = Vec::new();
+    while let Some(name) = lexer.name() {
+        names.push(name);
+        if !lexer.is_punct(0, b',') {
+            break;
+        }
+        lexer.next();
+    }
+    names
+}
+
 /// Reads table references until one of `stop` at parenthesis depth 0 (not consumed).
 fn table_refs(lexer: &mut Lexer<'_>, stop: &[&str]) -> Vec<TableRef> {
     let mut refs = Vec::new();
@@ -1048,14 +1061,7 @@ fn parse_statement(text: &[u8]) -> Vec<(Option<String>, String, ChangeKind)> {
         "DELETE" => {
             skip(&mut lexer, &["LOW_PRIORITY", "QUICK", "IGNORE"]);
             if lexer.eat("FROM") {
-                let mut names = Vec::new();
-                while let Some(name) = lexer.name() {
-                    names.push(name);
-                    if !lexer.is_punct(0, b',') {
-                        break;
-                    }
-                    lexer.next();
-                }
+                let names = name_list(&mut lexer);
                 if lexer.eat("USING") {
                     let refs = table_refs(&mut lexer, &["WHERE", "ORDER", "LIMIT"]);
                     resolve(refs, Some(names), ChangeKind::Delete)
@@ -1067,14 +1073,7 @@ fn parse_statement(text: &[u8]) -> Vec<(Option<String>, String, ChangeKind)> {
                         .collect()
                 }
             } else {
-                let mut names = Vec::new();
-                while let Some(name) = lexer.name() {
-                    names.push(name);
-                    if !lexer.is_punct(0, b',') {
-                        break;
-                    }
-                    lexer.next();
-                }
+                let names = name_list(&mut lexer);
                 if !lexer.eat("FROM") {
                     return Vec::new();
                 }

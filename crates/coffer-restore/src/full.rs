@@ -15,7 +15,7 @@ use sqlx::Row;
 use tokio_util::io::SyncIoBridge;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::pitr::{ReplayPlan, replay_binlogs};
+use crate::pitr::{ReplayPlan, prepare_replay, replay_binlogs};
 
 /// What to restore where.
 #[derive(Clone)]
@@ -112,9 +112,9 @@ pub async fn plan(manifest: &Manifest, options: &RestoreOptions) -> Result<Vec<D
     Ok(mappings)
 }
 
-/// Restores `manifest` into the target: verifies every artifact's digest (the binlogs' too),
-/// refuses non-empty target databases unless `drop_existing`, runs the hooks, replays the dump
-/// and then, for a point-in-time restore, the binlogs of `replay_plan`.
+/// Restores `manifest` into the target: verifies every artifact's digest, fetches and checks the
+/// binlogs of `replay_plan` ([`prepare_replay`]), refuses non-empty target databases unless
+/// `drop_existing`, runs the hooks, replays the dump and then the binlogs.
 pub async fn restore_full(
     repository: &Repository,
     manifest: &Manifest,
@@ -124,38 +124,35 @@ pub async fn restore_full(
 ) -> Result<RestoreReport> {
     let span = info_span!("restore.full", id = %manifest.id, target = %format!("{}:{}", options.target.host, options.target.port));
     async {
-        // Nothing touches the target before every artifact is proven intact.
-        let binlogs = replay_plan
-            .iter()
-            .flat_map(|p| p.files.iter().flat_map(|f| &f.artifacts));
-        for record in manifest.artifacts.iter().chain(binlogs) {
+        // Nothing touches the target before every artifact is proven intact: the dump here,
+        // the binlogs as they are fetched and checked for what the replay must not do.
+        for record in &manifest.artifacts {
             pipeline::verify_stored(repository.storage(), record)
                 .await
                 .map_err(|e| e.context("refusing to restore, the target was not touched"))?;
         }
         info!(artifacts = manifest.artifacts.len(), "artifacts verified");
-        if let Some(plan) = replay_plan {
-            crate::pitr::refuse_foreign_changes(
-                repository,
-                plan,
-                options.identity.as_ref(),
-                &manifest.databases,
-            )
-            .await
-            .map_err(|e| e.context("the target was not touched"))?;
-        }
-        if let (Some(plan), Some(to)) = (replay_plan, &options.rename_to)
-            && let Some(from) = manifest.databases.first()
-        {
-            crate::pitr::check_replay_under_rename(
-                repository,
-                plan,
-                options.identity.as_ref(),
-                &(from.clone(), to.clone()),
-            )
-            .await
-            .map_err(|e| e.context("the target was not touched"))?;
-        }
+        let prepared = match replay_plan {
+            Some(plan) => {
+                let rename = options
+                    .rename_to
+                    .as_ref()
+                    .zip(manifest.databases.first())
+                    .map(|(to, from)| (from.clone(), to.clone()));
+                Some(
+                    prepare_replay(
+                        repository,
+                        plan,
+                        options.identity.as_ref(),
+                        &manifest.databases,
+                        rename,
+                    )
+                    .await
+                    .map_err(|e| e.context("the target was not touched"))?,
+                )
+            }
+            None => None,
+        };
         let databases = plan(manifest, options).await?;
         let occupied: Vec<String> = databases
             .iter()
@@ -174,10 +171,9 @@ pub async fn restore_full(
         let started = Instant::now();
         let result = match run_hooks("before", &options.before) {
             Ok(()) => match replay(repository, manifest, options, &databases, progress.clone()).await {
-                Ok(()) => match replay_plan {
-                    Some(plan) => {
-                        let rename = options.rename_to.as_ref().map(|to| (databases[0].from.clone(), to.clone()));
-                        replay_binlogs(repository, plan, options, rename, progress.clone()).await
+                Ok(()) => match &prepared {
+                    Some(prepared) => {
+                        replay_binlogs(prepared, &options.target, progress.clone()).await
                     }
                     None => Ok(()),
                 },

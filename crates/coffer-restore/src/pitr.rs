@@ -17,8 +17,6 @@ use serde::Serialize;
 use tokio_util::io::SyncIoBridge;
 use tracing::info;
 
-use crate::full::RestoreOptions;
-
 /// Where to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PointInTime {
@@ -390,13 +388,15 @@ pub fn plan_to_newest(manifests: &[Manifest], full: &Manifest) -> Result<Option<
     }))
 }
 
-/// A plan's binlogs decoded into a private folder, with the `mariadb-binlog` arguments that
-/// replay exactly the planned range.
-struct Materialized {
-    /// Removed on drop.
+/// A replay ready to run: the plan's binlogs fetched (each digest verified as it was decoded)
+/// into a private folder, checked for changes it must not make, with the `mariadb-binlog`
+/// arguments that replay exactly the planned range. Made by [`prepare_replay`] before the target
+/// is touched; the files are removed when it is dropped.
+pub struct PreparedReplay {
     _scratch: tempfile::TempDir,
     args: Vec<String>,
     paths: Vec<std::path::PathBuf>,
+    plan: ReplayPlan,
 }
 
 /// Decodes every file of `plan` (verifying each digest) into a private folder: `mariadb-binlog`
@@ -407,7 +407,7 @@ async fn materialize(
     plan: &ReplayPlan,
     identity: Option<&age::x25519::Identity>,
     rename: Option<&(String, String)>,
-) -> Result<Materialized> {
+) -> Result<PreparedReplay> {
     let scratch = tempfile::Builder::new()
         .prefix("coffer-replay-")
         .tempdir()
@@ -448,11 +448,31 @@ async fn materialize(
         .iter()
         .map(|f| scratch.path().join(&f.file))
         .collect();
-    Ok(Materialized {
+    Ok(PreparedReplay {
         _scratch: scratch,
         args,
         paths,
+        plan: plan.clone(),
     })
+}
+
+/// Fetches and decodes the plan's binlogs once (verifying every digest) and checks, before the
+/// target is touched, everything that makes the replay unsafe: changes to databases the backup
+/// does not hold ([`refuse_foreign_changes`]) and, when restoring under another name (`rename`:
+/// from, to), statements that name the original database ([`check_replay_under_rename`]).
+pub async fn prepare_replay(
+    repository: &Repository,
+    plan: &ReplayPlan,
+    identity: Option<&age::x25519::Identity>,
+    own: &[String],
+    rename: Option<(String, String)>,
+) -> Result<PreparedReplay> {
+    let prepared = materialize(repository, plan, identity, rename.as_ref()).await?;
+    refuse_foreign_changes(&prepared, own).await?;
+    if let Some(rename) = &rename {
+        check_replay_under_rename(&prepared, rename).await?;
+    }
+    Ok(prepared)
 }
 
 /// Refuses a replay that would change databases the backup does not hold. The binlogs carry
@@ -460,23 +480,35 @@ async fn materialize(
 /// others' changes again to a target that has them (or fail half-way on one that does not). Found
 /// by scanning the planned range natively (row events by their table map, statements by the
 /// database they name or run in), before the target is touched.
-pub async fn refuse_foreign_changes(
-    repository: &Repository,
-    plan: &ReplayPlan,
-    identity: Option<&age::x25519::Identity>,
-    own: &[String],
-) -> Result<()> {
+async fn refuse_foreign_changes(prepared: &PreparedReplay, own: &[String]) -> Result<()> {
+    let plan = &prepared.plan;
     let mut foreign: std::collections::BTreeMap<String, (u64, String)> = Default::default();
     let last = plan.files.len().saturating_sub(1);
-    for (i, file) in plan.files.iter().enumerate() {
-        let transactions = crate::find::scan_changes(
-            repository,
-            &file.file,
-            &file.artifacts,
-            identity,
-            coffer_core::binlog_events::TableFilter::default(),
-        )
-        .await?;
+    for (i, (file, path)) in plan.files.iter().zip(&prepared.paths).enumerate() {
+        let path = path.clone();
+        let transactions = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut scanner = coffer_core::binlog_events::EventScanner::new(Default::default());
+            let mut input = std::fs::File::open(&path)
+                .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut found = Vec::new();
+            loop {
+                let n = input.read(&mut buf).map_err(Error::from)?;
+                if n == 0 {
+                    break;
+                }
+                scanner.feed(&buf[..n]);
+                found.extend(scanner.drain());
+            }
+            found.extend(
+                scanner
+                    .finish()
+                    .map_err(|e| Error::integrity(format!("{}: {e}", path.display())))?,
+            );
+            Ok(found)
+        })
+        .await
+        .map_err(|e| Error::other(format!("binlog scan task failed: {e}")))??;
         for tx in transactions {
             let t = &tx.transaction;
             if (i == 0 && t.start_position < plan.start_position)
@@ -521,20 +553,18 @@ pub async fn refuse_foreign_changes(
 /// not a name written out inside a statement (`INSERT INTO app.invoices …`), which MIXED and
 /// STATEMENT logging replay as text: such a statement would write into `app` itself. Decodes the
 /// planned range once, without a server, and names the first such statement.
-pub async fn check_replay_under_rename(
-    repository: &Repository,
-    plan: &ReplayPlan,
-    identity: Option<&age::x25519::Identity>,
+async fn check_replay_under_rename(
+    prepared: &PreparedReplay,
     rename: &(String, String),
 ) -> Result<()> {
-    let decoded = materialize(repository, plan, identity, Some(rename)).await?;
+    let (args, paths) = (prepared.args.clone(), prepared.paths.clone());
     let tool = Tool::find(&["mariadb-binlog", "mysqlbinlog"])?;
     let from = rename.0.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         use std::io::BufRead;
         let mut decoder = Command::new(&tool.path)
-            .args(&decoded.args)
-            .args(&decoded.paths)
+            .args(&args)
+            .args(&paths)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -563,21 +593,18 @@ pub async fn check_replay_under_rename(
     .map_err(|e| Error::other(format!("check task failed: {e}")))?
 }
 
-/// Replays `plan` into the target in one client session (temporary tables can span files).
-/// `rename` maps the backup's database name to the one it was restored under.
+/// Replays a prepared plan into the target in one client session (temporary tables can span
+/// files), under the name the prepared rename gives.
 pub async fn replay_binlogs(
-    repository: &Repository,
-    plan: &ReplayPlan,
-    options: &RestoreOptions,
-    rename: Option<(String, String)>,
+    prepared: &PreparedReplay,
+    target: &coffer_core::client::Endpoint,
     progress: Progress,
 ) -> Result<()> {
-    let decoded = materialize(repository, plan, options.identity.as_ref(), rename.as_ref()).await?;
-    let Materialized { args, paths, .. } = &decoded;
-    let (args, paths) = (args.clone(), paths.clone());
+    let plan = &prepared.plan;
+    let (args, paths) = (prepared.args.clone(), prepared.paths.clone());
     let binlog_tool = Tool::find(&["mariadb-binlog", "mysqlbinlog"])?;
     let client_tool = Tool::find(&["mariadb", "mysql"])?;
-    let defaults = DefaultsFile::new(&options.target)?;
+    let defaults = DefaultsFile::new(target)?;
     info!(
         files = paths.len(),
         start = plan.start_position,

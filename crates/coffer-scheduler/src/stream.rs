@@ -173,7 +173,7 @@ async fn session<F: Future<Output = ()>>(
         source: &source,
         dir: spool.path().to_path_buf(),
         tailers: BTreeMap::new(),
-        shipped,
+        resume_at: shipped,
         archived_whole: binlogs.archived_whole.clone(),
     };
     let mut ticker = tokio::time::interval(options.ship_interval);
@@ -211,8 +211,9 @@ struct Spooler<'a> {
     source: &'a BinlogSource<'a>,
     dir: PathBuf,
     tailers: BTreeMap<String, Tailer>,
-    /// Per file, the bytes already in the archive as segments.
-    shipped: BTreeMap<String, u64>,
+    /// Per file, the bytes the repository held as segments when the session started; a file's
+    /// tailer tracks them from there.
+    resume_at: BTreeMap<String, u64>,
     archived_whole: BTreeSet<String>,
 }
 
@@ -230,11 +231,12 @@ impl Spooler<'_> {
         let mut archived_whole = false;
         for (i, (_, file)) in files.iter().enumerate() {
             let path = self.dir.join(file);
-            let shipped = self.shipped.get(file).copied().unwrap_or(0);
+            let resumed_at = self.resume_at.get(file).copied().unwrap_or(0);
             let tailer = self
                 .tailers
                 .entry(file.clone())
-                .or_insert_with(|| Tailer::new(shipped));
+                .or_insert_with(|| Tailer::new(resumed_at));
+            let shipped = tailer.shipped;
             tailer.catch_up(&path)?;
             // mariadb-binlog opens the next file only after writing the last event of this one
             // (the server's rotate, or after a crash the rotate it fakes when moving on).
@@ -263,7 +265,6 @@ impl Spooler<'_> {
                 std::fs::remove_file(&path)
                     .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
                 self.tailers.remove(file);
-                self.shipped.remove(file);
             } else if let Some(index) = tailer.segment() {
                 let start = tailer.shipped;
                 let end = index.end_position;
@@ -272,7 +273,6 @@ impl Spooler<'_> {
                     .archive_segment(file, &path, start, index)
                     .await?;
                 tailer.shipped_through(end);
-                self.shipped.insert(file.clone(), end);
                 stats.segments_shipped += 1;
                 stats.newest_archived_commit = stats.newest_archived_commit.max(last);
             }

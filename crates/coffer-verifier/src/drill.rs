@@ -16,7 +16,7 @@ use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::{AppCheck, Config, DrillSandbox, SqlCheck};
 use coffer_core::dump::{DUMP_OPTIONS, run_dump};
 use coffer_core::manifest::{BackupKind, Expectations, Manifest, new_backup_id};
-use coffer_core::pipeline::{self, Progress};
+use coffer_core::pipeline::Progress;
 use coffer_core::repository::Repository;
 use coffer_core::secret::Secret;
 use coffer_core::{Error, Result};
@@ -361,48 +361,42 @@ impl Drill<'_> {
             after: Vec::new(),
         };
         let replay = pitr::plan_to_newest(self.manifests, self.full);
-        if let Ok(Some(plan)) = &replay
-            && let Err(e) = pitr::refuse_foreign_changes(
+        // Before touching anything, the binlogs are fetched (digests verified) and checked: no
+        // change to databases the backup does not hold, and under a prefix no statement that
+        // names the original database (it would write into the external server's own).
+        let preparing = Instant::now();
+        let mut prepared = None;
+        if let Ok(Some(plan)) = &replay {
+            let rename = match (target.external, target.names.as_slice()) {
+                (true, [(from, to)]) => Some((from.clone(), to.clone())),
+                _ => None,
+            };
+            match pitr::prepare_replay(
                 self.repository,
                 plan,
                 self.identity.as_ref(),
                 &self.full.databases,
+                rename,
             )
             .await
-        {
-            self.record(
-                CHECKLIST[0],
-                Status::Fail,
-                vec![format!("nothing was restored: {e}")],
-                clock,
-            );
-            self.fail_rest("the restore was refused");
-            return;
+            {
+                Ok(p) => prepared = Some(p),
+                Err(e) => {
+                    self.record(
+                        CHECKLIST[0],
+                        Status::Fail,
+                        vec![format!("nothing was restored: {e}")],
+                        clock,
+                    );
+                    self.fail_rest("the restore was refused");
+                    return;
+                }
+            }
         }
-        // Under a prefix, statement-logged binlogs that name the database would write into the
-        // external server's own database: refuse before touching anything.
-        if let (true, Ok(Some(plan)), [(from, to)]) =
-            (target.external, &replay, target.names.as_slice())
-            && let Err(e) = pitr::check_replay_under_rename(
-                self.repository,
-                plan,
-                self.identity.as_ref(),
-                &(from.clone(), to.clone()),
-            )
-            .await
-        {
-            self.record(
-                CHECKLIST[0],
-                Status::Fail,
-                vec![format!("nothing was restored: {e}")],
-                clock,
-            );
-            self.fail_rest("the restore was refused");
-            return;
-        }
+        let preparation = preparing.elapsed();
         let restore_started = Instant::now();
         let restored = self.restore_snapshot(target, &options).await;
-        let mut recovery = restore_started.elapsed();
+        let mut recovery = preparation + restore_started.elapsed();
         match restored {
             Ok(seconds) => evidence.push(format!(
                 "{} artifact(s) of {} verified (SHA-256) and the dump loaded in {seconds:.1} s",
@@ -443,7 +437,14 @@ impl Drill<'_> {
 
         // The binlogs after the backup, to the newest archived point.
         let replayed = match replay {
-            Ok(Some(plan)) => match self.replay(target, &options, &plan).await {
+            Ok(Some(plan)) => match self
+                .replay(
+                    target,
+                    prepared.as_ref().expect("prepared with the plan"),
+                    &plan,
+                )
+                .await
+            {
                 Ok((line, took)) => {
                     recovery += took;
                     evidence.push(line);
@@ -552,27 +553,18 @@ impl Drill<'_> {
     async fn replay(
         &self,
         target: &Target,
-        options: &RestoreOptions,
+        prepared: &pitr::PreparedReplay,
         plan: &ReplayPlan,
     ) -> Result<(String, Duration)> {
         let started = Instant::now();
-        let artifacts: Vec<_> = plan.files.iter().flat_map(|f| &f.artifacts).collect();
-        for record in &artifacts {
-            pipeline::verify_stored(self.repository.storage(), record).await?;
-        }
-        let rename = target
-            .names
-            .first()
-            .filter(|(from, to)| from != to && target.names.len() == 1)
-            .cloned();
-        pitr::replay_binlogs(self.repository, plan, options, rename, Progress::default()).await?;
+        pitr::replay_binlogs(prepared, &target.endpoint, Progress::default()).await?;
         let first = plan.files.first().map_or("", |f| f.file.as_str());
         let last = plan.files.last().map_or("", |f| f.file.as_str());
         let took = started.elapsed();
         Ok((
             format!(
                 "{} binlog artifact(s) verified (SHA-256) and replayed from {first}:{} to {last}:{} in {:.1} s",
-                artifacts.len(),
+                plan.files.iter().map(|f| f.artifacts.len()).sum::<usize>(),
                 plan.start_position,
                 plan.stop_position,
                 took.as_secs_f64()
