@@ -182,6 +182,8 @@ pub struct EventScanner {
     /// Changes of the open group, when a GTID event opened one.
     group: Option<Vec<Change>>,
     done: Vec<TransactionChanges>,
+    /// Whether row events are decoded to count their rows (otherwise only their table is read).
+    count_rows: bool,
 }
 
 impl EventScanner {
@@ -202,7 +204,16 @@ impl EventScanner {
             tables: HashMap::new(),
             group: None,
             done: Vec::new(),
+            count_rows: true,
         }
+    }
+
+    /// The same scanner without row counts (`rows` is always `None`): only the first bytes of a
+    /// row event are read, enough to name its table. For callers that need which tables changed,
+    /// not how much: several times faster on row-logged binlogs.
+    pub fn without_row_counts(mut self) -> Self {
+        self.count_rows = false;
+        self
     }
 
     /// Scans the next chunk of the file.
@@ -232,7 +243,9 @@ impl EventScanner {
                     self.body_remaining = u64::from(length) - HEADER_LEN as u64;
                     self.body.clear();
                     let decoded = decodes(self.header[4]);
-                    self.oversized = decoded && self.body_remaining > MAX_BUFFERED_EVENT;
+                    self.oversized = decoded
+                        && (self.body_remaining > MAX_BUFFERED_EVENT
+                            || (!self.count_rows && rows_kind(self.header[4]).is_some()));
                     self.keep = decoded;
                     if self.body_remaining == 0 {
                         self.end_event();
@@ -1353,6 +1366,23 @@ mod tests {
                         ),
                         (Some("app"), "invoices", *kind, Some(*rows)),
                         "checksum {checksum} chunk {chunk} kind {kind}"
+                    );
+                }
+            }
+            // Without row counts: the same transactions, tables and kinds, no counts.
+            for chunk in [1, 19, f.bytes.len()] {
+                let mut scanner = EventScanner::new(invoices()).without_row_counts();
+                for piece in f.bytes.chunks(chunk) {
+                    scanner.feed(piece);
+                }
+                let found = scanner.finish().unwrap();
+                assert_eq!(found.len(), expected.len(), "chunk {chunk}");
+                for (t, (start, _, kind, _)) in found.iter().zip(&expected) {
+                    assert_eq!(t.transaction.start_position, *start);
+                    let c = &t.changes[..];
+                    assert_eq!(
+                        (c.len(), c[0].table.as_str(), c[0].kind, c[0].rows),
+                        (1, "invoices", *kind, None)
                     );
                 }
             }
