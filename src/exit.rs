@@ -26,6 +26,14 @@ pub const REFUSED: u8 = 9;
 /// A recovery drill ran and at least one checklist item failed (its report says which).
 pub const DRILL_FAILED: u8 = 10;
 
+/// Interrupted by SIGINT (128 + 2); SIGTERM exits 143 (128 + 15).
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit code after an interruption by `signal`: 128 + its number, as shells report it.
+pub fn code_for_signal(signal: i32) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(INTERRUPTED)
+}
+
 /// The exit code for an error of `kind`.
 pub fn code_for(kind: ErrorKind) -> u8 {
     match kind {
@@ -37,6 +45,7 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         ErrorKind::Integrity => VERIFY_FAILED,
         ErrorKind::NotFound => NOT_FOUND,
         ErrorKind::Locked => LOCKED,
+        ErrorKind::Interrupted => INTERRUPTED,
         ErrorKind::Other => INTERNAL,
     }
 }

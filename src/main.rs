@@ -23,24 +23,68 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    // `binlog stream` and a kept drill sandbox wait for the signal as their way to stop; every
+    // other command is interrupted by it (children killed, cleanup, after hooks, exit 130/143).
+    let stops_on_signal = matches!(
+        &cli.command,
+        cli::Command::Binlog(cli::BinlogCommand::Stream(_))
+    ) || matches!(&cli.command, cli::Command::Drill(cli::DrillCommand::Run(args)) if args.keep_sandbox);
+    let result = runtime.block_on(async {
+        if !stops_on_signal {
+            watch_signals()?;
+        }
+        commands::run(cli).await
+    });
+    // Children and temp files are gone once the command returned; the run's folder goes now.
+    drop(runtime);
+    coffer_core::scratch::finish();
+    let interrupted = coffer_core::process::interrupted_by();
+    match result {
         Ok(code) => ExitCode::from(code),
+        Err(err) if interrupted.is_some() => {
+            eprintln!("coffer: error: {}", one_line(&err));
+            ExitCode::from(exit::code_for_signal(interrupted.unwrap_or(2)))
+        }
         Err(err) => {
-            // One line, outermost context first, no backtrace: what an operator reads at 3 a.m.
-            let message = err.chain().map(ToString::to_string).collect::<Vec<_>>();
-            let mut line = String::new();
-            for part in message {
-                if !line.contains(&part) {
-                    if !line.is_empty() {
-                        line.push_str(": ");
-                    }
-                    line.push_str(&part);
-                }
-            }
-            eprintln!("coffer: error: {}", line.replace('\n', " "));
+            eprintln!("coffer: error: {}", one_line(&err));
             ExitCode::from(exit::code_for_error(&err))
         }
     }
+}
+
+/// One line, outermost context first, no backtrace: what an operator reads at 3 a.m.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for part in err.chain().map(ToString::to_string) {
+        if !line.contains(&part) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&part);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+/// Installs the SIGINT/SIGTERM handlers (before any work starts, so no signal is missed) and
+/// turns the first signal into [`coffer_core::process::interrupt`]: children killed, new ones
+/// refused, and the command unwinds through its error path, cleaning up as it goes.
+fn watch_signals() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        let signo = tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        };
+        tracing::warn!(
+            signal = %coffer_core::process::signal_name(signo),
+            "interrupted: stopping children and cleaning up"
+        );
+        coffer_core::process::interrupt(signo);
+    });
+    Ok(())
 }
 
 fn init_logging(format: cli::LogFormat) {

@@ -39,10 +39,7 @@ pub async fn run(config: &Config, args: DrillRunArgs) -> Result<u8> {
     if let Some(kept) = outcome.kept {
         let stop = super::binlog::shutdown_signal();
         // The password goes to a 0600 client option file, never to the terminal.
-        let mut file = tempfile::Builder::new()
-            .prefix("coffer-drill-sandbox-")
-            .suffix(".cnf")
-            .tempfile()
+        let mut file = coffer_core::scratch::file("drill-sandbox-", ".cnf")
             .context("writing the sandbox's client options")?;
         writeln!(
             file,

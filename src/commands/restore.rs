@@ -73,12 +73,13 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
         identity,
         before: config.restore.before.clone(),
         after: config.restore.after.clone(),
+        hook_timeout: config.restore.hook_timeout,
     };
 
     let plan = coffer_restore::full::plan(&manifest, &options).await?;
     let occupied: Vec<&str> = plan
         .iter()
-        .filter(|d| d.existing_tables > 0)
+        .filter(|d| d.occupied())
         .map(|d| d.to.as_str())
         .collect();
     if args.dry_run {
@@ -125,10 +126,14 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
                 }
             }
             for db in &plan {
-                let state = match (db.existing_tables, options.drop_existing) {
-                    (0, _) => "empty or absent".to_string(),
-                    (n, true) => format!("holds {n} tables: would be DROPPED and replaced"),
-                    (n, false) => format!("holds {n} tables: the restore would be REFUSED"),
+                let state = match (db.occupied(), options.drop_existing) {
+                    (false, _) => "empty or absent".to_string(),
+                    (true, true) => {
+                        format!("holds {}: would be DROPPED and replaced", db.holdings())
+                    }
+                    (true, false) => {
+                        format!("holds {}: the restore would be REFUSED", db.holdings())
+                    }
                 };
                 println!("  {} -> {} ({state})", db.from, db.to);
             }

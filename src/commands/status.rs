@@ -41,11 +41,11 @@ pub async fn run(config: &Config, json: bool) -> Result<u8> {
         }
         match newest_file {
             Some(f) => println!(
-                "newest archived binlog: {} ({}, up to position {}, last event {})",
+                "newest archived binlog: {} ({}, up to position {}, last commit {})",
                 f.file,
                 if f.whole { "whole" } else { "segments" },
                 f.end_position,
-                show(f.last_event_time)
+                show(f.last_commit_time)
             ),
             None => println!("newest archived binlog: none"),
         }
@@ -69,6 +69,7 @@ pub async fn run(config: &Config, json: bool) -> Result<u8> {
                 "whole": f.whole,
                 "end_position": f.end_position,
                 "last_event_time": f.last_event_time,
+                "last_commit_time": f.last_commit_time,
             })),
             "recovery_point": point_json,
             "source_error": error,

@@ -169,3 +169,41 @@ fn streaming_survives_a_source_crash_without_gap_or_duplicate() {
     assert_eq!(state(&target), state(&source));
     assert!(state(&target).contains("after the restart"));
 }
+
+#[test]
+fn the_replication_client_dies_with_a_stream_killed_by_sigkill() {
+    let setup = Setup::new(Repo::Folder, &["app"], "");
+    let mut stream = Stream::start(&setup);
+    let coffer = stream.0.as_ref().unwrap().id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        let out = std::process::Command::new("pgrep")
+            .args(["-P", &coffer, "-f", "stop-never"])
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !pid.is_empty() {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream never started its client"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut child = stream.0.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{client}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{client}/stat")).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mariadb-binlog {client} outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -123,3 +123,39 @@ fn source_crashing_mid_dump_fails_with_exit_5_and_no_manifest() {
         "only the repository marker may remain"
     );
 }
+
+#[test]
+fn a_frozen_source_fails_the_backup_after_the_stall_timeout() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        server_id: 304,
+        ..Default::default()
+    })
+    .unwrap();
+    load_bulk(&sandbox, 60000);
+    sandbox
+        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
+        .unwrap();
+    let setup = Setup::with_source(&sandbox, Repo::Folder, &["bulk"], SLOW_COMPRESSION);
+    setup.edit_config("timezone = ", "stall_timeout_seconds = 3\ntimezone = ");
+    let pid = std::fs::read_to_string(sandbox.dir().join("data/mariadbd.pid"))
+        .or_else(|_| std::fs::read_to_string(sandbox.dir().join("mariadbd.pid")))
+        .unwrap();
+    let child = spawn_slow_backup(&setup);
+    // SIGSTOP: the server keeps its connections open and answers nothing, as a hung host does.
+    let freeze = |signal: &str| {
+        std::process::Command::new("kill")
+            .args([signal, pid.trim()])
+            .status()
+            .unwrap()
+    };
+    freeze("-STOP");
+    let started = std::time::Instant::now();
+    let run = Run::from(child.wait_with_output().unwrap());
+    let waited = started.elapsed();
+    freeze("-CONT");
+    run.expect_code(5);
+    assert!(run.error_line().contains("no progress for 3 s"), "{run:#?}");
+    assert!(waited < Duration::from_secs(60), "waited {waited:?}");
+    let left = files_under(&setup.repo_dir());
+    assert_eq!(left, vec!["coffer-repository.json".to_string()]);
+}

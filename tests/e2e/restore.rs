@@ -243,3 +243,29 @@ fn bad_target_and_conflicting_flags_are_bad_input() {
         .run(&["restore", "db", "--latest", "--backup", "x"])
         .expect_code(2);
 }
+
+#[test]
+fn restoring_a_binlog_backup_by_id_is_refused() {
+    let setup = Setup::new(Repo::Folder, &["app"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    let list = setup
+        .run(&["backup", "list", "--kind", "binlog", "--json"])
+        .json();
+    let id = list[0]["id"].as_str().expect("a binlog backup").to_string();
+    let target = format!("127.0.0.1:{}", target().port());
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec!["restore", "db", "--backup", &id, "--target", &target];
+        args.extend_from_slice(extra);
+        let run = Run::from(
+            setup
+                .coffer(&args)
+                .env("COFFER_TARGET_USER", TARGET_USER)
+                .env("COFFER_TARGET_PASSWORD", TARGET_PASSWORD)
+                .output()
+                .unwrap(),
+        );
+        run.expect_code(2);
+        assert!(run.error_line().contains("only a full backup"), "{run:#?}");
+    }
+}

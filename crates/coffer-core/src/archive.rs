@@ -41,6 +41,9 @@ pub struct ArchivedFile<'a> {
     pub first_event_time: Option<i64>,
     /// Last archived event time (Unix seconds).
     pub last_event_time: Option<i64>,
+    /// Commit time of the last archived transaction (Unix seconds), not of a rotate or stop
+    /// event after it; the last event time for manifests that predate the field.
+    pub last_commit_time: Option<i64>,
     /// GTID of the last archived transaction.
     pub last_gtid: Option<String>,
     /// When its first piece was archived.
@@ -119,6 +122,13 @@ pub fn archived_files(manifests: &[Manifest]) -> Vec<ArchivedFile<'_>> {
                 end_position: summary(last).end_position,
                 first_event_time: summary(first).first_event_time,
                 last_event_time: pieces.iter().rev().find_map(|m| summary(m).last_event_time),
+                last_commit_time: pieces.iter().rev().find_map(|m| {
+                    let b = summary(m);
+                    if b.transactions == 0 {
+                        return None;
+                    }
+                    b.last_commit_time.or(b.last_event_time)
+                }),
                 last_gtid: pieces.iter().rev().find_map(|m| summary(m).last_gtid),
                 archived_at: first.started_at,
                 pieces,
@@ -184,6 +194,7 @@ mod tests {
             server_id: 1,
             first_event_time: Some(at),
             last_event_time: Some(at + 1),
+            last_commit_time: None,
             end_position: range.1,
             transactions: 1,
             first_gtid: None,

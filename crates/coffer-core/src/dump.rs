@@ -3,9 +3,10 @@
 //! dumps a restored copy the same way and compares what the scanner finds.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::dumpscan::{DumpFacts, DumpScanner};
+use crate::process::Logged;
 use crate::{Error, ErrorKind, Result};
 
 /// `mariadb-dump` options of every coffer dump (after the defaults file, before the coordinates
@@ -27,22 +28,29 @@ const STDERR_TAIL: usize = 20;
 
 /// Runs the dump tool, copying its output into `writer` through a [`DumpScanner`]. Fails (kind
 /// `Backup`) when the tool fails or its output lacks the completion trailer.
+///
+/// A dump that produces nothing for `stall` is stopped and fails saying so.
 pub fn run_dump(
     tool: &std::path::Path,
     args: &[String],
     writer: &mut dyn Write,
+    stall: std::time::Duration,
 ) -> Result<DumpFacts> {
     let name = tool
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut child = Command::new(tool)
+    crate::process::check_interrupted()?;
+    let mut child = crate::process::tool_command(tool)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .logged()
         .spawn()
         .map_err(|e| Error::other(format!("cannot start {name}: {e}")))?;
+    let group = crate::process::Registered::new(Some(child.id()));
+    let watchdog = crate::process::Watchdog::start(Some(child.id()), stall);
     let stderr = child.stderr.take().expect("stderr is piped");
     let stderr_tail = std::thread::spawn(move || {
         let mut tail = std::collections::VecDeque::with_capacity(STDERR_TAIL);
@@ -72,6 +80,7 @@ pub fn run_dump(
                 ));
             }
         };
+        watchdog.tick();
         scanner.feed(&buf[..n]);
         writer.write_all(&buf[..n]).map_err(Error::from)?;
     })();
@@ -83,6 +92,11 @@ pub fn run_dump(
         .wait()
         .map_err(|e| Error::other(format!("waiting for {name}: {e}")))?;
     let stderr_text = stderr_tail.join().unwrap_or_default();
+    drop(group);
+    crate::process::check_interrupted()?;
+    if watchdog.stalled() {
+        return Err(watchdog.error(ErrorKind::Backup, &name));
+    }
     copied?;
     if !status.success() {
         let detail = if stderr_text.is_empty() {

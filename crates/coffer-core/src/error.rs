@@ -29,6 +29,8 @@ pub enum ErrorKind {
     NotFound,
     /// Another process holds the repository lock.
     Locked,
+    /// The process was interrupted (SIGINT, SIGTERM) and stopped cleanly.
+    Interrupted,
     /// Anything else: a bug or an environment problem (missing tool, I/O on local disk).
     Other,
 }

@@ -478,11 +478,29 @@ impl Read for ArtifactReader {
     }
 }
 
+/// Opens the stored object of `record`. An artifact that a manifest lists and storage does not
+/// hold is damage to the backup (an integrity error, exit 6), not an unknown name.
+pub async fn open_artifact(
+    storage: &dyn Storage,
+    record: &ArtifactRecord,
+) -> Result<crate::storage::ObjectReader> {
+    storage.get(&record.key).await.map_err(|e| {
+        if e.kind() == ErrorKind::NotFound {
+            Error::integrity(format!(
+                "artifact {} is missing from the repository",
+                record.key
+            ))
+        } else {
+            e
+        }
+    })
+}
+
 /// Reads the stored bytes of `record` to the end and checks their size and SHA-256, without
 /// decoding them (works without the private key).
 pub async fn verify_stored(storage: &dyn Storage, record: &ArtifactRecord) -> Result<()> {
     use tokio::io::AsyncReadExt;
-    let mut reader = storage.get(&record.key).await?;
+    let mut reader = open_artifact(storage, record).await?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut read = 0u64;

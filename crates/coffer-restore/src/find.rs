@@ -180,7 +180,7 @@ pub async fn scan_changes(
     let mut scanner = EventScanner::new(tables);
     let mut found = Vec::new();
     for record in pieces {
-        let object = repository.storage().get(&record.key).await?;
+        let object = coffer_core::pipeline::open_artifact(repository.storage(), record).await?;
         let record = record.clone();
         let identity = identity.cloned();
         // The scanner crosses piece boundaries: segments continue each other's events.

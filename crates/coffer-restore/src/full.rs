@@ -2,12 +2,14 @@
 //! around it, the dump streamed into the server's own `mariadb` client.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
-use coffer_core::manifest::Manifest;
+use coffer_core::manifest::{BackupKind, Manifest};
+use coffer_core::names;
 use coffer_core::pipeline::{self, ArtifactReader, Progress};
+use coffer_core::process::{self, Logged};
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
 use serde::Serialize;
@@ -30,8 +32,10 @@ pub struct RestoreOptions {
     pub identity: Option<age::x25519::Identity>,
     /// Shell commands run before the target is touched.
     pub before: Vec<String>,
-    /// Shell commands run afterwards, also when the restore failed.
+    /// Shell commands run afterwards, also when the restore failed or was interrupted.
     pub after: Vec<String>,
+    /// How long one hook may run before its process group is killed.
+    pub hook_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -44,6 +48,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("identity", &self.identity.as_ref().map(|_| "***"))
             .field("before", &self.before)
             .field("after", &self.after)
+            .field("hook_timeout", &self.hook_timeout)
             .finish()
     }
 }
@@ -55,8 +60,30 @@ pub struct DatabaseMapping {
     pub from: String,
     /// Name on the target.
     pub to: String,
-    /// Tables it holds on the target now (0 when absent or empty).
+    /// Tables it holds on the target now (0 when absent or empty), views not counted.
     pub existing_tables: u64,
+    /// Views it holds on the target now.
+    pub existing_views: u64,
+}
+
+impl DatabaseMapping {
+    /// Whether the target database holds anything a restore would replace.
+    pub fn occupied(&self) -> bool {
+        self.existing_tables + self.existing_views > 0
+    }
+
+    /// `3 tables`, `3 tables and 1 view`.
+    pub fn holdings(&self) -> String {
+        let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        match self.existing_views {
+            0 => plural(self.existing_tables, "table"),
+            views => format!(
+                "{} and {}",
+                plural(self.existing_tables, "table"),
+                plural(views, "view")
+            ),
+        }
+    }
 }
 
 /// What a restore will do (`--dry-run`) or did.
@@ -74,8 +101,20 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
+/// Only a full backup is restored by id: binlogs and segments are replayed on top of one.
+fn require_full(manifest: &Manifest) -> Result<()> {
+    if manifest.kind == BackupKind::Full {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "{} is a {} backup, and only a full backup can be restored by id: restore a full one, or replay binlogs with --at, --at-position or --at-gtid",
+        manifest.id, manifest.kind
+    )))
+}
+
 /// Works out the databases a restore of `manifest` writes, and what the target holds now.
 pub async fn plan(manifest: &Manifest, options: &RestoreOptions) -> Result<Vec<DatabaseMapping>> {
+    require_full(manifest)?;
     if let Some(name) = &options.rename_to {
         if manifest.databases.len() != 1 {
             return Err(Error::config(format!(
@@ -84,29 +123,29 @@ pub async fn plan(manifest: &Manifest, options: &RestoreOptions) -> Result<Vec<D
                 manifest.databases.len()
             )));
         }
-        if name.is_empty() || name.len() > 64 || name.contains(['`', '/', '\\', '.']) {
-            return Err(Error::config(format!(
-                "{name:?} is not a valid database name"
-            )));
-        }
+        names::check_database(name).map_err(Error::config)?;
     }
     let mut conn = client::connect(&options.target).await?;
     let mut mappings = Vec::new();
     for from in &manifest.databases {
         let to = options.rename_to.clone().unwrap_or_else(|| from.clone());
-        let row =
-            sqlx::query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?")
-                .bind(&to)
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(TABLE_TYPE <> 'VIEW'), 0) AS SIGNED), CAST(COALESCE(SUM(TABLE_TYPE = 'VIEW'), 0) AS SIGNED) \
+             FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+        )
+        .bind(&to)
                 .fetch_one(&mut conn)
                 .await
                 .map_err(|e| {
                     Error::database(format!("inspecting {to} on {}: {e}", options.target))
                 })?;
         let existing_tables: i64 = row.try_get(0).map_err(|e| Error::database(e.to_string()))?;
+        let existing_views: i64 = row.try_get(1).map_err(|e| Error::database(e.to_string()))?;
         mappings.push(DatabaseMapping {
             from: from.clone(),
             to,
             existing_tables: existing_tables as u64,
+            existing_views: existing_views as u64,
         });
     }
     Ok(mappings)
@@ -124,6 +163,7 @@ pub async fn restore_full(
 ) -> Result<RestoreReport> {
     let span = info_span!("restore.full", id = %manifest.id, target = %format!("{}:{}", options.target.host, options.target.port));
     async {
+        require_full(manifest)?;
         // Nothing touches the target before every artifact is proven intact: the dump here,
         // the binlogs as they are fetched and checked for what the replay must not do.
         for record in &manifest.artifacts {
@@ -156,8 +196,8 @@ pub async fn restore_full(
         let databases = plan(manifest, options).await?;
         let occupied: Vec<String> = databases
             .iter()
-            .filter(|d| d.existing_tables > 0)
-            .map(|d| format!("{} ({} tables)", d.to, d.existing_tables))
+            .filter(|d| d.occupied())
+            .map(|d| format!("{} ({})", d.to, d.holdings()))
             .collect();
         if !occupied.is_empty() && !options.drop_existing {
             return Err(Error::refused(format!(
@@ -169,7 +209,7 @@ pub async fn restore_full(
         }
 
         let started = Instant::now();
-        let result = match run_hooks("before", &options.before) {
+        let result = match run_hooks("before", &options.before, options.hook_timeout).await {
             Ok(()) => match replay(repository, manifest, options, &databases, progress.clone()).await {
                 Ok(()) => match &prepared {
                     Some(prepared) => {
@@ -181,8 +221,30 @@ pub async fn restore_full(
             },
             Err(e) => Err(e),
         };
-        // The application goes back up whatever happened.
-        let after = run_hooks("after", &options.after);
+        // The application goes back up whatever happened, an interruption included.
+        let after = run_hooks("after", &options.after, options.hook_timeout).await;
+        if let Some(signal) = process::interrupted_by() {
+            let state = if result.is_ok() {
+                "the restore had finished".to_string()
+            } else {
+                format!(
+                    "the target {}:{} is half-restored: {} may hold part of the backup; rerun with --drop-existing to replace {}",
+                    options.target.host,
+                    options.target.port,
+                    databases.iter().map(|d| d.to.as_str()).collect::<Vec<_>>().join(", "),
+                    if databases.len() == 1 { "it" } else { "them" },
+                )
+            };
+            let hooks = match &after {
+                Ok(()) if options.after.is_empty() => String::new(),
+                Ok(()) => "; the after hooks ran".to_string(),
+                Err(e) => format!("; {e}"),
+            };
+            return Err(Error::new(
+                ErrorKind::Interrupted,
+                format!("interrupted by {}: {state}{hooks}", process::signal_name(signal)),
+            ));
+        }
         result?;
         after?;
         let seconds = started.elapsed().as_secs_f64();
@@ -199,29 +261,18 @@ pub async fn restore_full(
     .await
 }
 
-fn run_hooks(stage: &str, commands: &[String]) -> Result<()> {
+/// Runs each hook with the scrubbed environment (no secret of coffer's reaches it) in its own
+/// process group, killed after `timeout`.
+async fn run_hooks(stage: &str, commands: &[String], timeout: std::time::Duration) -> Result<()> {
     for command in commands {
         info!(stage, command = %command, "running hook");
-        let output = Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Restore,
-                    format!("{stage} hook {command:?} could not start: {e}"),
-                )
-            })?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
+        let run = process::run_shell(command, &process::scrubbed_env(), timeout)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Restore, format!("{stage} hook: {e}")))?;
+        if !run.success() {
             return Err(Error::new(
                 ErrorKind::Restore,
-                format!(
-                    "{stage} hook {command:?} failed ({}): {}",
-                    output.status,
-                    stderr.trim().replace('\n', " | ")
-                ),
+                format!("{stage} hook {command:?} failed: {}", run.describe()),
             ));
         }
     }
@@ -237,9 +288,9 @@ async fn replay(
 ) -> Result<()> {
     if options.drop_existing {
         let mut conn = client::connect(&options.target).await?;
-        for db in databases.iter().filter(|d| d.existing_tables > 0) {
+        for db in databases.iter().filter(|d| d.occupied()) {
             warn!(database = %db.to, tables = db.existing_tables, "dropping the existing database");
-            sqlx::query(&format!("DROP DATABASE `{}`", db.to))
+            sqlx::query(&format!("DROP DATABASE {}", names::quote_ident(&db.to)))
                 .execute(&mut conn)
                 .await
                 .map_err(|e| Error::database(format!("dropping {}: {e}", db.to)))?;
@@ -251,7 +302,7 @@ async fn replay(
         .as_ref()
         .map(|to| (databases[0].from.clone(), to.clone()));
     for record in manifest.artifacts.iter().filter(|a| a.name == "dump.sql") {
-        let object = repository.storage().get(&record.key).await?;
+        let object = coffer_core::pipeline::open_artifact(repository.storage(), record).await?;
         let record = record.clone();
         let identity = options.identity.clone();
         let defaults = DefaultsFile::new(&options.target)?;
@@ -264,30 +315,29 @@ async fn replay(
                 &record,
                 identity.as_ref(),
             )?;
-            let mut child = Command::new(&tool_path)
+            process::check_interrupted()?;
+            let mut child = process::tool_command(&tool_path)
                 .arg(defaults.arg())
                 .args(["--binary-mode", "--max-allowed-packet=1G"])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
+                .logged()
                 .spawn()
                 .map_err(|e| Error::other(format!("cannot start {}: {e}", tool_path.display())))?;
+            let group = process::Registered::new(Some(child.id()));
             let mut stdin = child.stdin.take().expect("stdin is piped");
-            let stderr = child.stderr.take().expect("stderr is piped");
-            let stderr_tail = std::thread::spawn(move || {
-                let lines: Vec<String> = BufReader::new(stderr)
-                    .lines()
-                    .map_while(std::result::Result::ok)
-                    .collect();
-                lines[lines.len().saturating_sub(5)..].join(" | ")
-            });
+            // Drained as the load runs, keeping only its end: the client may echo rows back.
+            let stderr_tail = process::drain_tail(child.stderr.take().expect("stderr is piped"));
             let copied = feed(reader, &mut stdin, rename.as_ref(), &progress);
             drop(stdin);
             let status = child
                 .wait()
                 .map_err(|e| Error::other(format!("waiting for the client: {e}")))?;
-            let stderr_text = stderr_tail.join().unwrap_or_default();
+            let stderr_text = process::tail_lines(&stderr_tail.join().unwrap_or_default(), 5);
+            drop(group);
             drop(defaults);
+            process::check_interrupted()?;
             if !status.success() {
                 return Err(Error::new(
                     ErrorKind::Restore,
@@ -308,7 +358,7 @@ async fn replay(
 /// as part of a longer identifier).
 pub(crate) fn names_database(line: &[u8], name: &str) -> bool {
     let text = String::from_utf8_lossy(line);
-    if text.contains(&format!("`{name}`.")) {
+    if text.contains(&format!("{}.", names::quote_ident(name))) {
         return true;
     }
     let needle = format!("{name}.");
@@ -344,7 +394,7 @@ fn feed(
             out.write_all(&buf[..n]).map_err(broken)?;
         }
     };
-    let (quoted_from, quoted_to) = (format!("`{from}`"), format!("`{to}`"));
+    let (quoted_from, quoted_to) = (names::quote_ident(from), names::quote_ident(to));
     let mut line = Vec::new();
     loop {
         line.clear();

@@ -3,13 +3,15 @@
 //! (never a wall-clock time handed to `mariadb-binlog`, which reads it in its own zone).
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use coffer_core::archive::{ArchivedFile, archived_files, binlog_sequence};
 use coffer_core::binlog::BinlogIndex;
 use coffer_core::client::{DefaultsFile, Tool};
 use coffer_core::manifest::{BackupKind, Manifest};
+use coffer_core::names;
 use coffer_core::pipeline::{ArtifactReader, ArtifactRecord, Progress};
+use coffer_core::process::{self, Logged};
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
 use jiff::Timestamp;
@@ -165,7 +167,7 @@ pub async fn load_index(
 ) -> Result<BinlogIndex> {
     let mut whole: Option<BinlogIndex> = None;
     for record in file.index_artifacts()? {
-        let object = repository.storage().get(&record.key).await?;
+        let object = coffer_core::pipeline::open_artifact(repository.storage(), &record).await?;
         let identity = identity.cloned();
         let piece = tokio::task::spawn_blocking(move || -> Result<BinlogIndex> {
             let mut reader = ArtifactReader::new(
@@ -383,7 +385,7 @@ pub fn plan_to_newest(manifests: &[Manifest], full: &Manifest) -> Result<Option<
         files: replay,
         start_position: coords.position,
         stop_position: last.end_position,
-        last_commit_time: last.last_event_time,
+        last_commit_time: last.last_commit_time,
         last_gtid: last.last_gtid.clone(),
     }))
 }
@@ -408,16 +410,18 @@ async fn materialize(
     identity: Option<&age::x25519::Identity>,
     rename: Option<&(String, String)>,
 ) -> Result<PreparedReplay> {
-    let scratch = tempfile::Builder::new()
-        .prefix("coffer-replay-")
-        .tempdir()
-        .map_err(|e| Error::other(format!("creating a temp folder: {e}")))?;
+    // Decrypted binlogs: private, and removed by the next run if this one is killed.
+    let scratch = coffer_core::scratch::dir("replay-")?;
     for file in &plan.files {
+        // The name comes from a manifest: one plain component, or someone is steering the write.
+        names::check_binlog_file(&file.file).map_err(|why| {
+            Error::integrity(format!("binlog archive: {why}; refusing to write it"))
+        })?;
         let path = scratch.path().join(&file.file);
-        let out = std::fs::File::create(&path)
+        let out = coffer_core::scratch::create_private(&path)
             .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
         for record in &file.artifacts {
-            let object = repository.storage().get(&record.key).await?;
+            let object = coffer_core::pipeline::open_artifact(repository.storage(), record).await?;
             let record = record.clone();
             let identity = identity.cloned();
             let mut out = out
@@ -441,6 +445,12 @@ async fn materialize(
         format!("--stop-position={}", plan.stop_position),
     ];
     if let Some((from, to)) = rename {
+        // mariadb-binlog splits its argument at `->`: a name holding it cannot be expressed.
+        if from.contains("->") || to.contains("->") {
+            return Err(Error::config(format!(
+                "cannot replay binlogs from {from:?} into {to:?}: mariadb-binlog's --rewrite-db cannot express a name containing \"->\""
+            )));
+        }
         args.push(format!("--rewrite-db={from}->{to}"));
     }
     let paths = plan
@@ -564,12 +574,13 @@ async fn check_replay_under_rename(
     let from = rename.0.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         use std::io::BufRead;
-        let mut decoder = Command::new(&tool.path)
+        let mut decoder = process::tool_command(&tool.path)
             .args(&args)
             .args(&paths)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            .logged()
             .spawn()
             .map_err(|e| Error::other(format!("cannot start {}: {e}", tool.path.display())))?;
         let stdout = decoder.stdout.take().expect("stdout is piped");
@@ -614,48 +625,65 @@ pub async fn replay_binlogs(
         "replaying binlogs"
     );
     tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut decoder = Command::new(&binlog_tool.path)
+        process::check_interrupted()?;
+        let mut decoder = process::tool_command(&binlog_tool.path)
             .args(&args)
             .args(&paths)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .logged()
             .spawn()
             .map_err(|e| {
                 Error::other(format!("cannot start {}: {e}", binlog_tool.path.display()))
             })?;
+        let decoder_group = process::Registered::new(Some(decoder.id()));
+        let decoder_stderr = process::drain_tail(decoder.stderr.take().expect("stderr is piped"));
         let mut stdout = decoder.stdout.take().expect("stdout is piped");
-        let mut client = Command::new(&client_tool.path)
+        let mut client = process::tool_command(&client_tool.path)
             .arg(defaults.arg())
             .args(["--binary-mode", "--max-allowed-packet=1G"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            .logged()
             .spawn()
             .map_err(|e| {
                 Error::other(format!("cannot start {}: {e}", client_tool.path.display()))
             })?;
+        let client_group = process::Registered::new(Some(client.id()));
+        let client_stderr = process::drain_tail(client.stderr.take().expect("stderr is piped"));
         let mut stdin = client.stdin.take().expect("stdin is piped");
         // A broken pipe here means the client stopped early; its own exit status says why.
         let copied = strip_gtid_sequence_numbers(&mut stdout, &mut stdin);
         drop(stdin);
         drop(stdout);
-        let client = client
-            .wait_with_output()
+        let client_status = client
+            .wait()
             .map_err(|e| Error::other(format!("waiting for the client: {e}")))?;
-        let decoded = decoder
-            .wait_with_output()
+        let decoder_status = decoder
+            .wait()
             .map_err(|e| Error::other(format!("waiting for mariadb-binlog: {e}")))?;
+        drop((client_group, decoder_group));
         drop(defaults);
-        let tail = |bytes: &[u8]| {
-            String::from_utf8_lossy(bytes)
-                .trim()
-                .lines()
-                .rev()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" | ")
-        };
+        process::check_interrupted()?;
+        let client_err = client_stderr.join().unwrap_or_default();
+        let decoder_err = decoder_stderr.join().unwrap_or_default();
+        let tail = |bytes: &[u8]| process::tail_lines(bytes, 3);
+        struct Done {
+            status: std::process::ExitStatus,
+            stderr: Vec<u8>,
+        }
+        let (client, decoded) = (
+            Done {
+                status: client_status,
+                stderr: client_err,
+            },
+            Done {
+                status: decoder_status,
+                stderr: decoder_err,
+            },
+        );
         if !decoded.status.success() {
             return Err(Error::new(
                 ErrorKind::Restore,
@@ -738,10 +766,26 @@ pub fn parse_at(text: &str, tz: &jiff::tz::TimeZone) -> Result<Timestamp> {
             "--at {text:?} is not a date and time (want \"2025-10-29 11:59:00\" or RFC 3339)"
         ))
     })?;
-    tz.to_ambiguous_zoned(civil)
-        .compatible()
-        .map(|z| z.timestamp())
-        .map_err(|e| Error::config(format!("--at {text:?}: {e}")))
+    let fail = |e: jiff::Error| Error::config(format!("--at {text:?}: {e}"));
+    let ambiguous = tz.to_ambiguous_timestamp(civil);
+    if let jiff::tz::AmbiguousOffset::Gap { before, after } = ambiguous.offset() {
+        // The clock jumps from the gap's start (in `before`) to its end (in `after`) at one
+        // instant, the transition: the first moment after the gap (03:00 EDT when New York
+        // springs forward at 02:00 EST). Read with the later offset, the time lies before it;
+        // with the earlier one, after it (jiff's "compatible" choice, an hour too late).
+        let earliest = after.to_timestamp(civil).map_err(fail)?;
+        let latest = before.to_timestamp(civil).map_err(fail)?;
+        if let Some(transition) = tz
+            .following(earliest)
+            .next()
+            .map(|t| t.timestamp())
+            .filter(|t| *t <= latest)
+        {
+            return Ok(transition);
+        }
+    }
+    // Unambiguous, or in a fold: the first occurrence.
+    ambiguous.compatible().map_err(fail)
 }
 
 #[cfg(test)]
@@ -778,19 +822,35 @@ mod tests {
     #[test]
     fn dst_gap_and_overlap_are_resolved_as_documented() {
         let new_york = jiff::tz::TimeZone::get("America/New_York").unwrap();
-        // 02:30 does not exist on 2025-03-09: the moment just after the gap (03:30 EDT).
+        let at = |text: &str, tz: &jiff::tz::TimeZone| parse_at(text, tz).unwrap().to_string();
+        // 02:30 does not exist on 2030-03-10 (02:00 EST jumps to 03:00 EDT): the moment just
+        // after the gap, 03:00 EDT, not 03:30.
+        assert_eq!(at("2030-03-10 02:30:00", &new_york), "2030-03-10T07:00:00Z");
+        // Every time in the gap, its first and last second too, is that same moment.
+        assert_eq!(at("2025-03-09 02:00:00", &new_york), "2025-03-09T07:00:00Z");
+        assert_eq!(at("2025-03-09 02:59:59", &new_york), "2025-03-09T07:00:00Z");
+        // Just outside the gap, nothing moves.
+        assert_eq!(at("2025-03-09 01:59:59", &new_york), "2025-03-09T06:59:59Z");
+        assert_eq!(at("2025-03-09 03:00:00", &new_york), "2025-03-09T07:00:00Z");
+        // 01:30 happens twice on 2025-11-02: the first (EDT, UTC-4), not the second (05:30
+        // EST would be 06:30Z).
+        assert_eq!(at("2025-11-02 01:30:00", &new_york), "2025-11-02T05:30:00Z");
+        assert_eq!(at("2025-11-02 01:00:00", &new_york), "2025-11-02T05:00:00Z");
+        assert_eq!(at("2030-11-03 01:30:00", &new_york), "2030-11-03T05:30:00Z");
+        assert_eq!(at("2025-11-02 02:00:00", &new_york), "2025-11-02T07:00:00Z");
+
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        // 2030-03-31: 02:00 CET jumps to 03:00 CEST; 02:30 means 03:00 CEST (01:00Z).
+        assert_eq!(at("2030-03-31 02:30:00", &berlin), "2030-03-31T01:00:00Z");
+        assert_eq!(at("2030-03-31 02:00:00", &berlin), "2030-03-31T01:00:00Z");
+        assert_eq!(at("2030-03-31 01:59:59", &berlin), "2030-03-31T00:59:59Z");
+        // 2030-10-27: 02:00–02:59 happens twice; 02:30 means the first, in CEST (00:30Z).
+        assert_eq!(at("2030-10-27 02:30:00", &berlin), "2030-10-27T00:30:00Z");
+        assert_eq!(at("2030-10-27 03:00:00", &berlin), "2030-10-27T02:00:00Z");
+        // An explicit offset is taken as written, even one naming the gap's wall time.
         assert_eq!(
-            parse_at("2025-03-09 02:30:00", &new_york)
-                .unwrap()
-                .to_string(),
-            "2025-03-09T07:30:00Z"
-        );
-        // 01:30 happens twice on 2025-11-02: the first (EDT, UTC-4).
-        assert_eq!(
-            parse_at("2025-11-02 01:30:00", &new_york)
-                .unwrap()
-                .to_string(),
-            "2025-11-02T05:30:00Z"
+            at("2030-03-10T02:30:00-05:00", &new_york),
+            "2030-03-10T07:30:00Z"
         );
     }
 }

@@ -118,7 +118,7 @@ async fn decode_artifact(
     record: &ArtifactRecord,
     identity: Option<&age::x25519::Identity>,
 ) -> Result<CheckDepth> {
-    let object = repository.storage().get(&record.key).await?;
+    let object = coffer_core::pipeline::open_artifact(repository.storage(), record).await?;
     let record_owned = record.clone();
     let identity = identity.cloned();
     let is_dump = record.name == "dump.sql";

@@ -11,7 +11,9 @@ use coffer_core::binlog::{BinlogIndex, BinlogIndexer};
 use coffer_core::client::{self, DefaultsFile, Endpoint, ServerInfo, Tool};
 use coffer_core::config::Config;
 use coffer_core::manifest::{ArchivedBinlog, BackupKind, Manifest, SourceInfo, new_backup_id};
+use coffer_core::names;
 use coffer_core::pipeline::{self, Encoding, Progress};
+use coffer_core::process::Logged;
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
 use jiff::Timestamp;
@@ -174,8 +176,13 @@ impl<'a> BinlogSource<'a> {
         dir: &Path,
         stop_never: Option<u32>,
     ) -> Result<(tokio::process::Child, DefaultsFile)> {
+        // The name comes from the server; as an argument it must not read as an option.
+        names::check_binlog_file(first)
+            .map_err(|why| Error::new(ErrorKind::Backup, format!("the source lists {why}")))?;
+        coffer_core::process::check_interrupted()?;
         let defaults = DefaultsFile::new(&self.endpoint)?;
-        let mut command = tokio::process::Command::new(&self.tool.path);
+        let mut command =
+            coffer_core::process::async_tool_command(&self.tool.path, stop_never.is_some());
         command
             .arg(defaults.arg())
             .args(["--read-from-remote-server", "--raw"])
@@ -195,7 +202,7 @@ impl<'a> BinlogSource<'a> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .logged()
             .spawn()
             .map_err(|e| Error::other(format!("cannot start {}: {e}", self.tool.path.display())))?;
         Ok((child, defaults))
@@ -215,20 +222,19 @@ impl<'a> BinlogSource<'a> {
         dir: &Path,
     ) -> Result<PathBuf> {
         let (child, defaults) = self.spawn_fetch_from(file, position, dir, None)?;
+        let group = coffer_core::process::Registered::new(child.id());
         let output = child
             .wait_with_output()
             .await
             .map_err(|e| Error::other(format!("waiting for {}: {e}", self.tool.path.display())))?;
+        drop(group);
         drop(defaults);
+        coffer_core::process::check_interrupted()?;
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = coffer_core::process::tail_lines(&output.stderr, 5);
             return Err(Error::new(
                 ErrorKind::Backup,
-                format!(
-                    "fetching {file} failed ({}): {}",
-                    output.status,
-                    stderr.trim().replace('\n', " | ")
-                ),
+                format!("fetching {file} failed ({}): {}", output.status, stderr),
             ));
         }
         Ok(dir.join(file))
@@ -371,6 +377,7 @@ impl<'a> BinlogSource<'a> {
             server_id: index.server_id,
             first_event_time: index.first_event_time,
             last_event_time: index.last_event_time,
+            last_commit_time: index.transactions.last().map(|t| t.commit_time),
             end_position: index.end_position,
             transactions: index.transactions.len() as u64,
             first_gtid: index.transactions.first().and_then(|t| t.gtid.clone()),

@@ -45,10 +45,7 @@ async fn incremental(
     for file in to_fetch {
         // mariadb-binlog --raw writes files, not a stream: fetch into a private temp folder,
         // then store from there (the file is on local disk once, never in memory).
-        let scratch = tempfile::Builder::new()
-            .prefix("coffer-binlog-")
-            .tempdir()
-            .map_err(|e| Error::other(format!("creating a temp folder: {e}")))?;
+        let scratch = coffer_core::scratch::dir("binlog-")?;
         let local = source.fetch_closed(file, scratch.path()).await?;
         archived.push(source.archive_whole(file, &local, progress.clone()).await?);
     }

@@ -69,7 +69,7 @@ pub async fn recovery_point(config: &Config, repository: &Repository) -> Result<
     let server_pos = gtid_binlog_pos(&mut conn).await?;
     drop(conn);
     let mut point = RecoveryPoint {
-        archived_commit_time: newest.and_then(|f| f.last_event_time),
+        archived_commit_time: newest.and_then(|f| f.last_commit_time),
         archived_gtid: newest.and_then(|f| f.last_gtid.clone()),
         archived_file: newest.map(|f| f.file.clone()),
         server_gtid_position: server_pos.clone(),
@@ -83,8 +83,10 @@ pub async fn recovery_point(config: &Config, repository: &Repository) -> Result<
     }
     // Read the server's newest transaction from the tail of its binlogs, newest file first,
     // from where the archive's copy of that file ends (so only unarchived bytes are fetched).
+    // Every file, not the newest few: a source that restarted (or crashed) several times has
+    // opened a file per start, each holding no transaction.
     let binlogs = source.server_binlogs(&manifests, false).await?;
-    for file in binlogs.on_server.iter().rev().take(2) {
+    for file in binlogs.on_server.iter().rev() {
         let from = archived
             .iter()
             .find(|f| &f.file == file)
@@ -108,10 +110,7 @@ async fn newest_commit_after(
     file: &str,
     position: u64,
 ) -> Result<Option<i64>> {
-    let scratch = tempfile::Builder::new()
-        .prefix("coffer-tail-")
-        .tempdir()
-        .map_err(|e| Error::other(format!("creating a temp folder: {e}")))?;
+    let scratch = coffer_core::scratch::dir("tail-")?;
     let local = source
         .fetch_closed_from(file, position, scratch.path())
         .await?;
@@ -147,6 +146,7 @@ mod tests {
             server_id: 1,
             first_event_time: None,
             last_event_time: None,
+            last_commit_time: None,
             end_position: 100,
             transactions: 1,
             first_gtid: None,

@@ -155,10 +155,7 @@ async fn session<F: Future<Output = ()>>(
         .filter(|f| !f.whole)
         .map(|f| (f.file.clone(), f.end_position))
         .collect();
-    let spool = tempfile::Builder::new()
-        .prefix("coffer-stream-")
-        .tempdir()
-        .map_err(|e| Error::other(format!("creating the spool folder: {e}")))?;
+    let spool = coffer_core::scratch::dir("stream-")?;
     let (mut child, defaults) =
         source.spawn_fetch(&first, spool.path(), Some(options.server_id))?;
     let stderr = child.stderr.take().map(|mut pipe| {

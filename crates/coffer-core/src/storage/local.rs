@@ -213,10 +213,26 @@ impl Storage for LocalStorage {
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io_error("deleting", key, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_error("deleting", key, e)),
         }
+        // Folders are an artefact of this backend (object stores have none): one emptied by
+        // this delete goes too (`data/ID/`, `probe/`), so nothing empty is left. The top-level
+        // folders that writers share (`manifests/`, `data/`) stay: a writer may be about to use
+        // one.
+        let mut folder = path.parent();
+        while let Some(dir) = folder {
+            let top_level = dir.parent() == Some(self.root.as_path());
+            if dir == self.root
+                || (top_level && !dir.ends_with("probe"))
+                || tokio::fs::remove_dir(dir).await.is_err()
+            {
+                break;
+            }
+            folder = dir.parent();
+        }
+        Ok(())
     }
 
     async fn probe(&self) -> Result<Capabilities> {

@@ -1,0 +1,492 @@
+//! Child processes: the environment they get, how their output is kept, how long they may run,
+//! and how an interrupted coffer takes them down with it.
+//!
+//! - **Environment.** A child gets [`INHERITED_ENV`] of coffer's own variables and nothing else
+//!   (no `AWS_SECRET_ACCESS_KEY`, no `COFFER_*_PASSWORD`): client tools take their credentials
+//!   from a 0600 option file, hooks and app checks need none of coffer's secrets.
+//! - **Process groups.** Every child leads a process group of its own, so a timeout or an
+//!   interruption kills it and whatever it started (`sh -c` and its pipeline) together.
+//! - **Interruption.** When the binary receives SIGINT or SIGTERM it calls [`interrupt`]: every
+//!   live child group is killed, and [`check_interrupted`] refuses to start new tool children, so
+//!   the job unwinds through its normal error path (temp files dropped, no manifest written,
+//!   `after` hooks run — those still start, through [`run_shell`]).
+//! - **Bounded output.** What a child prints is kept as a tail of at most [`TAIL_BYTES`], read
+//!   concurrently with its run, so a chatty child can neither fill its pipe and hang nor grow
+//!   coffer's memory.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The variables of coffer's own environment a child may see.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR", "TERM",
+];
+
+/// How much of a child's output is kept for messages.
+pub const TAIL_BYTES: usize = 16 * 1024;
+
+/// The signal that interrupted this process (2 for SIGINT, 15 for SIGTERM), or 0.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+/// Process groups of live children, killed by [`interrupt`].
+static GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// `INHERITED_ENV` as it is in this process: the whole environment of a child, before what the
+/// caller adds.
+pub fn scrubbed_env() -> Vec<(String, String)> {
+    INHERITED_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+/// Gives a client-tool command coffer's child policy: the scrubbed environment and a process
+/// group of its own. Register the spawned child with [`Registered::new`].
+pub fn tool_command(program: &std::path::Path) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(program);
+    command.env_clear().envs(scrubbed_env()).process_group(0);
+    command
+}
+
+/// The async twin of [`tool_command`]. With `dies_with_parent`, the child is started through
+/// util-linux's `setpriv --pdeathsig KILL` so the kernel kills it when coffer dies, even by
+/// `kill -9` (a long-lived replication client must never outlive its supervisor). Spawn such a
+/// child from an async task: the death signal follows the thread that started it, and the
+/// runtime's worker threads live as long as coffer.
+pub fn async_tool_command(
+    program: &std::path::Path,
+    dies_with_parent: bool,
+) -> tokio::process::Command {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_file());
+    let mut command = match setpriv {
+        Some(setpriv) if dies_with_parent => {
+            let mut command = tokio::process::Command::new(setpriv);
+            command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            command
+        }
+        _ => tokio::process::Command::new(program),
+    };
+    command
+        .env_clear()
+        .envs(scrubbed_env())
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+}
+
+/// Logs (at debug) a child about to start: its program and arguments, which never hold a secret
+/// (credentials travel in the option file `--defaults-file` names). Chain it before `spawn()`.
+pub trait Logged {
+    /// Logs the command and returns it.
+    fn logged(&mut self) -> &mut Self;
+}
+
+fn log_spawn(command: &std::process::Command) {
+    tracing::debug!(
+        program = %command.get_program().to_string_lossy(),
+        args = ?command.get_args().collect::<Vec<_>>(),
+        "starting child"
+    );
+}
+
+impl Logged for std::process::Command {
+    fn logged(&mut self) -> &mut Self {
+        log_spawn(self);
+        self
+    }
+}
+
+impl Logged for tokio::process::Command {
+    fn logged(&mut self) -> &mut Self {
+        log_spawn(self.as_std());
+        self
+    }
+}
+
+/// Marks the process as interrupted by `signal` and kills every live child's process group.
+/// Called by the binary's signal handler; the job then fails through its normal error path.
+pub fn interrupt(signal: i32) {
+    INTERRUPTED.store(signal, Ordering::SeqCst);
+    let groups: Vec<u32> = GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    for group in groups {
+        kill_group(group);
+    }
+}
+
+/// The signal that interrupted this process, if one did.
+pub fn interrupted_by() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// An error when the process has been interrupted: called before starting new work.
+pub fn check_interrupted() -> Result<()> {
+    match interrupted_by() {
+        None => Ok(()),
+        Some(signal) => Err(Error::new(
+            ErrorKind::Interrupted,
+            format!("interrupted by {}", signal_name(signal)),
+        )),
+    }
+}
+
+/// `SIGINT`, `SIGTERM`, or the number.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+fn kill_group(group: u32) {
+    // `kill -KILL -- -PGID`: the group, without unsafe code in coffer.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A child's process group, killed by [`interrupt`] while this guard lives.
+#[derive(Debug)]
+pub struct Registered(Option<u32>);
+
+impl Registered {
+    /// Registers the group led by `pid` (a child started by [`tool_command`] or [`run_shell`]).
+    /// If the process was interrupted meanwhile, the group is killed at once.
+    pub fn new(pid: Option<u32>) -> Self {
+        let registered = Self::track(pid);
+        if interrupted_by().is_some() {
+            // Started in the moment between the interruption and the check before it.
+            registered.kill();
+        }
+        registered
+    }
+
+    /// Registers a group without killing it when the process is already interrupted: for the
+    /// `after` hooks, which run because of the interruption (their timeout still bounds them).
+    fn track(pid: Option<u32>) -> Self {
+        if let Some(pid) = pid {
+            GROUPS.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+        }
+        Self(pid)
+    }
+
+    /// Kills the group now (a timeout).
+    pub fn kill(&self) {
+        if let Some(pid) = self.0 {
+            kill_group(pid);
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            GROUPS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&pid);
+        }
+    }
+}
+
+/// Kills a child's process group when it makes no progress for a while: a frozen source (or a
+/// network that silently drops packets) must fail a backup, not hang it for hours. The caller
+/// reports progress with [`Watchdog::tick`] and asks [`Watchdog::stalled`] when the child ends.
+#[derive(Debug)]
+pub struct Watchdog {
+    state: std::sync::Arc<WatchdogState>,
+    limit: Duration,
+}
+
+#[derive(Debug)]
+struct WatchdogState {
+    started: Instant,
+    /// Milliseconds since `started` of the last progress.
+    last: std::sync::atomic::AtomicU64,
+    stalled: std::sync::atomic::AtomicBool,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Watchdog {
+    /// Watches the group led by `pid`, killing it after `limit` without a tick.
+    pub fn start(pid: Option<u32>, limit: Duration) -> Self {
+        let state = std::sync::Arc::new(WatchdogState {
+            started: Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            stalled: std::sync::atomic::AtomicBool::new(false),
+            done: std::sync::atomic::AtomicBool::new(false),
+        });
+        if let Some(pid) = pid {
+            let watched = state.clone();
+            let poll = (limit / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+            std::thread::spawn(move || {
+                while !watched.done.load(Ordering::SeqCst) {
+                    std::thread::sleep(poll);
+                    let now = watched.started.elapsed().as_millis() as u64;
+                    let last = watched.last.load(Ordering::SeqCst);
+                    if now.saturating_sub(last) > limit.as_millis() as u64 {
+                        watched.stalled.store(true, Ordering::SeqCst);
+                        kill_group(pid);
+                        return;
+                    }
+                }
+            });
+        }
+        Self { state, limit }
+    }
+
+    /// Records progress.
+    pub fn tick(&self) {
+        let now = self.state.started.elapsed().as_millis() as u64;
+        self.state.last.store(now, Ordering::SeqCst);
+    }
+
+    /// Whether the child was killed for making no progress.
+    pub fn stalled(&self) -> bool {
+        self.state.stalled.load(Ordering::SeqCst)
+    }
+
+    /// The error to report for a stalled child: `what` made no progress for the limit.
+    pub fn error(&self, kind: ErrorKind, what: &str) -> Error {
+        Error::new(
+            kind,
+            format!(
+                "{what} made no progress for {} s (stall_timeout_seconds) and was stopped",
+                self.limit.as_secs()
+            ),
+        )
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.state.done.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Keeps the last [`TAIL_BYTES`] of what `reader` yields, reading it to its end.
+pub async fn read_tail(mut reader: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = reader.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 2 * TAIL_BYTES {
+            tail.drain(..tail.len() - TAIL_BYTES);
+        }
+    }
+    if tail.len() > TAIL_BYTES {
+        tail.drain(..tail.len() - TAIL_BYTES);
+    }
+    tail
+}
+
+/// Drains a blocking child pipe on a thread of its own as the child runs, keeping the last
+/// [`TAIL_BYTES`]: a child that writes a lot to stderr never blocks on a full pipe.
+pub fn drain_tail(
+    mut reader: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * TAIL_BYTES {
+                tail.drain(..tail.len() - TAIL_BYTES);
+            }
+        }
+        tail
+    })
+}
+
+/// The last `n` lines of `bytes`, joined by ` | `, at most 400 characters: what an error line
+/// quotes of a child's words (a client may echo whole rows back; they do not belong in logs).
+pub fn tail_lines(bytes: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let joined = lines[lines.len().saturating_sub(n)..].join(" | ");
+    // The end is what explains the failure: keep it.
+    let count = joined.chars().count();
+    if count <= 400 {
+        return joined;
+    }
+    let mut out = String::from("…");
+    out.extend(joined.chars().skip(count - 400));
+    out
+}
+
+/// `text` cut to at most `max` characters, with `…` where it was cut.
+pub fn cap(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
+/// How a shell command ended.
+#[derive(Debug, Clone)]
+pub struct CommandRun {
+    /// Its exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Set when it was killed for running longer than this.
+    pub timed_out: Option<Duration>,
+    /// The last lines of its stdout and stderr.
+    pub output: String,
+    /// How long it ran.
+    pub seconds: f64,
+}
+
+impl CommandRun {
+    /// Whether it exited 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// `exit 0 in 0.1 s: ok`, `timed out after 10 s in 10.0 s`, …
+    pub fn describe(&self) -> String {
+        let how = match (self.timed_out, self.code) {
+            (Some(limit), _) => format!("timed out after {} s", limit.as_secs()),
+            (None, Some(code)) => format!("exit {code}"),
+            (None, None) => "killed by a signal".to_string(),
+        };
+        if self.output.is_empty() {
+            format!("{how} in {:.1} s", self.seconds)
+        } else {
+            format!("{how} in {:.1} s: {}", self.seconds, self.output)
+        }
+    }
+}
+
+/// Runs `sh -c command` with exactly `env`, stdin closed, in its own process group; the group is
+/// killed when `timeout` passes (or the process is interrupted). Output is read as it comes and
+/// its tail kept.
+pub async fn run_shell(
+    command: &str,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<CommandRun> {
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::other(format!("cannot start `{command}`: {e}")))?;
+    let group = Registered::track(child.id());
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let collect = tokio::spawn(async move {
+        let (mut out, err) = tokio::join!(read_tail(stdout), read_tail(stderr));
+        out.extend_from_slice(&err);
+        out
+    });
+    let (code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => (
+            status
+                .map_err(|e| Error::other(format!("waiting for `{command}`: {e}")))?
+                .code(),
+            None,
+        ),
+        Err(_) => {
+            // The whole group: `sh -c` and whatever it started.
+            group.kill();
+            let _ = child.wait().await;
+            (None, Some(timeout))
+        }
+    };
+    // A grandchild that kept the pipes open is in the group: killed above or still running
+    // detached; either way the tail is whatever arrived within a moment.
+    let output = tokio::time::timeout(Duration::from_secs(2), collect)
+        .await
+        .ok()
+        .and_then(std::result::Result::ok)
+        .unwrap_or_default();
+    drop(group);
+    Ok(CommandRun {
+        code,
+        timed_out,
+        output: tail_lines(&output, 5),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_child_sees_none_of_coffers_secrets() {
+        let env = scrubbed_env();
+        assert!(env.iter().all(|(k, _)| INHERITED_ENV.contains(&k.as_str())));
+        let run = run_shell(
+            "test -z \"$AWS_SECRET_ACCESS_KEY\" && echo clean",
+            &env,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert!(run.success() && run.output == "clean", "{run:?}");
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_hangs_is_killed_with_everything_it_started() {
+        let run = run_shell(
+            "sleep 30 & sleep 30; echo never",
+            &scrubbed_env(),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+        assert_eq!(run.timed_out, Some(Duration::from_millis(300)));
+        assert!(run.seconds < 10.0, "{run:?}");
+        assert!(!run.output.contains("never"));
+    }
+
+    #[tokio::test]
+    async fn output_is_kept_as_a_bounded_tail() {
+        let run = run_shell(
+            "head -c 5000000 /dev/zero | tr '\\0' 'x'; echo; echo last line",
+            &scrubbed_env(),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+        assert!(run.success());
+        assert!(run.output.ends_with("last line"), "{}", run.output);
+        assert!(run.output.chars().count() <= 401);
+    }
+}
