@@ -47,6 +47,12 @@ pub async fn run_full(config: &Config, json: bool) -> Result<u8> {
                 gtid_suffix(binlog.gtid_position.as_deref())
             );
         }
+        if !manifest.may_be_missing.is_empty() {
+            println!(
+                "INCOMPLETE (allow_incomplete): may be missing {}",
+                manifest.may_be_missing.join(", ")
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -102,6 +108,8 @@ struct ListEntry<'a> {
     binlog: Option<&'a coffer_core::manifest::BinlogCoordinates>,
     #[serde(skip_serializing_if = "Option::is_none")]
     binlog_file: Option<&'a coffer_core::manifest::ArchivedBinlog>,
+    /// What an incomplete full backup may lack (empty when the account saw everything).
+    may_be_missing: &'a [String],
 }
 
 /// `backup list`.
@@ -131,6 +139,7 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
                 databases: &m.databases,
                 binlog: m.binlog.as_ref(),
                 binlog_file: m.binlog_file.as_ref(),
+                may_be_missing: &m.may_be_missing,
             })
             .collect();
         output::json(&entries)?;
@@ -151,13 +160,21 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
     );
     for m in selected {
         println!(
-            "{:<32} {:<7} {:<26} {:>8.1}s {:>11} {:>11}",
+            "{:<32} {:<7} {:<26} {:>8.1}s {:>11} {:>11}{}",
             m.id,
             m.kind.as_str(),
             output::local_time(m.started_at, &config.timezone),
             m.duration_seconds,
             output::bytes(m.size_bytes()),
-            output::bytes(m.stored_bytes())
+            output::bytes(m.stored_bytes()),
+            if m.may_be_missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  INCOMPLETE: may be missing {}",
+                    m.may_be_missing.join(", ")
+                )
+            }
         );
     }
     Ok(exit::OK)
@@ -214,6 +231,12 @@ pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
         );
     }
     println!("databases:    {}", manifest.databases.join(", "));
+    if !manifest.may_be_missing.is_empty() {
+        println!(
+            "INCOMPLETE:   the account could not see everything (allow_incomplete); may be missing {}",
+            manifest.may_be_missing.join(", ")
+        );
+    }
     for artifact in &manifest.artifacts {
         println!(
             "artifact:     {} {} -> {} ({}{}) sha256 {}",
@@ -271,6 +294,13 @@ pub async fn verify(
     if report.ok() {
         if !json {
             println!("backup {} verified", manifest.id);
+            if !manifest.may_be_missing.is_empty() {
+                // Verified is not complete: the dump holds only what its account could see.
+                println!(
+                    "INCOMPLETE (allow_incomplete): may be missing {}",
+                    manifest.may_be_missing.join(", ")
+                );
+            }
         }
         Ok(exit::OK)
     } else {

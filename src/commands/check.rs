@@ -59,7 +59,7 @@ pub async fn run(config_path: Option<&Path>, json: bool) -> Result<u8> {
     let endpoint = Endpoint::from(&config.source);
     items.push(CheckItem::from_result(
         "database",
-        check_database(&endpoint).await,
+        check_database(&endpoint, &config.source).await,
     ));
     let tool = client::Tool::find(&["mariadb-dump", "mysqldump"]);
     items.push(CheckItem::from_result(
@@ -139,19 +139,48 @@ fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 
-async fn check_database(endpoint: &Endpoint) -> coffer_core::Result<String> {
+/// The source answers, and its account has what `backup run full` checks before dumping (the
+/// same parser and the same findings), for the configured databases or else every user database.
+async fn check_database(
+    endpoint: &Endpoint,
+    source: &coffer_core::config::SourceConfig,
+) -> coffer_core::Result<String> {
     let mut conn = client::connect(endpoint).await?;
     let info = client::server_info(&mut conn).await?;
     let grants = client::grants(&mut conn).await?;
-    let missing = client::missing_backup_privileges(&grants, info.log_bin);
-    if !missing.is_empty() {
-        return Err(coffer_core::Error::database(format!(
+    let databases = if source.databases.is_empty() {
+        &info.user_databases
+    } else {
+        &source.databases
+    };
+    let found = client::missing_backup_privileges(&grants, databases, info.log_bin);
+    let mut problems = Vec::new();
+    if !found.missing.is_empty() {
+        problems.push(format!(
             "{endpoint} lacks privileges a backup needs: {}",
-            missing.join(", ")
-        )));
+            found.missing.join(", ")
+        ));
     }
+    if !found.unseen.is_empty() && !source.allow_incomplete {
+        problems.push(format!(
+            "the account {} cannot see {}",
+            grants.account,
+            found.unseen_text()
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(coffer_core::Error::database(problems.join("; ")));
+    }
+    let privileges = if found.unseen.is_empty() {
+        "privileges sufficient".to_string()
+    } else {
+        format!(
+            "privileges sufficient with allow_incomplete, but backups may be missing {}",
+            found.unseen_text()
+        )
+    };
     Ok(format!(
-        "{endpoint}: {} (server_id {}, binary log {}), {} database(s), privileges sufficient",
+        "{endpoint}: {} (server_id {}, binary log {}), {} database(s), {privileges}",
         info.version,
         info.server_id,
         if info.log_bin {

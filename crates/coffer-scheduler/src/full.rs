@@ -3,7 +3,9 @@
 use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::Config;
 use coffer_core::dump::{DUMP_OPTIONS, run_dump};
+use coffer_core::grants::Grants;
 use coffer_core::manifest::{BackupKind, Manifest, SourceInfo, new_backup_id};
+use coffer_core::names;
 use coffer_core::pipeline::{self, Encoding, Progress};
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
@@ -17,7 +19,9 @@ pub const DUMP_ARTIFACT: &str = "dump.sql";
 ///
 /// The dump runs over TCP with `--single-transaction` (no global lock on InnoDB), recording the
 /// snapshot's binlog coordinates and GTID position; routines, triggers and events are included and
-/// blobs written in hex. Its output is scanned for expectations as it streams through the
+/// blobs written in hex. Before it starts, the account's grants are checked: a dump that could
+/// not see some objects fails the backup unless `[source] allow_incomplete` is set, which records
+/// them in the manifest instead. Its output is scanned for expectations as it streams through the
 /// pipeline. The manifest is written only after the artifact is stored; on any failure there is
 /// no manifest, and whatever was stored under the backup's data folder is removed.
 pub async fn run_full_backup(
@@ -55,6 +59,8 @@ async fn full_backup(
     let endpoint = Endpoint::from(&config.source);
     let mut conn = client::connect(&endpoint).await?;
     let server = client::server_info(&mut conn).await?;
+    // A fresh session's grants: what the dump tool's own fresh session will be allowed.
+    let grants = client::grants(&mut conn).await?;
     drop(conn);
     let databases = if config.source.databases.is_empty() {
         server.user_databases.clone()
@@ -83,6 +89,11 @@ async fn full_backup(
         }
         config.source.databases.clone()
     };
+    for name in &databases {
+        // Every user database when none are configured: the server's names are checked too.
+        names::check_database(name)
+            .map_err(|why| Error::config(format!("cannot back up {endpoint}: {why}")))?;
+    }
     if databases.is_empty() {
         return Err(Error::new(
             ErrorKind::Backup,
@@ -94,6 +105,8 @@ async fn full_backup(
             "the source writes no binary log: this backup records no coordinates and cannot anchor a point-in-time restore"
         );
     }
+
+    let may_be_missing = check_privileges(config, &grants, &databases, server.log_bin)?;
 
     repository.ensure_initialized().await?;
     let tool = Tool::find(&["mariadb-dump", "mysqldump"])?;
@@ -107,7 +120,8 @@ async fn full_backup(
             args.push("--source-data=2".to_string());
         }
     }
-    args.push("--databases".to_string());
+    // `--` ends the options: a database may be named `-x`.
+    args.extend(["--databases".to_string(), "--".to_string()]);
     args.extend(databases.iter().cloned());
 
     let encoding = Encoding {
@@ -117,6 +131,7 @@ async fn full_backup(
     let key = Repository::data_key(id, &format!("{DUMP_ARTIFACT}{}", encoding.suffix()));
     info!(databases = ?databases, tool = %tool.version, key = %key, "dumping");
     let tool_path = tool.path.clone();
+    let stall = config.stall_timeout;
     let (record, facts) = pipeline::store(
         repository.storage(),
         DUMP_ARTIFACT,
@@ -125,7 +140,7 @@ async fn full_backup(
         progress,
         move |writer| {
             // `defaults` lives until the dump exits, then the file is removed.
-            let facts = run_dump(&tool_path, &args, writer);
+            let facts = run_dump(&tool_path, &args, writer, stall);
             drop(defaults);
             facts
         },
@@ -150,6 +165,7 @@ async fn full_backup(
     manifest.databases = databases;
     manifest.artifacts = vec![record];
     manifest.expectations = facts.expectations;
+    manifest.may_be_missing = may_be_missing;
     repository.write_manifest(&manifest).await?;
     info!(
         bytes = manifest.size_bytes(),
@@ -158,4 +174,105 @@ async fn full_backup(
         "full backup stored"
     );
     Ok(manifest)
+}
+
+/// Checks, before anything is dumped, that the account can see every object of `databases`.
+///
+/// What it cannot see fails the backup ([`ErrorKind::Backup`], naming each kind of object and
+/// database with the privilege that would show it), unless `[source] allow_incomplete` is set:
+/// then the backup goes ahead and the returned list goes into the manifest. Privileges the jobs
+/// need that do not decide what the dump sees (`RELOAD`, `BINLOG MONITOR`, …) are a warning
+/// here; `coffer check` reports them as failures.
+fn check_privileges(
+    config: &Config,
+    grants: &Grants,
+    databases: &[String],
+    log_bin: bool,
+) -> Result<Vec<String>> {
+    let found = client::missing_backup_privileges(grants, databases, log_bin);
+    if !found.missing.is_empty() {
+        warn!(
+            account = %grants.account,
+            missing = %found.missing.join(", "),
+            "the account lacks privileges a backup needs (coffer check lists them)"
+        );
+    }
+    if found.unseen.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !config.source.allow_incomplete {
+        return Err(Error::new(
+            ErrorKind::Backup,
+            format!(
+                "the account {} cannot see {}: grant what is missing, or set [source] allow_incomplete = true to back up what it can see",
+                grants.account,
+                found.unseen_text()
+            ),
+        ));
+    }
+    warn!(
+        account = %grants.account,
+        may_be_missing = %found.unseen_text(),
+        "allow_incomplete is set: backing up what the account can see; the manifest records what may be missing"
+    );
+    Ok(found.unseen.iter().map(ToString::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(allow_incomplete: bool) -> Config {
+        let text = format!(
+            "[repository]\nurl = \"repo\"\n[source]\nallow_incomplete = {allow_incomplete}\n"
+        );
+        Config::parse(
+            &text,
+            std::path::Path::new("/tmp/coffer.toml"),
+            &|_: &str| None,
+        )
+        .unwrap()
+    }
+
+    fn no_trigger() -> Grants {
+        Grants::parse(
+            "coffer_backup@%",
+            &["GRANT SELECT, SHOW VIEW, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.* TO `coffer_backup`@`%`"],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_account_that_cannot_see_triggers_fails_the_backup() {
+        let err =
+            check_privileges(&config(false), &no_trigger(), &["app".into()], true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Backup);
+        assert!(
+            err.to_string().contains(
+                "the account coffer_backup@% cannot see triggers of app (needs TRIGGER on app.* or *.*)"
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("allow_incomplete"), "{err}");
+    }
+
+    #[test]
+    fn allow_incomplete_records_what_may_be_missing() {
+        let missing =
+            check_privileges(&config(true), &no_trigger(), &["app".into()], true).unwrap();
+        assert_eq!(
+            missing,
+            vec!["triggers of app (needs TRIGGER on app.* or *.*)"]
+        );
+        let full = Grants::parse(
+            "coffer_backup@%",
+            &["GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, REPLICATION SLAVE ON *.* TO `coffer_backup`@`%`"],
+        )
+        .unwrap();
+        assert!(
+            check_privileges(&config(false), &full, &["app".into()], true)
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

@@ -16,7 +16,9 @@ use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::{AppCheck, Config, DrillSandbox, SqlCheck};
 use coffer_core::dump::{DUMP_OPTIONS, run_dump};
 use coffer_core::manifest::{BackupKind, Expectations, Manifest, new_backup_id};
+use coffer_core::names;
 use coffer_core::pipeline::Progress;
+use coffer_core::process;
 use coffer_core::repository::Repository;
 use coffer_core::secret::Secret;
 use coffer_core::{Error, Result};
@@ -35,9 +37,6 @@ const SANDBOX_SERVER_ID: u32 = 4_012_023_002;
 const SANDBOX_USER: &str = "coffer_drill";
 /// Why "files accessible" is skipped.
 const FILES_SKIPPED: &str = "coffer does not back up files yet: nothing to check";
-/// Variables an app check inherits from coffer's environment; everything else (cloud
-/// credentials, coffer's own secrets) stays out of the restored application's reach.
-const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "TMPDIR"];
 
 /// What to drill.
 #[derive(Default)]
@@ -305,12 +304,14 @@ impl Drill<'_> {
                 user,
                 password,
                 database_prefix,
+                tls,
             } => Ok(Target {
                 endpoint: Endpoint {
                     host: host.clone(),
                     port: *port,
                     user: user.clone(),
                     password: password.clone(),
+                    tls: tls.clone(),
                 },
                 server: None,
                 names: self
@@ -359,6 +360,7 @@ impl Drill<'_> {
             identity: self.identity.clone(),
             before: Vec::new(),
             after: Vec::new(),
+            hook_timeout: Duration::from_secs(600),
         };
         let replay = pitr::plan_to_newest(self.manifests, self.full);
         // Before touching anything, the binlogs are fetched (digests verified) and checked: no
@@ -414,9 +416,15 @@ impl Drill<'_> {
                 return;
             }
         }
+        if !self.full.may_be_missing.is_empty() {
+            evidence.push(format!(
+                "the backup is incomplete (taken with allow_incomplete): it may be missing {}",
+                self.full.may_be_missing.join(", ")
+            ));
+        }
         // Hooks that prepare the restored copy (or, in tests, damage it).
         for command in &self.config.drill.after_restore {
-            match run_command(command, &env, Duration::from_secs(600)).await {
+            match process::run_shell(command, &env, Duration::from_secs(600)).await {
                 Ok(run) if run.code == Some(0) => {
                     evidence.push(format!("after_restore `{command}`: exit 0"))
                 }
@@ -667,10 +675,12 @@ impl Drill<'_> {
         };
         let mut args = vec![defaults.arg()];
         args.extend(DUMP_OPTIONS.iter().map(|o| o.to_string()));
-        args.push("--databases".into());
+        // `--` ends the options: a database may be named `-x`.
+        args.extend(["--databases".into(), "--".into()]);
         args.extend(target.names.iter().map(|(_, to)| to.clone()));
+        let stall = self.config.stall_timeout;
         let facts = tokio::task::spawn_blocking(move || {
-            let facts = run_dump(&tool.path, &args, &mut std::io::sink());
+            let facts = run_dump(&tool.path, &args, &mut std::io::sink(), stall);
             drop(defaults);
             facts
         })
@@ -687,10 +697,8 @@ impl Drill<'_> {
     /// the configured `[drill.env]` over the defaults, then the sandbox's address and account,
     /// which nothing can override (an app check must never reach production).
     fn environment(&self, target: &Target) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = INHERITED_ENV
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
+        // Cloud credentials and coffer's own secrets stay out of the application's reach.
+        let mut env = process::scrubbed_env();
         env.extend(
             self.config
                 .drill
@@ -762,9 +770,12 @@ impl Drill<'_> {
             match client::connect(&target.endpoint).await {
                 Ok(mut conn) => {
                     for db in &databases {
-                        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS `{db}`"))
-                            .execute(&mut conn)
-                            .await
+                        if let Err(e) = sqlx::query(&format!(
+                            "DROP DATABASE IF EXISTS {}",
+                            names::quote_ident(db)
+                        ))
+                        .execute(&mut conn)
+                        .await
                         {
                             warn!(database = %db, error = %e, "dropping the drill's database");
                         }
@@ -838,92 +849,6 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
-/// How a command ended.
-struct CommandRun {
-    code: Option<i32>,
-    timed_out: Option<Duration>,
-    output: String,
-    seconds: f64,
-}
-
-impl CommandRun {
-    fn describe(&self) -> String {
-        let how = match (self.timed_out, self.code) {
-            (Some(limit), _) => format!("timed out after {} s", limit.as_secs()),
-            (None, Some(code)) => format!("exit {code}"),
-            (None, None) => "killed by a signal".to_string(),
-        };
-        if self.output.is_empty() {
-            format!("{how} in {:.1} s", self.seconds)
-        } else {
-            format!("{how} in {:.1} s: {}", self.seconds, self.output)
-        }
-    }
-}
-
-/// Runs `sh -c command` in its own process group, killing the whole group on timeout. The
-/// output kept is the last lines of stdout and stderr together.
-async fn run_command(
-    command: &str,
-    env: &[(String, String)],
-    timeout: Duration,
-) -> Result<CommandRun> {
-    let started = Instant::now();
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::other(format!("cannot start `{command}`: {e}")))?;
-    let pid = child.id();
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let collect = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let _ = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        out.extend_from_slice(&err);
-        out
-    });
-    let (code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => (
-            status
-                .map_err(|e| Error::other(format!("waiting for `{command}`: {e}")))?
-                .code(),
-            None,
-        ),
-        Err(_) => {
-            // The whole group: `sh -c` and whatever it started.
-            if let Some(pid) = pid {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .status();
-            }
-            let _ = child.wait().await;
-            (None, Some(timeout))
-        }
-    };
-    let output = collect.await.unwrap_or_default();
-    Ok(CommandRun {
-        code,
-        timed_out,
-        output: tail_lines(&output, 5),
-        seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
-fn tail_lines(bytes: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.trim().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
-}
-
 async fn check_commands(checks: &[AppCheck], env: &[(String, String)]) -> (Status, Vec<String>) {
     if checks.is_empty() {
         return (
@@ -935,7 +860,7 @@ async fn check_commands(checks: &[AppCheck], env: &[(String, String)]) -> (Statu
     let mut evidence = Vec::new();
     for check in checks {
         let name = check.name.as_deref().unwrap_or(&check.command);
-        let line = match run_command(
+        let line = match process::run_shell(
             &check.command,
             env,
             Duration::from_secs(check.timeout_seconds),
@@ -973,16 +898,18 @@ async fn run_sql_check(endpoint: &Endpoint, database: &str, check: &SqlCheck) ->
     let result = async {
         let tool = Tool::find(&["mariadb", "mysql"])?;
         let defaults = DefaultsFile::new(endpoint)?;
-        let output = tokio::process::Command::new(&tool.path)
+        let output = process::async_tool_command(&tool.path, false)
             .arg(defaults.arg())
-            .args(["-N", "-B", "--database", database, "-e", &check.query])
+            .args(["-N", "-B"])
+            .arg(format!("--database={database}"))
+            .args(["-e", &check.query])
             .stdin(Stdio::null())
             .output()
             .await
             .map_err(|e| Error::other(format!("cannot start {}: {e}", tool.path.display())))?;
         drop(defaults);
         if !output.status.success() {
-            return Err(Error::database(tail_lines(&output.stderr, 3)));
+            return Err(Error::database(process::tail_lines(&output.stderr, 3)));
         }
         Ok(String::from_utf8_lossy(&output.stdout)
             .trim_end()
@@ -1081,7 +1008,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_that_overruns_is_killed_with_its_children() {
-        let run = run_command(
+        let run = process::run_shell(
             "echo started; sleep 30 & sleep 30",
             &[],
             Duration::from_millis(300),
