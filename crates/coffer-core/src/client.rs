@@ -26,6 +26,98 @@ pub struct Endpoint {
     pub user: String,
     /// Password.
     pub password: Secret,
+    /// TLS to the server, for sqlx and every client tool alike.
+    pub tls: Tls,
+}
+
+/// How a connection uses TLS: `tls = "…"` in `[source]`, `[restore]` and `[drill]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plaintext, even when the server offers TLS.
+    Disabled,
+    /// TLS when the server offers it, plaintext otherwise; the certificate is not checked.
+    #[default]
+    Preferred,
+    /// TLS or no connection; the certificate is not checked.
+    Required,
+    /// TLS, and the server's certificate must chain to the CA in `ca_file`.
+    VerifyCa,
+    /// As [`TlsMode::VerifyCa`], and the certificate must also name the host connected to.
+    VerifyIdentity,
+}
+
+impl TlsMode {
+    /// The name in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Preferred => "preferred",
+            Self::Required => "required",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyIdentity => "verify-identity",
+        }
+    }
+
+    /// Whether the server's certificate is checked against a CA.
+    pub fn verifies(self) -> bool {
+        matches!(self, Self::VerifyCa | Self::VerifyIdentity)
+    }
+}
+
+/// The TLS settings of one [`Endpoint`]. Paths are absolute (the config resolves them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// What is required of the connection.
+    pub mode: TlsMode,
+    /// PEM CA certificate(s) the server's chain is checked against; used by the verify modes.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for accounts that `REQUIRE X509` (always with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// Its PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Tls {
+    /// Plaintext: for a sandbox on loopback that offers no TLS.
+    pub fn disabled() -> Self {
+        Self {
+            mode: TlsMode::Disabled,
+            ..Self::default()
+        }
+    }
+
+    /// The `[client]` options of MariaDB's tools (`mariadb`, `mariadb-dump`, `mariadb-binlog`
+    /// all read them). Their `ssl` alone falls back to plaintext when the server offers no TLS,
+    /// also with `ssl-ca`; only `ssl-verify-server-cert` (which also checks the host name) makes
+    /// them refuse. So `required` and `verify-ca` rely on [`connect`], made first by every job
+    /// to the same endpoint with the mode enforced, to refuse a server without TLS.
+    fn client_options(&self) -> String {
+        if self.mode == TlsMode::Disabled {
+            return "skip-ssl\n".to_string();
+        }
+        let mut out = String::from("ssl\n");
+        if self.mode.verifies()
+            && let Some(ca) = &self.ca_file
+        {
+            out.push_str(&format!("ssl-ca={}\n", path_value(ca)));
+        }
+        // Stated either way: newer clients verify by default.
+        let verify_host = u8::from(self.mode == TlsMode::VerifyIdentity);
+        out.push_str(&format!("ssl-verify-server-cert={verify_host}\n"));
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            out.push_str(&format!(
+                "ssl-cert={}\nssl-key={}\n",
+                path_value(cert),
+                path_value(key)
+            ));
+        }
+        out
+    }
+}
+
+fn path_value(path: &Path) -> String {
+    option_value(&path.to_string_lossy())
 }
 
 impl std::fmt::Display for Endpoint {
@@ -41,6 +133,7 @@ impl From<&crate::config::SourceConfig> for Endpoint {
             port: source.port,
             user: source.user.clone(),
             password: source.password.clone(),
+            tls: source.tls.clone(),
         }
     }
 }
@@ -52,6 +145,7 @@ impl From<&crate::config::RestoreConfig> for Endpoint {
             port: target.port,
             user: target.user.clone(),
             password: target.password.clone(),
+            tls: target.tls.clone(),
         }
     }
 }
@@ -120,18 +214,17 @@ pub struct DefaultsFile {
 impl DefaultsFile {
     /// Writes a `[client]` group for `endpoint` to a new 0600 temporary file.
     pub fn new(endpoint: &Endpoint) -> Result<Self> {
-        // tempfile creates files with mode 0600 on Unix.
-        let mut file = tempfile::Builder::new()
-            .prefix("coffer-client-")
-            .suffix(".cnf")
-            .tempfile()
-            .map_err(|e| Error::other(format!("creating the client defaults file: {e}")))?;
+        // 0600 in the private scratch folder; a run killed with -9 leaves it to the next run's
+        // cleanup.
+        let mut file = crate::scratch::file("client-", ".cnf")
+            .map_err(|e| e.context("creating the client defaults file"))?;
         let text = format!(
-            "[client]\nprotocol=TCP\nhost={}\nport={}\nuser={}\npassword={}\n",
+            "[client]\nprotocol=TCP\nhost={}\nport={}\nuser={}\npassword={}\n{}",
             option_value(&endpoint.host),
             endpoint.port,
             option_value(&endpoint.user),
             option_value(endpoint.password.expose()),
+            endpoint.tls.client_options(),
         );
         file.write_all(text.as_bytes())
             .and_then(|()| file.flush())
@@ -167,27 +260,97 @@ fn option_value(value: &str) -> String {
     out
 }
 
-/// Opens one connection for metadata queries.
+/// Opens one connection for metadata queries, with the endpoint's TLS mode enforced.
 pub async fn connect(endpoint: &Endpoint) -> Result<MySqlConnection> {
-    let options = MySqlConnectOptions::new()
+    use sqlx::mysql::MySqlSslMode;
+    let tls = &endpoint.tls;
+    let mut options = MySqlConnectOptions::new()
         .host(&endpoint.host)
         .port(endpoint.port)
         .username(&endpoint.user)
         .password(endpoint.password.expose())
-        .ssl_mode(sqlx::mysql::MySqlSslMode::Disabled)
+        .ssl_mode(match tls.mode {
+            TlsMode::Disabled => MySqlSslMode::Disabled,
+            TlsMode::Preferred => MySqlSslMode::Preferred,
+            TlsMode::Required => MySqlSslMode::Required,
+            TlsMode::VerifyCa => MySqlSslMode::VerifyCa,
+            TlsMode::VerifyIdentity => MySqlSslMode::VerifyIdentity,
+        })
         .disable_statement_logging();
+    if tls.mode.verifies()
+        && let Some(ca) = &tls.ca_file
+    {
+        options = options.ssl_ca(ca);
+    }
+    if tls.mode != TlsMode::Disabled
+        && let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file)
+    {
+        options = options.ssl_client_cert(cert).ssl_client_key(key);
+    }
     match tokio::time::timeout(Duration::from_secs(10), options.connect()).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(Error::database(format!(
-            "cannot connect to {endpoint}: {}",
-            crate::error_chain(&e)
-        ))
-        .transient()),
+        Ok(Err(e)) => Err(connect_error(endpoint, &e)),
         Err(_) => Err(Error::database(format!(
             "cannot connect to {endpoint}: timed out after 10 s"
         ))
         .transient()),
     }
+}
+
+/// A failed connection, explained: a TLS failure names the mode and the CA file and is
+/// permanent (retrying cannot change a certificate); anything else may pass on a retry.
+fn connect_error(endpoint: &Endpoint, e: &sqlx::Error) -> Error {
+    let cause = crate::error_chain(e);
+    let tls = &endpoint.tls;
+    // rustls' handshake errors reach sqlx as I/O errors wrapping them; their texts are rustls'.
+    const HANDSHAKE: &[&str] = &[
+        "invalid peer certificate",
+        "received fatal alert",
+        "peer is incompatible",
+        "peer misbehaved",
+    ];
+    let tls_failed = match e {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => {
+            io.get_ref().is_some() && HANDSHAKE.iter().any(|text| cause.contains(text))
+        }
+        _ => false,
+    };
+    if tls_failed {
+        let mode = tls.mode.name();
+        let what = match tls.ca_file.as_ref().filter(|_| tls.mode.verifies()) {
+            Some(ca) if cause.contains("UnknownIssuer") || cause.contains("BadSignature") => {
+                format!(
+                    "TLS (tls = \"{mode}\"): the server's certificate is not signed by the CA in {}",
+                    ca.display()
+                )
+            }
+            // sqlx 0.8 with rustls ≥ 0.23.24 checks the name in verify-ca mode too
+            // (launchbadge/sqlx#3793): say so rather than leave the operator puzzled.
+            Some(ca) if tls.mode == TlsMode::VerifyCa && cause.contains("not valid for name") => {
+                format!(
+                    "TLS (tls = \"verify-ca\", ca_file {}): the certificate does not name {}, and coffer's own connection checks the name in this mode too (connect by a name the certificate carries)",
+                    ca.display(),
+                    endpoint.host
+                )
+            }
+            Some(ca) => format!("TLS (tls = \"{mode}\", ca_file {})", ca.display()),
+            None => format!("TLS (tls = \"{mode}\")"),
+        };
+        return Error::database(format!("cannot connect to {endpoint}: {what}: {cause}"));
+    }
+    // MariaDB refuses a plaintext client of a server with `require_secure_transport=ON` as
+    // "access denied", like a wrong password.
+    let refused = e
+        .as_database_error()
+        .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|d| d.number() == 1045);
+    let hint = if refused && tls.mode == TlsMode::Disabled {
+        " (with tls = \"disabled\": a server with require_secure_transport=ON refuses connections without TLS this way)"
+    } else {
+        ""
+    };
+    Error::database(format!("cannot connect to {endpoint}: {cause}{hint}")).transient()
 }
 
 /// What a backup records about the server.
@@ -243,55 +406,42 @@ pub async fn server_info(conn: &mut MySqlConnection) -> Result<ServerInfo> {
     })
 }
 
-/// The account's privileges, as `SHOW GRANTS` lists them, upper-cased.
-pub async fn grants(conn: &mut MySqlConnection) -> Result<Vec<String>> {
+/// The account's privileges: `SHOW GRANTS` on this connection, parsed ([`crate::grants`]): on a fresh connection it lists
+/// what a fresh session of the same account may do, its default role's and `PUBLIC`'s grants
+/// included, which is what the dump tool's own session will be allowed. A line that does not
+/// parse is a database error.
+pub async fn grants(conn: &mut MySqlConnection) -> Result<crate::grants::Grants> {
+    let fail =
+        |e: sqlx::Error| Error::database(format!("reading grants: {}", crate::error_chain(&e)));
+    let account: String = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(fail)?;
     let rows = sqlx::query("SHOW GRANTS")
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| Error::database(format!("reading grants: {}", crate::error_chain(&e))))?;
-    let mut out = Vec::new();
+        .map_err(fail)?;
+    let mut lines = Vec::new();
     for row in rows {
         // SHOW output may come back as binary: decode bytes.
         let bytes: Vec<u8> = row
             .try_get(0)
             .map_err(|e| Error::database(format!("reading grants: {e}")))?;
-        out.push(String::from_utf8_lossy(&bytes).to_uppercase());
+        lines.push(String::from_utf8_lossy(&bytes).into_owned());
     }
-    Ok(out)
+    crate::grants::Grants::parse(&account, &lines)
 }
 
-/// The privileges a full backup needs that `grants` (from [`grants`]) lacks at the global level
-/// (`ON *.*`). Per-database grants are not counted: a backup host's account is global.
-pub fn missing_backup_privileges(grants: &[String], log_bin: bool) -> Vec<&'static str> {
-    let global: Vec<&String> = grants.iter().filter(|g| g.contains(" ON *.* ")).collect();
-    if global
-        .iter()
-        .any(|g| g.starts_with("GRANT ALL PRIVILEGES ON *.*"))
-    {
-        return Vec::new();
-    }
-    let has = |p: &str| global.iter().any(|g| g.contains(p));
-    let mut missing = Vec::new();
-    for privilege in [
-        "SELECT",
-        "SHOW VIEW",
-        "TRIGGER",
-        "EVENT",
-        "LOCK TABLES",
-        "RELOAD",
-    ] {
-        if !has(privilege) {
-            missing.push(privilege);
-        }
-    }
-    if log_bin && !(has("BINLOG MONITOR") || has("REPLICATION CLIENT") || has("SUPER")) {
-        missing.push("BINLOG MONITOR");
-    }
-    // Incremental backups read the binary log over the replication protocol.
-    if log_bin && !has("REPLICATION SLAVE") {
-        missing.push("REPLICATION SLAVE");
-    }
-    missing
+/// What a full backup of `databases` needs that `grants` (from [`grants`]) lacks: privileges
+/// counted on `*.*` or, for those a database can hold, on each database as the server resolves
+/// its grants; and what the dump would not see in each database (see
+/// [`crate::grants::Grants::backup_privileges`]).
+pub fn missing_backup_privileges(
+    grants: &crate::grants::Grants,
+    databases: &[String],
+    log_bin: bool,
+) -> crate::grants::BackupPrivileges {
+    grants.backup_privileges(databases, log_bin)
 }
 
 #[cfg(test)]
@@ -311,6 +461,7 @@ mod tests {
             port: 3307,
             user: "coffer".into(),
             password: Secret::new("pw"),
+            tls: Tls::default(),
         };
         let file = DefaultsFile::new(&endpoint).unwrap();
         let mode = file.path().metadata().unwrap().permissions().mode() & 0o777;
@@ -324,20 +475,56 @@ mod tests {
     }
 
     #[test]
-    fn missing_privileges_are_listed() {
-        let all = vec!["GRANT ALL PRIVILEGES ON *.* TO `ROOT`@`LOCALHOST`".to_string()];
-        assert!(missing_backup_privileges(&all, true).is_empty());
-        let some = vec!["GRANT SELECT, RELOAD ON *.* TO `B`@`%`".to_string()];
+    fn tls_modes_become_client_options() {
+        let tls = |mode| Tls {
+            mode,
+            ca_file: Some("/etc/coffer/ca \"1\".pem".into()),
+            cert_file: Some("/c.pem".into()),
+            key_file: Some("/k.pem".into()),
+        };
+        let client = "ssl-cert=\"/c.pem\"\nssl-key=\"/k.pem\"\n";
+        assert_eq!(tls(TlsMode::Disabled).client_options(), "skip-ssl\n");
+        let unchecked = format!("ssl\nssl-verify-server-cert=0\n{client}");
+        assert_eq!(tls(TlsMode::Preferred).client_options(), unchecked);
+        assert_eq!(tls(TlsMode::Required).client_options(), unchecked);
+        let ca = "ssl-ca=\"/etc/coffer/ca \\\"1\\\".pem\"\n";
         assert_eq!(
-            missing_backup_privileges(&some, true),
+            tls(TlsMode::VerifyCa).client_options(),
+            format!("ssl\n{ca}ssl-verify-server-cert=0\n{client}")
+        );
+        assert_eq!(
+            tls(TlsMode::VerifyIdentity).client_options(),
+            format!("ssl\n{ca}ssl-verify-server-cert=1\n{client}")
+        );
+        assert_eq!(
+            Tls::default().client_options(),
+            "ssl\nssl-verify-server-cert=0\n"
+        );
+    }
+
+    #[test]
+    fn missing_privileges_are_listed() {
+        use crate::grants::Grants;
+        let databases = ["app".to_string()];
+        let all = Grants::parse(
+            "root@localhost",
+            &["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION"],
+        )
+        .unwrap();
+        assert!(missing_backup_privileges(&all, &databases, true).is_empty());
+        let some = Grants::parse("b@%", &["GRANT SELECT, RELOAD ON *.* TO `b`@`%`"]).unwrap();
+        let found = missing_backup_privileges(&some, &databases, true);
+        assert_eq!(
+            found.missing,
             vec![
-                "SHOW VIEW",
-                "TRIGGER",
-                "EVENT",
-                "LOCK TABLES",
+                "LOCK TABLES (on app.* or *.*)",
                 "BINLOG MONITOR",
                 "REPLICATION SLAVE"
             ]
+        );
+        assert_eq!(
+            found.unseen_text(),
+            "views of app (needs SHOW VIEW on app.* or *.*), triggers of app (needs TRIGGER on app.* or *.*), events of app (needs EVENT on app.* or *.*)"
         );
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::client::{Tls, TlsMode};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
@@ -24,6 +25,12 @@ pub struct Config {
     pub timezone: jiff::tz::TimeZone,
     /// The name of [`Config::timezone`], as written.
     pub timezone_name: String,
+    /// coffer's own folder on this host (`state_dir`, `COFFER_STATE_DIR`): temporary files go
+    /// under `state_dir/tmp` ([`crate::scratch`]). `None`: under `$TMPDIR`.
+    pub state_dir: Option<PathBuf>,
+    /// How long a dump, a binlog fetch or a load may make no progress before it is stopped as
+    /// stalled (`stall_timeout_seconds`, default 300).
+    pub stall_timeout: std::time::Duration,
     /// The backup repository.
     pub repository: RepositoryConfig,
     /// The database that is backed up.
@@ -53,6 +60,8 @@ pub enum DrillSandbox {
         password: Secret,
         /// Prefix of every database the drill creates, drops or reads there.
         database_prefix: String,
+        /// TLS to the server.
+        tls: crate::client::Tls,
     },
 }
 
@@ -145,10 +154,14 @@ pub struct RestoreConfig {
     pub user: String,
     /// Target password.
     pub password: Secret,
+    /// TLS to the target; each key defaults to the source's.
+    pub tls: crate::client::Tls,
     /// Shell commands run before a restore touches the target (e.g. `php artisan down`).
     pub before: Vec<String>,
     /// Shell commands run after a restore, whether it succeeded or not (e.g. `php artisan up`).
     pub after: Vec<String>,
+    /// How long one hook may run before its process group is killed (default 600 s).
+    pub hook_timeout: std::time::Duration,
 }
 
 /// The backup repository: where and how artifacts are stored.
@@ -160,6 +173,12 @@ pub struct RepositoryConfig {
     pub compression: Compression,
     /// An age public key (`age1…`); when set, every artifact is encrypted to it.
     pub encryption_recipient: Option<String>,
+    /// The key every manifest and drill report is signed with (`signing_key_file`); `None`:
+    /// they are written unsigned.
+    pub signing_key: Option<crate::signing::SigningKey>,
+    /// The public key every manifest and drill report read must be signed with (`verify_key`);
+    /// `None`: signatures are not checked, and readers warn once per command.
+    pub verify_key: Option<crate::signing::VerifyKey>,
 }
 
 /// A repository location.
@@ -258,6 +277,12 @@ pub struct SourceConfig {
     pub password: Secret,
     /// Databases to back up; empty means every non-system database.
     pub databases: Vec<String>,
+    /// TLS to the source (`tls`, `ca_file`, `cert_file`, `key_file`).
+    pub tls: crate::client::Tls,
+    /// `allow_incomplete`: back up even when the account cannot see every object of a database
+    /// (triggers, routines, …), recording in the manifest what may be missing, instead of
+    /// failing. Default false.
+    pub allow_incomplete: bool,
 }
 
 // ---- the file as written ----------------------------------------------------------------------
@@ -266,6 +291,8 @@ pub struct SourceConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     timezone: Option<String>,
+    state_dir: Option<PathBuf>,
+    stall_timeout_seconds: Option<u64>,
     repository: Option<RawRepository>,
     source: Option<RawSource>,
     restore: Option<RawRestore>,
@@ -282,6 +309,10 @@ struct RawDrill {
     user: Option<String>,
     password_file: Option<PathBuf>,
     database_prefix: Option<String>,
+    tls: Option<TlsMode>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     env: Option<std::collections::BTreeMap<String, String>>,
     after_restore: Option<Vec<String>>,
     app_checks: Option<Vec<AppCheck>>,
@@ -309,8 +340,13 @@ struct RawRestore {
     target_port: Option<u16>,
     target_user: Option<String>,
     target_password_file: Option<PathBuf>,
+    tls: Option<TlsMode>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     before: Option<Vec<String>>,
     after: Option<Vec<String>>,
+    hook_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +356,8 @@ struct RawRepository {
     compression: Option<RawCompression>,
     compression_level: Option<i32>,
     encryption_recipient: Option<String>,
+    signing_key_file: Option<PathBuf>,
+    verify_key: Option<String>,
     endpoint: Option<String>,
     region: Option<String>,
     path_style: Option<bool>,
@@ -345,6 +383,11 @@ struct RawSource {
     user: Option<String>,
     password_file: Option<PathBuf>,
     databases: Option<Vec<String>>,
+    tls: Option<TlsMode>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    allow_incomplete: Option<bool>,
 }
 
 /// Reads environment variables; injected so tests can resolve a config without touching the
@@ -429,8 +472,62 @@ impl Config {
                     &format!("cannot read secret file {}: {e}", file.display()),
                 )
             })?;
+            warn_if_shared(key, &file);
             Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
         };
+        // TLS of one connection (`SECTION.tls`, `.ca_file`, `.cert_file`, `.key_file`); a key
+        // not set takes its value from `inherit` (the restore target inherits the source's).
+        let read_tls = |section: &str,
+                        [ca_file, cert_file, key_file]: [&Option<PathBuf>; 3],
+                        mode: Option<TlsMode>,
+                        inherit: &Tls|
+         -> Result<Tls> {
+            let pem = |name: &str, file: &Option<PathBuf>, inherited: &Option<PathBuf>| {
+                let Some(file) = file else {
+                    return Ok(inherited.clone());
+                };
+                let file = resolve(file);
+                let key = format!("{section}.{name}");
+                match std::fs::read(&file) {
+                    Ok(bytes) if memchr::memmem::find(&bytes, b"-----BEGIN ").is_some() => {
+                        Ok(Some(file))
+                    }
+                    Ok(_) => Err(fail(&key, &format!("{} is not a PEM file", file.display()))),
+                    Err(e) => Err(fail(&key, &format!("cannot read {}: {e}", file.display()))),
+                }
+            };
+            let tls = Tls {
+                mode: mode.unwrap_or(inherit.mode),
+                ca_file: pem("ca_file", ca_file, &inherit.ca_file)?,
+                cert_file: pem("cert_file", cert_file, &inherit.cert_file)?,
+                key_file: pem("key_file", key_file, &inherit.key_file)?,
+            };
+            if tls.mode.verifies() && tls.ca_file.is_none() {
+                return Err(fail(
+                    &format!("{section}.ca_file"),
+                    &format!(
+                        "missing: tls = \"{}\" checks the server's certificate against it (the CA certificate, PEM)",
+                        tls.mode.name()
+                    ),
+                ));
+            }
+            match (&tls.cert_file, &tls.key_file) {
+                (Some(_), None) => Err(fail(
+                    &format!("{section}.key_file"),
+                    &"missing: `cert_file` needs its key",
+                )),
+                (None, Some(_)) => Err(fail(
+                    &format!("{section}.cert_file"),
+                    &"missing: `key_file` needs its certificate",
+                )),
+                _ => Ok(tls),
+            }
+        };
+        let state_dir = env
+            .var("COFFER_STATE_DIR")
+            .map(PathBuf::from)
+            .or(raw.state_dir)
+            .map(|p| resolve(&p));
 
         let timezone_name = env
             .var("COFFER_TIMEZONE")
@@ -493,6 +590,44 @@ impl Config {
                     &format!("not an age public key (age1…): {e}"),
                 )
             })?;
+        }
+        // Signing: the secret half is read like any secret; the public half is the key itself
+        // (`RW…`) or a path to its file.
+        let signing_key = match &repo.signing_key_file {
+            Some(file) => {
+                let text = read_secret("repository.signing_key_file", file)?;
+                Some(
+                    crate::signing::SigningKey::from_text(text.expose())
+                        .map_err(|e| fail("repository.signing_key_file", &e))?,
+                )
+            }
+            None => None,
+        };
+        let verify_key = match env.var("COFFER_REPOSITORY_VERIFY_KEY").or(repo.verify_key) {
+            Some(value) if crate::signing::VerifyKey::looks_like_key(&value) => Some(
+                crate::signing::VerifyKey::parse(&value)
+                    .map_err(|e| fail("repository.verify_key", &e))?,
+            ),
+            Some(value) => {
+                let file = resolve(Path::new(value.trim()));
+                Some(
+                    crate::signing::VerifyKey::from_file(&file)
+                        .map_err(|e| fail("repository.verify_key", &e))?,
+                )
+            }
+            None => None,
+        };
+        if let (Some(signing), Some(verify)) = (&signing_key, &verify_key)
+            && signing.verify_key() != *verify
+        {
+            return Err(fail(
+                "repository.verify_key",
+                &format!(
+                    "key {} is not the public half of signing_key_file (key {}): every backup would be refused",
+                    verify.key_id(),
+                    signing.key_id()
+                ),
+            ));
         }
         let location = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -599,15 +734,23 @@ impl Config {
             },
         };
         let databases = source.databases.unwrap_or_default();
-        for name in &databases {
-            if name.is_empty() || name.contains('`') || name.len() > 64 {
+        for (i, name) in databases.iter().enumerate() {
+            crate::names::check_database(name).map_err(|why| fail("source.databases", &why))?;
+            if databases[..i].contains(name) {
                 return Err(fail(
                     "source.databases",
-                    &format!("{name:?} is not a valid database name"),
+                    &format!("{name:?} is listed twice"),
                 ));
             }
         }
+        let source_tls = read_tls(
+            "source",
+            [&source.ca_file, &source.cert_file, &source.key_file],
+            source.tls,
+            &Tls::default(),
+        )?;
         let source = SourceConfig {
+            tls: source_tls,
             host: env
                 .var("COFFER_SOURCE_HOST")
                 .or(source.host)
@@ -619,6 +762,7 @@ impl Config {
                 .unwrap_or_else(|| "root".into()),
             password,
             databases,
+            allow_incomplete: source.allow_incomplete.unwrap_or(false),
         };
 
         // Restore target: each field defaults to the source's.
@@ -639,7 +783,14 @@ impl Config {
                 None => source.password.clone(),
             },
         };
+        let target_tls = read_tls(
+            "restore",
+            [&restore.ca_file, &restore.cert_file, &restore.key_file],
+            restore.tls,
+            &source.tls,
+        )?;
         let restore = RestoreConfig {
+            tls: target_tls,
             host: env
                 .var("COFFER_TARGET_HOST")
                 .or(restore.target_host)
@@ -652,6 +803,13 @@ impl Config {
             password: target_password,
             before: restore.before.unwrap_or_default(),
             after: restore.after.unwrap_or_default(),
+            hook_timeout: std::time::Duration::from_secs(match restore.hook_timeout_seconds {
+                Some(0) => {
+                    return Err(fail("restore.hook_timeout_seconds", &"must be at least 1"));
+                }
+                Some(n) => n,
+                None => 600,
+            }),
         };
 
         let raw_binlog = raw.binlog.unwrap_or_default();
@@ -705,6 +863,16 @@ impl Config {
                         None => Secret::default(),
                     },
                     database_prefix: prefix,
+                    tls: read_tls(
+                        "drill",
+                        [
+                            &raw_drill.ca_file,
+                            &raw_drill.cert_file,
+                            &raw_drill.key_file,
+                        ],
+                        raw_drill.tls,
+                        &Tls::default(),
+                    )?,
                 }
             }
         };
@@ -744,13 +912,37 @@ impl Config {
             path: path.to_path_buf(),
             timezone,
             timezone_name,
+            state_dir,
+            stall_timeout: std::time::Duration::from_secs(match raw.stall_timeout_seconds {
+                Some(0) => return Err(fail("stall_timeout_seconds", &"must be at least 1")),
+                Some(n) => n,
+                None => 300,
+            }),
             repository: RepositoryConfig {
                 location,
                 compression,
                 encryption_recipient,
+                signing_key,
+                verify_key,
             },
             source,
         })
+    }
+}
+
+/// A secret file that others can read is still used (refusing would stop backups over a mode
+/// bit), but the operator is told, once per file.
+pub fn warn_if_shared(key: &str, file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            key,
+            file = %file.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "secret file is readable by others: chmod 600 it"
+        );
     }
 }
 
@@ -775,6 +967,19 @@ mod tests {
         assert_eq!(config.repository.compression, Compression::Zstd(3));
         assert_eq!(config.source.port, 3306);
         assert_eq!(config.timezone_name, "UTC");
+    }
+
+    #[test]
+    fn incomplete_backups_are_refused_unless_allowed() {
+        let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
+        assert!(!config.source.allow_incomplete);
+        let allowed =
+            parse("[repository]\nurl = \"repo\"\n[source]\nallow_incomplete = true\n").unwrap();
+        assert!(allowed.source.allow_incomplete);
+        let err = parse("[repository]\nurl = \"repo\"\n[source]\nallow_incomplete = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.allow_incomplete"), "{err}");
     }
 
     #[test]
@@ -910,6 +1115,65 @@ mod tests {
                 .to_string()
                 .contains("target")
         );
+    }
+
+    #[test]
+    fn tls_settings_default_inherit_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("coffer.toml");
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::fs::write(dir.path().join("not-pem"), "hello").unwrap();
+        let load = |text: &str| {
+            Config::parse(
+                &format!("[repository]\nurl = \"r\"\n{text}"),
+                &config_path,
+                &no_env,
+            )
+        };
+        let config = load("").unwrap();
+        assert_eq!(config.source.tls, Tls::default());
+        assert_eq!(config.source.tls.mode, TlsMode::Preferred);
+        let config = load("[source]\ntls = \"verify-ca\"\nca_file = \"ca.pem\"\n[drill]\nsandbox = \"external\"\nhost = \"d\"\ndatabase_prefix = \"drill_\"\n").unwrap();
+        assert_eq!(config.source.tls.mode, TlsMode::VerifyCa);
+        assert_eq!(config.source.tls.ca_file, Some(dir.path().join("ca.pem")));
+        assert_eq!(config.restore.tls, config.source.tls, "the target inherits");
+        let DrillSandbox::External { tls, .. } = &config.drill.sandbox else {
+            panic!("external")
+        };
+        assert_eq!(tls, &Tls::default(), "a drill server does not inherit");
+        let config = load(
+            "[source]\ntls = \"verify-ca\"\nca_file = \"ca.pem\"\n[restore]\ntls = \"disabled\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.restore.tls.mode, TlsMode::Disabled);
+        for (text, expect) in [
+            (
+                "[source]\ntls = \"verify-ca\"\n",
+                "key `source.ca_file`: missing",
+            ),
+            (
+                "[source]\ntls = \"verify-identity\"\nca_file = \"nope.pem\"\n",
+                "key `source.ca_file`: cannot read",
+            ),
+            ("[source]\nca_file = \"not-pem\"\n", "not a PEM file"),
+            (
+                "[source]\ncert_file = \"ca.pem\"\n",
+                "key `source.key_file`: missing",
+            ),
+            ("[source]\ntls = \"on\"\n", "source.tls"),
+            (
+                "[restore]\ntls = \"verify-ca\"\n",
+                "key `restore.ca_file`: missing",
+            ),
+            (
+                "[drill]\nsandbox = \"external\"\nhost = \"d\"\ndatabase_prefix = \"p\"\ntls = \"verify-ca\"\n",
+                "key `drill.ca_file`: missing",
+            ),
+        ] {
+            let err = load(text).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config, "{text}");
+            assert!(err.to_string().contains(expect), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coffer_core::client::Endpoint;
+use coffer_core::client::{Endpoint, Tls, TlsMode};
 use coffer_core::secret::Secret;
 
 /// Errors of sandbox servers.
@@ -56,6 +56,23 @@ pub struct SandboxOptions {
     pub gtid_strict_mode: bool,
     /// Further `mariadbd` options.
     pub extra_args: Vec<String>,
+    /// Serve TLS over TCP with these files; `None`: no TLS.
+    pub tls: Option<SandboxTls>,
+}
+
+/// A sandbox's TLS: `--ssl-cert`, `--ssl-key`, `--ssl-ca` (PEM files) and, optionally,
+/// `--require-secure-transport=ON`. [`Sandbox::sql`] still works: it uses the Unix socket, which
+/// the server counts as secure.
+#[derive(Debug, Clone)]
+pub struct SandboxTls {
+    /// The server's certificate.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// The CA that signed it (and client certificates).
+    pub ca_file: PathBuf,
+    /// Refuse TCP clients that do not use TLS.
+    pub require_secure_transport: bool,
 }
 
 impl Default for SandboxOptions {
@@ -66,6 +83,7 @@ impl Default for SandboxOptions {
             binlog_format: BinlogFormat::Mixed,
             gtid_strict_mode: false,
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -115,9 +133,10 @@ impl Sandbox {
     /// Initializes a data directory and starts `mariadbd` on a free loopback port; returns once
     /// the server answers.
     pub fn start(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
-        let dir = tempfile::Builder::new()
-            .prefix("coffer-sandbox-")
-            .tempdir()?;
+        // In coffer's private scratch space: a sandbox of a run killed with -9 is removed by the
+        // next run.
+        let dir = coffer_core::scratch::dir("sandbox-")
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let install = find_program(&["mariadb-install-db", "mysql_install_db"])?;
         std::fs::create_dir_all(dir.path().join("tmp"))?;
         let mut command = Command::new(install);
@@ -203,6 +222,14 @@ impl Sandbox {
         }
         if running_as_root() {
             args.push("--user=root".to_string());
+        }
+        if let Some(tls) = &self.options.tls {
+            args.push(format!("--ssl-cert={}", tls.cert_file.display()));
+            args.push(format!("--ssl-key={}", tls.key_file.display()));
+            args.push(format!("--ssl-ca={}", tls.ca_file.display()));
+            if tls.require_secure_transport {
+                args.push("--require-secure-transport=ON".to_string());
+            }
         }
         args.extend(self.options.extra_args.iter().cloned());
         let _ = std::fs::remove_file(self.socket());
@@ -321,11 +348,26 @@ impl Sandbox {
             port: self.port,
             user: "root".into(),
             password: Secret::default(),
+            tls: self.client_tls(),
+        }
+    }
+
+    /// How clients reach it over TCP: with a TLS sandbox, `verify-ca` against its CA; without,
+    /// plaintext (loopback only).
+    pub fn client_tls(&self) -> Tls {
+        match &self.options.tls {
+            Some(tls) => Tls {
+                mode: TlsMode::VerifyCa,
+                ca_file: Some(tls.ca_file.clone()),
+                ..Tls::default()
+            },
+            None => Tls::disabled(),
         }
     }
 
     /// Runs SQL as root over the socket with the `mariadb` client; returns its tab-separated
-    /// output without column names.
+    /// output without column names. (The socket counts as secure transport: this works with
+    /// `require_secure_transport=ON` too.)
     pub fn sql(&self, sql: &str) -> Result<String, SandboxError> {
         let client = find_program(&["mariadb", "mysql"])?;
         let mut child = Command::new(client)
@@ -377,6 +419,7 @@ impl Sandbox {
             port: self.port,
             user: user.into(),
             password: Secret::new(password),
+            tls: self.client_tls(),
         })
     }
 }
