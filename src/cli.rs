@@ -51,6 +51,28 @@ pub enum Command {
     /// Show the newest backups and the recovery point: how many seconds of committed
     /// transactions the archive lacks.
     Status(JsonFlag),
+    /// Signing keys for manifests and drill reports (minisign's format).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// `coffer key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new key pair: coffer.key (the secret half, mode 0600, for `[repository]
+    /// signing_key_file` on the backup host) and coffer.pub (for `verify_key` and `minisign -V`).
+    /// Never replaces an existing key.
+    Generate(KeyGenerateArgs),
+}
+
+/// `coffer key generate` flags.
+#[derive(Debug, Args)]
+pub struct KeyGenerateArgs {
+    /// Where to write coffer.key and coffer.pub (created, mode 0700, if missing).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub output_dir: PathBuf,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// `coffer binlog …`

@@ -5,6 +5,7 @@ mod backup;
 mod binlog;
 mod check;
 mod drill;
+mod key;
 mod restore;
 mod status;
 
@@ -13,13 +14,16 @@ use coffer_core::config::{Config, ProcessEnv};
 use coffer_core::repository::Repository;
 
 use crate::cli::{
-    BackupCommand, BinlogCommand, Cli, Command, DrillCommand, RestoreCommand, RunCommand,
+    BackupCommand, BinlogCommand, Cli, Command, DrillCommand, KeyCommand, RestoreCommand,
+    RunCommand,
 };
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Check(flags) => check::run(cli.config.as_deref(), flags.json).await,
+        // Needs no configuration: keys are made before the config that names them.
+        Command::Key(KeyCommand::Generate(args)) => key::generate(&args),
         Command::Binlog(BinlogCommand::Window(flags)) => {
             let config = load_config(cli.config.as_deref())?;
             binlog::window(&config, flags.json).await
@@ -74,7 +78,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
 /// Finds and loads the configuration (`--config`, else `$COFFER_CONFIG`, else the default path).
 pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
     let path = Config::locate(explicit, &ProcessEnv);
-    Ok(Config::load(&path, &ProcessEnv)?)
+    let config = Config::load(&path, &ProcessEnv)?;
+    // Before anything makes a temp file: they all go under the configured state_dir, and what
+    // a killed run left there is removed now.
+    coffer_core::scratch::init(config.state_dir.as_deref())?;
+    Ok(config)
 }
 
 /// Opens the configured repository.
@@ -106,6 +114,7 @@ pub async fn resolve_backup(
 
 /// Reads an age identity (private key) file as `age-keygen` writes it.
 pub fn read_identity(path: &std::path::Path) -> Result<age::x25519::Identity> {
+    coffer_core::config::warn_if_shared("--identity-file", path);
     let text = std::fs::read_to_string(path).map_err(|e| {
         coffer_core::Error::config(format!("cannot read identity file {}: {e}", path.display()))
     })?;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `coffer` binary against a real MariaDB (a sandbox `mariadbd` with a
 //! binary log) and real S3 servers (s3s-fs, Garage), all started once for this test binary.
 
+mod awkward_names;
 mod backup_folder;
 mod backup_s3;
 mod binlog_archive;
@@ -10,6 +11,10 @@ mod drill;
 mod failures;
 mod interrupted;
 mod pitr;
+mod privileges;
 mod restore;
 mod secrets;
+mod signals;
+mod signing;
+mod tls;
 mod util;

@@ -15,6 +15,12 @@
 //! - [`binlog_events`]: which transactions of a binary log changed which tables, how, and how many
 //!   rows (row events counted, statements parsed);
 //! - [`client`]: running the server's client tools safely and querying metadata;
+//! - [`grants`]: `SHOW GRANTS` parsed, and what an account's privileges let a dump see;
+//! - [`names`]: names from outside checked before they become paths, keys, arguments or SQL, and
+//!   [`names::quote_ident`], the one way a name becomes SQL;
+//! - [`process`]: every child's environment, process group, bounded output and interruption;
+//! - [`scratch`]: the private folder every temporary file lives in, cleaned after a dead run;
+//! - [`signing`]: minisign signatures over manifests and drill reports, and key pairs;
 //! - [`error`]: the error type and its kinds, which decide exit codes.
 //!
 //! The storage format is specified in `docs/FORMAT.md`.
@@ -27,10 +33,15 @@ pub mod config;
 pub mod dump;
 pub mod dumpscan;
 pub mod error;
+pub mod grants;
 pub mod manifest;
+pub mod names;
 pub mod pipeline;
+pub mod process;
 pub mod repository;
+pub mod scratch;
 pub mod secret;
+pub mod signing;
 pub mod storage;
 
 pub use error::{Error, ErrorKind, Result};

@@ -25,6 +25,9 @@ pub enum BackupKind {
     /// so the recovery point stays fresh; superseded (and removed) once the whole file is
     /// archived as a `binlog` backup.
     Segment,
+    /// A kind this coffer does not know (written by a newer one): listed, never used.
+    #[serde(other)]
+    Unknown,
 }
 
 impl BackupKind {
@@ -34,6 +37,7 @@ impl BackupKind {
             Self::Full => "full",
             Self::Binlog => "binlog",
             Self::Segment => "segment",
+            Self::Unknown => "unknown",
         }
     }
 }
@@ -74,6 +78,11 @@ pub struct Manifest {
     /// For a `binlog` backup: which file it is and what it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_file: Option<ArchivedBinlog>,
+    /// For a full backup taken with `[source] allow_incomplete = true` by an account that could
+    /// not see everything: what the dump may lack, one entry per database and kind of object
+    /// (`triggers of app (needs TRIGGER on app.* or *.*)`). Empty (and absent) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_be_missing: Vec<String>,
 }
 
 /// A summary of an archived binlog file; its full transaction index is the `index.json` artifact.
@@ -85,8 +94,12 @@ pub struct ArchivedBinlog {
     pub server_id: u32,
     /// First event time (Unix seconds).
     pub first_event_time: Option<i64>,
-    /// Last event time (Unix seconds).
+    /// Last event time (Unix seconds): of any event, a rotate or stop event included.
     pub last_event_time: Option<i64>,
+    /// Commit time of the last transaction (Unix seconds): the recovery point this file gives.
+    /// Absent in manifests of coffer before 0.2, whose readers fall back to `last_event_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit_time: Option<i64>,
     /// File size: the position after its last event.
     pub end_position: u64,
     /// Committed transactions in the file.
@@ -190,6 +203,7 @@ impl Manifest {
             artifacts: Vec::new(),
             expectations: Expectations::default(),
             binlog_file: None,
+            may_be_missing: Vec::new(),
         }
     }
 
@@ -214,8 +228,63 @@ impl Manifest {
                 version.format_version
             )));
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::integrity(format!("{key}: malformed manifest: {e}")))
+        let manifest: Manifest = match serde_json::from_slice::<Manifest>(bytes) {
+            Ok(manifest) if manifest.kind != BackupKind::Unknown => manifest,
+            // A kind this coffer does not know may give its fields other meanings: it is listed
+            // by its header, as `unknown`, and nothing else of it is read.
+            parsed => Self::of_unknown_kind(bytes).ok_or_else(|| {
+                let why = parsed
+                    .err()
+                    .map_or("no id or start time".into(), |e| e.to_string());
+                Error::integrity(format!("{key}: malformed manifest: {why}"))
+            })?,
+        };
+        // Storage is untrusted: every name in it is checked before anything uses it.
+        crate::names::check_manifest(key, &manifest)?;
+        Ok(manifest)
+    }
+
+    /// The header of a manifest whose `kind` this coffer does not know: its id and times (what
+    /// a listing shows), nothing stored, nothing expected. `None` for a known kind.
+    fn of_unknown_kind(bytes: &[u8]) -> Option<Manifest> {
+        #[derive(Deserialize)]
+        struct Header {
+            format_version: u32,
+            id: String,
+            kind: BackupKind,
+            started_at: Timestamp,
+            #[serde(default)]
+            finished_at: Option<serde_json::Value>,
+            #[serde(default)]
+            coffer_version: Option<serde_json::Value>,
+        }
+        let header: Header = serde_json::from_slice(bytes).ok()?;
+        if header.kind != BackupKind::Unknown {
+            return None;
+        }
+        let finished_at = header
+            .finished_at
+            .and_then(|v| serde_json::from_value::<Timestamp>(v).ok())
+            .unwrap_or(header.started_at);
+        let source = SourceInfo {
+            host: String::new(),
+            port: 0,
+            server_version: String::new(),
+            server_id: 0,
+            dump_tool: String::new(),
+        };
+        let mut manifest =
+            Manifest::finished_now(&header.id, BackupKind::Unknown, header.started_at, source);
+        manifest.format_version = header.format_version;
+        manifest.finished_at = finished_at;
+        manifest.duration_seconds =
+            (finished_at.as_millisecond() - header.started_at.as_millisecond()).max(0) as f64
+                / 1000.0;
+        manifest.coffer_version = header
+            .coffer_version
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Some(manifest)
     }
 
     /// Total bytes on storage.
@@ -275,7 +344,27 @@ mod tests {
             artifacts: vec![],
             expectations: Expectations::default(),
             binlog_file: None,
+            may_be_missing: Vec::new(),
         }
+    }
+
+    #[test]
+    fn what_may_be_missing_is_recorded_only_when_something_is() {
+        let manifest = sample();
+        let json = String::from_utf8(manifest.to_json()).unwrap();
+        assert!(!json.contains("may_be_missing"), "{json}");
+        // A manifest written before the field existed reads as complete.
+        assert!(
+            Manifest::from_json("m", json.as_bytes())
+                .unwrap()
+                .may_be_missing
+                .is_empty()
+        );
+        let mut incomplete = sample();
+        incomplete.may_be_missing = vec!["triggers of app (needs TRIGGER on app.* or *.*)".into()];
+        let json = incomplete.to_json();
+        assert!(String::from_utf8_lossy(&json).contains("\"may_be_missing\""));
+        assert_eq!(Manifest::from_json("m", &json).unwrap(), incomplete);
     }
 
     #[test]

@@ -4,7 +4,15 @@
 //! coffer-repository.json        marker: format version, creation time
 //! data/ID/NAME[.zst][.age]      artifacts of backup ID
 //! manifests/ID.json             one per backup, written last: a backup exists once this exists
+//! manifests/ID.json.minisig     its signature (when a signing key is configured), written first
 //! ```
+//!
+//! Every read of the catalog goes through here: the marker is checked once per [`Repository`]
+//! (so once per command), every manifest's name is compared with its id, and, with a verify key,
+//! every manifest's signature is checked before it is parsed.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use jiff::Timestamp;
@@ -13,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RepositoryConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{FORMAT_VERSION, Manifest, is_valid_backup_id};
+use crate::signing::{self, SigningKey, VerifyKey};
 use crate::storage::{self, CreateOutcome, Storage};
 
 /// The key of the repository marker.
@@ -30,19 +39,43 @@ struct Marker {
 #[derive(Debug)]
 pub struct Repository {
     storage: Box<dyn Storage>,
+    signing_key: Option<SigningKey>,
+    verify_key: Option<VerifyKey>,
+    /// The marker as readers found it (`Some(true)`: present and readable, `Some(false)`:
+    /// missing), checked once.
+    marker: Mutex<Option<bool>>,
+    /// Whether the "signatures are not checked" warning was given.
+    warned_unchecked: AtomicBool,
 }
 
 impl Repository {
-    /// Opens the repository a configuration names (no I/O yet).
+    /// Opens the repository a configuration names (no I/O yet), with its signing and verify keys.
     pub async fn open(config: &RepositoryConfig) -> Result<Self> {
-        Ok(Self {
-            storage: storage::open(&config.location).await?,
-        })
+        Ok(Self::from_storage(storage::open(&config.location).await?)
+            .with_keys(config.signing_key.clone(), config.verify_key.clone()))
     }
 
-    /// Wraps an already opened storage.
+    /// Wraps an already opened storage (no keys: writes unsigned, reads unchecked).
     pub fn from_storage(storage: Box<dyn Storage>) -> Self {
-        Self { storage }
+        Self {
+            storage,
+            signing_key: None,
+            verify_key: None,
+            marker: Mutex::new(None),
+            warned_unchecked: AtomicBool::new(false),
+        }
+    }
+
+    /// Signs what it writes with `signing_key`; refuses what it reads unless signed by
+    /// `verify_key`.
+    pub fn with_keys(
+        mut self,
+        signing_key: Option<SigningKey>,
+        verify_key: Option<VerifyKey>,
+    ) -> Self {
+        self.signing_key = signing_key;
+        self.verify_key = verify_key;
+        self
     }
 
     /// The underlying storage.
@@ -52,6 +85,12 @@ impl Repository {
 
     /// Writes the marker on first use; refuses a repository of a newer format.
     pub async fn ensure_initialized(&self) -> Result<()> {
+        self.initialize().await?;
+        *self.marker.lock().expect("marker state") = Some(true);
+        Ok(())
+    }
+
+    async fn initialize(&self) -> Result<()> {
         match self.storage.get_bytes(MARKER_KEY).await {
             Ok(bytes) => check_marker(&bytes),
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -98,13 +137,34 @@ impl Repository {
         format!("{MANIFESTS}{id}.json")
     }
 
-    /// Every backup, oldest first. A manifest that cannot be read is an error, never skipped.
+    /// Every backup, oldest first. A manifest that cannot be read, that is not named after its
+    /// id, or (with a verify key) that is not signed by that key is an error, never skipped; so
+    /// is a marker of a newer format or one that does not parse, and manifests without a marker.
+    /// A manifest deleted between the listing and its reading (a concurrent cleanup) is left out.
     pub async fn list(&self) -> Result<Vec<Manifest>> {
+        let marker = self.marker_for_reading().await?;
         let objects = self.storage.list(MANIFESTS).await?;
-        let mut manifests = Vec::with_capacity(objects.len());
-        for object in objects.iter().filter(|o| o.key.ends_with(".json")) {
-            let bytes = self.storage.get_bytes(&object.key).await?;
-            manifests.push(Manifest::from_json(&object.key, &bytes)?);
+        let keys: Vec<&str> = objects
+            .iter()
+            .map(|o| o.key.as_str())
+            .filter(|key| key.ends_with(".json"))
+            .collect();
+        if let Some(first) = keys.first() {
+            refuse_without_marker(marker, first)?;
+        }
+        let mut manifests = Vec::with_capacity(keys.len());
+        for key in keys {
+            let bytes = match self.storage.get_bytes(key).await {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if self.check_signature(key, &bytes).await? == Checked::Vanished {
+                continue;
+            }
+            let manifest = Manifest::from_json(key, &bytes)?;
+            check_name(key, &manifest)?;
+            manifests.push(manifest);
         }
         // Ids sort by second only; two backups of one second keep the order they ran in.
         manifests.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
@@ -116,28 +176,126 @@ impl Repository {
         if !is_valid_backup_id(id) {
             return Err(Error::config(format!("{id:?} is not a backup id")));
         }
+        let marker = self.marker_for_reading().await?;
         let key = Self::manifest_key(id);
+        let not_found =
+            || Error::not_found(format!("no backup {id} in {}", self.storage.location()));
         let bytes = self.storage.get_bytes(&key).await.map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
-                Error::not_found(format!("no backup {id} in {}", self.storage.location()))
+                not_found()
             } else {
                 e
             }
         })?;
+        refuse_without_marker(marker, &key)?;
+        if self.check_signature(&key, &bytes).await? == Checked::Vanished {
+            return Err(not_found());
+        }
         let manifest = Manifest::from_json(&key, &bytes)?;
-        if manifest.id != id {
-            return Err(Error::integrity(format!(
-                "{key} holds the manifest of {}",
-                manifest.id
+        check_name(&key, &manifest)?;
+        Ok(manifest)
+    }
+
+    /// For readers of objects other than manifests: refuses a marker that does not parse or is of
+    /// a newer format (a missing one is an empty repository).
+    pub async fn check_marker(&self) -> Result<()> {
+        self.marker_for_reading().await.map(|_| ())
+    }
+
+    /// Whether the marker is there (`false`: missing), refusing one that does not parse or is
+    /// of a newer format. Read once; later calls use what the first one found.
+    async fn marker_for_reading(&self) -> Result<bool> {
+        if let Some(present) = *self.marker.lock().expect("marker state") {
+            return Ok(present);
+        }
+        let present = match self.storage.get_bytes(MARKER_KEY).await {
+            Ok(bytes) => {
+                check_marker(&bytes)?;
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        *self.marker.lock().expect("marker state") = Some(present);
+        Ok(present)
+    }
+
+    /// With a verify key: refuses `bytes` read from `key` unless `KEY.minisig` is a signature of
+    /// them by that key. Without one: warns, once, that nothing is checked.
+    async fn check_signature(&self, key: &str, bytes: &[u8]) -> Result<Checked> {
+        let Some(verify_key) = &self.verify_key else {
+            if !self.warned_unchecked.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "signatures are not checked ([repository] verify_key is not set): a manifest \
+                     or drill report written by anyone with write access to the storage is trusted"
+                );
+            }
+            return Ok(Checked::Signed);
+        };
+        let signature_key = signing::signature_key(key);
+        let signature = match self.storage.get_bytes(&signature_key).await {
+            Ok(signature) => signature,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // Deletion removes the object first, then its signature: if the object is gone
+                // too, it was deleted after it was read, not written unsigned.
+                return match self.storage.get_bytes(key).await {
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(Checked::Vanished),
+                    Err(e) => Err(e),
+                    Ok(_) => Err(Error::integrity(format!(
+                        "{key} is not signed (no {signature_key}) and [repository] verify_key \
+                         requires a signature by key {}: refusing it",
+                        verify_key.key_id()
+                    ))),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        verify_key.verify(bytes, &signature).map_err(|problem| {
+            Error::integrity(format!(
+                "{key}: {problem} ({signature_key}): it was changed, or not written with this \
+                 repository's signing key; refusing it"
+            ))
+        })?;
+        Ok(Checked::Signed)
+    }
+
+    /// Stores a small object that is not a backup (a drill report), signed when a signing key
+    /// is configured: the signature first, so the object never exists unsigned.
+    pub async fn put_signed(&self, key: &str, body: Bytes) -> Result<()> {
+        if let Some(signing_key) = &self.signing_key {
+            let signature = signing_key.sign(&body, &signing::trusted_comment(key))?;
+            self.storage
+                .put(&signing::signature_key(key), Bytes::from(signature))
+                .await?;
+        }
+        self.storage.put(key, body).await
+    }
+
+    /// Reads a small object that is not a backup (a drill report) with the checks every read
+    /// gets: the marker, and with a verify key the object's signature.
+    pub async fn get_verified(&self, key: &str) -> Result<Bytes> {
+        let marker = self.marker_for_reading().await?;
+        let bytes = self.storage.get_bytes(key).await?;
+        refuse_without_marker(marker, key)?;
+        if self.check_signature(key, &bytes).await? == Checked::Vanished {
+            return Err(Error::not_found(format!(
+                "{key} was deleted while it was read"
             )));
         }
-        Ok(manifest)
+        Ok(bytes)
     }
 
     /// Writes a manifest: the last step of every backup. Never replaces an existing one.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        // An interrupted job records nothing, even if its last step happened to finish.
+        crate::process::check_interrupted()?;
         let key = Self::manifest_key(&manifest.id);
         let body = manifest.to_json();
+        // The signature first: a manifest never exists unsigned when a key is configured (an
+        // interruption in between leaves a signature without a manifest, which counts for nothing).
+        if let Some(signing_key) = &self.signing_key {
+            self.write_signature(signing_key, &key, &body).await?;
+        }
         match self
             .storage
             .put_if_absent(&key, Bytes::from(body.clone()))
@@ -156,13 +314,52 @@ impl Repository {
         }
     }
 
+    /// Writes the signature of the manifest `body` about to be created at `key`, create-if-absent.
+    async fn write_signature(
+        &self,
+        signing_key: &SigningKey,
+        key: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let signature_key = signing::signature_key(key);
+        let signature = signing_key.sign(body, &signing::trusted_comment(key))?;
+        match self
+            .storage
+            .put_if_absent(&signature_key, Bytes::from(signature.clone()))
+            .await?
+        {
+            CreateOutcome::Created => Ok(()),
+            CreateOutcome::AlreadyExists => {
+                // A retried write whose first attempt landed: its signature signs this very body.
+                let existing = self.storage.get_bytes(&signature_key).await?;
+                if signing_key.verify_key().verify(body, &existing).is_ok() {
+                    return Ok(());
+                }
+                match self.storage.get_bytes(key).await {
+                    // The signature of a manifest that exists is never replaced: creating the
+                    // manifest reports the conflict.
+                    Ok(_) => Ok(()),
+                    // Left by a backup of this id that never got its manifest.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        self.storage
+                            .put(&signature_key, Bytes::from(signature))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
     /// Removes a backup: its manifest first (so it is never listed with objects missing), then
-    /// its objects.
+    /// its signature, then its objects.
     pub async fn remove_backup(&self, id: &str) -> Result<()> {
         if !is_valid_backup_id(id) {
             return Err(Error::config(format!("{id:?} is not a backup id")));
         }
-        self.storage.delete(&Self::manifest_key(id)).await?;
+        let key = Self::manifest_key(id);
+        self.storage.delete(&key).await?;
+        self.storage.delete(&signing::signature_key(&key)).await?;
         self.remove_data(id).await?;
         Ok(())
     }
@@ -180,6 +377,47 @@ impl Repository {
     }
 }
 
+/// What a signature check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Signed by the verify key, or not checked (no verify key).
+    Signed,
+    /// The object was deleted after it was read: there is nothing to check any more.
+    Vanished,
+}
+
+/// Objects without a marker are not a repository this coffer made (or its marker was deleted):
+/// readers refuse them rather than guess. No marker and nothing in it is an empty repository.
+fn refuse_without_marker(marker: bool, key: &str) -> Result<()> {
+    if marker {
+        return Ok(());
+    }
+    Err(Error::integrity(format!(
+        "{MARKER_KEY} is missing, but {key} exists: this is not a coffer repository, or its \
+         marker was deleted; refusing to read it"
+    )))
+}
+
+/// A manifest is named after the backup it describes: a copy under another name (or a renamed
+/// one) would otherwise be listed as a second backup.
+fn check_name(key: &str, manifest: &Manifest) -> Result<()> {
+    if !is_valid_backup_id(&manifest.id) {
+        return Err(Error::integrity(format!(
+            "{key}: {:?} is not a backup id",
+            manifest.id
+        )));
+    }
+    if key != Repository::manifest_key(&manifest.id) {
+        return Err(Error::integrity(format!(
+            "{key} holds the manifest of {}, which belongs in {}: a manifest copied or renamed; \
+             refusing it (remove the copy, or give it back its name)",
+            manifest.id,
+            Repository::manifest_key(&manifest.id)
+        )));
+    }
+    Ok(())
+}
+
 fn check_marker(bytes: &[u8]) -> Result<()> {
     let marker: Marker = serde_json::from_slice(bytes).map_err(|e| {
         Error::integrity(format!("{MARKER_KEY}: not a coffer repository marker: {e}"))
@@ -191,4 +429,288 @@ fn check_marker(bytes: &[u8]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{BackupKind, SourceInfo};
+    use crate::storage::LocalStorage;
+
+    fn keys() -> (tempfile::TempDir, SigningKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = signing::generate_key_pair(dir.path()).unwrap();
+        let key = SigningKey::from_file(&generated.secret_key_file).unwrap();
+        (dir, key)
+    }
+
+    fn repository(
+        root: &std::path::Path,
+        signing: Option<&SigningKey>,
+        verify: bool,
+    ) -> Repository {
+        Repository::from_storage(Box::new(LocalStorage::new(root.to_path_buf()))).with_keys(
+            signing.cloned(),
+            verify.then(|| signing.expect("a verify key needs a key").verify_key()),
+        )
+    }
+
+    fn manifest(id: &str) -> Manifest {
+        let source = SourceInfo {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            server_version: "10.11".into(),
+            server_id: 1,
+            dump_tool: "mariadb-dump".into(),
+        };
+        Manifest::finished_now(id, BackupKind::Full, Timestamp::now(), source)
+    }
+
+    const ID: &str = "20261126T182103Z-full-a44d";
+
+    #[tokio::test]
+    async fn signed_manifests_are_written_signature_first_and_checked_on_every_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_keys, key) = keys();
+        let writer = repository(dir.path(), Some(&key), false);
+        writer.ensure_initialized().await.unwrap();
+        let written = manifest(ID);
+        writer.write_manifest(&written).await.unwrap();
+        // A retried write of the same manifest is a success and keeps a valid signature.
+        writer.write_manifest(&written).await.unwrap();
+        let stored = std::fs::read(dir.path().join(format!("manifests/{ID}.json"))).unwrap();
+        let signature =
+            std::fs::read(dir.path().join(format!("manifests/{ID}.json.minisig"))).unwrap();
+        let comment = key.verify_key().verify(&stored, &signature).unwrap();
+        assert!(
+            comment.contains(&format!("file:manifests/{ID}.json")),
+            "{comment}"
+        );
+
+        let reader = repository(dir.path(), Some(&key), true);
+        assert_eq!(reader.list().await.unwrap().len(), 1);
+        assert_eq!(reader.manifest(ID).await.unwrap().id, ID);
+
+        // Changed: refused by list and by id, naming the object.
+        let path = dir.path().join(format!("manifests/{ID}.json"));
+        let forged = String::from_utf8(stored.clone())
+            .unwrap()
+            .replace("127.0.0.1", "10.6.6.6");
+        std::fs::write(&path, forged).unwrap();
+        for err in [
+            repository(dir.path(), Some(&key), true)
+                .list()
+                .await
+                .unwrap_err(),
+            repository(dir.path(), Some(&key), true)
+                .manifest(ID)
+                .await
+                .unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::Integrity);
+            assert!(
+                err.to_string().contains(&format!("manifests/{ID}.json")),
+                "{err}"
+            );
+        }
+        std::fs::write(&path, &stored).unwrap();
+
+        // Unsigned: refused with a verify key, read (with one warning) without.
+        std::fs::remove_file(dir.path().join(format!("manifests/{ID}.json.minisig"))).unwrap();
+        let err = repository(dir.path(), Some(&key), true)
+            .list()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("is not signed"), "{err}");
+        let unchecked = repository(dir.path(), None, false);
+        assert_eq!(unchecked.list().await.unwrap().len(), 1);
+        assert!(unchecked.warned_unchecked.load(Ordering::Relaxed));
+
+        // Removing a backup removes its signature too.
+        writer.remove_backup(ID).await.unwrap();
+        assert!(
+            !dir.path()
+                .join(format!("manifests/{ID}.json.minisig"))
+                .exists()
+        );
+        assert!(writer.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retried_manifest_write_keeps_its_signature_and_a_leftover_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_keys, key) = keys();
+        let writer = repository(dir.path(), Some(&key), true);
+        writer.ensure_initialized().await.unwrap();
+        // A signature left by an attempt that never wrote its manifest (another body).
+        let mut earlier = manifest(ID);
+        earlier.databases = vec!["other".into()];
+        let stale = key.sign(&earlier.to_json(), "stale").unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        std::fs::write(
+            dir.path().join(format!("manifests/{ID}.json.minisig")),
+            stale,
+        )
+        .unwrap();
+        let manifest = manifest(ID);
+        writer.write_manifest(&manifest).await.unwrap();
+        // The same manifest again (a retried PUT whose first attempt landed): still fine.
+        writer.write_manifest(&manifest).await.unwrap();
+        assert_eq!(writer.list().await.unwrap(), vec![manifest.clone()]);
+        // Another manifest under the same id: refused, and the existing signature untouched.
+        let signature =
+            std::fs::read(dir.path().join(format!("manifests/{ID}.json.minisig"))).unwrap();
+        let err = writer.write_manifest(&earlier).await.unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("manifests/{ID}.json.minisig"))).unwrap(),
+            signature
+        );
+        assert_eq!(writer.manifest(ID).await.unwrap(), manifest);
+    }
+
+    #[tokio::test]
+    async fn readers_check_the_marker_once_and_refuse_what_they_cannot_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing at all: an empty repository.
+        assert!(
+            repository(dir.path(), None, false)
+                .list()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let writer = repository(dir.path(), None, false);
+        writer.ensure_initialized().await.unwrap();
+        writer.write_manifest(&manifest(ID)).await.unwrap();
+        let marker = dir.path().join(MARKER_KEY);
+        let original = std::fs::read_to_string(&marker).unwrap();
+        for (bytes, says) in [
+            (
+                original.replace("\"format_version\": 1", "\"format_version\": 2"),
+                "upgrade coffer",
+            ),
+            (
+                "{\"format_version\": 1,".to_string(),
+                "not a coffer repository marker",
+            ),
+        ] {
+            std::fs::write(&marker, bytes).unwrap();
+            for err in [
+                repository(dir.path(), None, false)
+                    .list()
+                    .await
+                    .unwrap_err(),
+                repository(dir.path(), None, false)
+                    .manifest(ID)
+                    .await
+                    .unwrap_err(),
+            ] {
+                assert_eq!(err.kind(), ErrorKind::Integrity);
+                assert!(
+                    err.to_string().contains(MARKER_KEY) && err.to_string().contains(says),
+                    "{err}"
+                );
+            }
+        }
+        std::fs::remove_file(&marker).unwrap();
+        let err = repository(dir.path(), None, false)
+            .list()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("is missing"), "{err}");
+        // Checked once: a marker that breaks after the first read is not read again.
+        std::fs::write(&marker, &original).unwrap();
+        let reader = repository(dir.path(), None, false);
+        reader.list().await.unwrap();
+        std::fs::write(&marker, "broken").unwrap();
+        reader.list().await.unwrap();
+        reader.manifest(ID).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_copied_manifest_is_refused_and_an_unknown_kind_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = repository(dir.path(), None, false);
+        writer.ensure_initialized().await.unwrap();
+        writer.write_manifest(&manifest(ID)).await.unwrap();
+        let manifests = dir.path().join("manifests");
+        let copy = manifests.join("20300101T000000Z-full-beef.json");
+        std::fs::copy(manifests.join(format!("{ID}.json")), &copy).unwrap();
+        let err = writer.list().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity);
+        assert!(
+            err.to_string().contains("manifests/20300101T000000Z-full-beef.json holds the manifest of 20261126T182103Z-full-a44d"),
+            "{err}"
+        );
+        std::fs::remove_file(&copy).unwrap();
+
+        let unknown = "20300101T000000Z-snapshot-0001";
+        std::fs::write(
+            manifests.join(format!("{unknown}.json")),
+            format!(
+                r#"{{"format_version": 1, "id": "{unknown}", "kind": "snapshot",
+                    "started_at": "2030-01-01T00:00:00Z", "finished_at": "2030-01-01T00:00:05Z",
+                    "artifacts": {{"of": "a shape this coffer does not know"}}}}"#
+            ),
+        )
+        .unwrap();
+        let listed = writer.list().await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[1].id, unknown);
+        assert_eq!(listed[1].kind, BackupKind::Unknown);
+        assert_eq!(listed[1].kind.as_str(), "unknown");
+        assert_eq!(listed[1].duration_seconds, 5.0);
+        assert!(listed[1].artifacts.is_empty());
+        // Even in the shape of a known kind, nothing but the header of an unknown one is read.
+        let mut shaped = manifest("20300101T000001Z-snapshot-0002");
+        shaped.databases = vec!["app".into()];
+        let text = String::from_utf8(shaped.to_json())
+            .unwrap()
+            .replace("\"kind\": \"full\"", "\"kind\": \"snapshot\"");
+        std::fs::write(manifests.join(format!("{}.json", shaped.id)), text).unwrap();
+        let listed = writer.list().await.unwrap();
+        assert_eq!(listed.len(), 3);
+        let read = listed.iter().find(|m| m.id == shaped.id).unwrap();
+        assert_eq!(read.kind, BackupKind::Unknown);
+        assert!(read.databases.is_empty());
+        // A known kind that is malformed is still an error.
+        std::fs::write(
+            manifests.join("20300101T000000Z-full-0002.json"),
+            r#"{"format_version": 1, "id": "20300101T000000Z-full-0002", "kind": "full", "started_at": "2030-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let err = writer.list().await.unwrap_err();
+        assert!(err.to_string().contains("malformed manifest"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reports_are_signed_before_they_are_stored_and_checked_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_keys, key) = keys();
+        let repo = repository(dir.path(), Some(&key), true);
+        repo.ensure_initialized().await.unwrap();
+        let report_key = "reports/drills/20300101T000000Z-drill-0001.json";
+        repo.put_signed(report_key, Bytes::from_static(b"{}\n"))
+            .await
+            .unwrap();
+        assert_eq!(
+            repo.get_verified(report_key).await.unwrap().as_ref(),
+            b"{}\n"
+        );
+        std::fs::write(dir.path().join(report_key), "{\"verdict\": \"pass\"}\n").unwrap();
+        let err = repository(dir.path(), Some(&key), true)
+            .get_verified(report_key)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity);
+        assert!(err.to_string().contains(report_key), "{err}");
+        // Without a signing key reports are stored unsigned, as before.
+        let unsigned = "reports/drills/20300101T000000Z-drill-0002.json";
+        repository(dir.path(), None, false)
+            .put_signed(unsigned, Bytes::from_static(b"{}\n"))
+            .await
+            .unwrap();
+        assert!(!dir.path().join(format!("{unsigned}.minisig")).exists());
+    }
 }

@@ -170,30 +170,34 @@ impl DrillReport {
 
     /// Stores the report as `reports/drills/ID.json` and `ID.md`.
     pub async fn save(&self, repository: &Repository, tz: &jiff::tz::TimeZone) -> Result<()> {
+        // An interrupted drill proved nothing: no report of it is kept.
+        coffer_core::process::check_interrupted()?;
         let mut json = serde_json::to_vec_pretty(self).expect("a report always serializes");
         json.push(b'\n');
-        let storage = repository.storage();
-        storage
-            .put(
+        // Each signed (when a signing key is configured) before it is stored.
+        repository
+            .put_signed(
                 &format!("{REPORTS_PREFIX}{}.md", self.id),
                 self.to_markdown(tz).into_bytes().into(),
             )
             .await?;
         // The JSON last: history lists the JSON, so a listed report has its Markdown too.
-        storage
-            .put(&format!("{REPORTS_PREFIX}{}.json", self.id), json.into())
+        repository
+            .put_signed(&format!("{REPORTS_PREFIX}{}.json", self.id), json.into())
             .await
     }
 
     /// Every stored report, oldest first.
     pub async fn history(repository: &Repository) -> Result<Vec<DrillReport>> {
+        repository.check_marker().await?;
         let storage = repository.storage();
         let mut reports = Vec::new();
         for object in storage.list(REPORTS_PREFIX).await? {
             if !object.key.ends_with(".json") {
                 continue;
             }
-            let bytes = storage.get_bytes(&object.key).await?;
+            // With a verify key, an unsigned or forged report is refused like a manifest.
+            let bytes = repository.get_verified(&object.key).await?;
             reports.push(serde_json::from_slice::<DrillReport>(&bytes).map_err(|e| {
                 Error::integrity(format!("{}: not a drill report: {e}", object.key))
             })?);
