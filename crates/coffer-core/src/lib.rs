@@ -10,7 +10,8 @@
 //!   must meet; [`repository`]: the layout in storage and the catalog of backups;
 //! - [`dumpscan`]: reading those expectations from a dump stream as it passes; [`dump`]: running
 //!   the dump tool with coffer's options through it;
-//! - [`binlog`]: indexing binary logs natively; [`archive`]: the binlog archive as restores see
+//! - [`binlog`] and [`binlog_events`] (re-exported from the pure `coffer-binlog` crate): indexing
+//!   binary logs natively; [`archive`]: the binlog archive as restores see
 //!   it (whole files and the segments of the file the server is still writing);
 //! - [`binlog_events`]: which transactions of a binary log changed which tables, how, and how many
 //!   rows (row events counted, statements parsed);
@@ -26,8 +27,8 @@
 //! The storage format is specified in `docs/FORMAT.md`.
 
 pub mod archive;
-pub mod binlog;
-pub mod binlog_events;
+pub use coffer_binlog::events as binlog_events;
+pub use coffer_binlog::index as binlog;
 pub mod client;
 pub mod config;
 pub mod dump;

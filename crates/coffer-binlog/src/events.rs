@@ -1,7 +1,7 @@
 //! Which committed transactions of a binary log changed which tables, how, and how many rows.
 //!
 //! [`EventScanner`] is fed a binlog file's bytes in chunks of any size, like
-//! [`crate::binlog::BinlogIndexer`], and runs such an indexer over the very same bytes, so its
+//! [`crate::index::BinlogIndexer`], and runs such an indexer over the very same bytes, so its
 //! transaction boundaries (start and end positions, GTID, commit time) are the index's by
 //! construction. Besides, it decodes the events that say what a transaction changed:
 //!
@@ -31,7 +31,7 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use crate::binlog::{BinlogError, BinlogIndexer, Transaction};
+use crate::index::{BinlogError, BinlogIndexer, Transaction};
 
 const HEADER_LEN: usize = 19;
 /// Larger event bodies are skipped as they stream past instead of buffered.
@@ -1147,7 +1147,7 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binlog::MAGIC;
+    use crate::index::MAGIC;
 
     fn event(kind: u8, timestamp: u32, position: u64, body: &[u8], checksum: bool) -> Vec<u8> {
         let length = (HEADER_LEN + body.len() + if checksum { 4 } else { 0 }) as u32;
