@@ -95,12 +95,10 @@ pub async fn resolve_backup(
     repository: &Repository,
     id: &str,
 ) -> Result<coffer_core::manifest::Manifest> {
-    use coffer_core::manifest::BackupKind;
     if id == "latest" {
         let manifests = repository.list().await?;
-        return manifests
-            .into_iter()
-            .rfind(|m| m.kind == BackupKind::Full)
+        return coffer_core::manifest::newest_full(&manifests)
+            .cloned()
             .ok_or_else(|| {
                 coffer_core::Error::not_found(format!(
                     "no full backup in {}",

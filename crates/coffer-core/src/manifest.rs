@@ -298,6 +298,16 @@ impl Manifest {
     }
 }
 
+/// What "latest" means everywhere (`backup show latest`, `restore db --latest`, the drill,
+/// `status`): the full backup that started last. `manifests` may be in any order; ties on the
+/// start time go to the greater id.
+pub fn newest_full(manifests: &[Manifest]) -> Option<&Manifest> {
+    manifests
+        .iter()
+        .filter(|m| m.kind == BackupKind::Full)
+        .max_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)))
+}
+
 /// Makes a new time-sortable backup id: `20261126T174643Z-full-3fa9`. The suffix keeps two
 /// backups started in the same second apart.
 pub fn new_backup_id(kind: BackupKind, at: Timestamp) -> String {

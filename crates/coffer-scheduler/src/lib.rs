@@ -12,7 +12,8 @@
 //!   `--stop-never` replication stream; closed files archived whole, the active file shipped as
 //!   segments every interval, reconnecting without gaps or duplicates.
 //!
-//! - [`recovery_point`]: how many seconds of committed transactions the archive lacks.
+//! - [`recovery_point`]: how many seconds of committed transactions the archive lacks;
+//!   [`status`]: that and the newest backups, as the value `coffer status` prints.
 //!
 //! - [`archiver`]: what the last two share: the source's binlog list against the archive's,
 //!   fetching, storing a whole file or a segment.
@@ -24,6 +25,7 @@ pub mod archiver;
 pub mod full;
 pub mod incremental;
 pub mod recovery_point;
+pub mod status;
 pub mod stream;
 
 pub use full::run_full_backup;

@@ -81,9 +81,7 @@ pub async fn run_drill(
     // `latest` means the newest full backup, as for `backup show`.
     let full = match options.backup.as_deref().filter(|id| *id != "latest") {
         Some(id) => repository.manifest(id).await?,
-        None => manifests
-            .iter()
-            .rfind(|m| m.kind == BackupKind::Full)
+        None => coffer_core::manifest::newest_full(&manifests)
             .cloned()
             .ok_or_else(|| {
                 Error::not_found(format!(

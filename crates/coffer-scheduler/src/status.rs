@@ -1,0 +1,90 @@
+//! What `coffer status` reports, as a value: the newest backups and the recovery point. The
+//! command prints it; the daemon will serve it (`/metrics`, `GET /up`) from the same function.
+
+use coffer_core::archive::archived_files;
+use coffer_core::config::Config;
+use coffer_core::manifest::newest_full;
+use coffer_core::repository::Repository;
+use coffer_core::{Error, Result};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::recovery_point::{RecoveryPoint, recovery_point};
+
+/// The repository and the source, as `coffer status` sees them. Serialized, it is the JSON of
+/// `coffer status --json`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Where the repository is.
+    pub repository: String,
+    /// Backups listed (every kind).
+    pub backups: usize,
+    /// The newest full backup ("latest").
+    pub newest_full_backup: Option<NewestFull>,
+    /// The binlog file archived last.
+    pub newest_archived_binlog: Option<NewestBinlog>,
+    /// The archive against the source; `None` when the source could not be asked.
+    pub recovery_point: Option<RecoveryPoint>,
+    /// Why the source could not be asked.
+    pub source_error: Option<String>,
+    /// That failure itself, for its exit code.
+    #[serde(skip)]
+    pub source_failure: Option<Error>,
+}
+
+/// The newest full backup and how old it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewestFull {
+    /// Its id.
+    pub id: String,
+    /// When it finished.
+    pub finished_at: Timestamp,
+    /// Seconds since then.
+    pub age_seconds: i64,
+}
+
+/// The binlog file archived last.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewestBinlog {
+    /// File name.
+    pub file: String,
+    /// Archived whole (closed) rather than as segments of the active file.
+    pub whole: bool,
+    /// Bytes archived.
+    pub end_position: u64,
+    /// Time of its last event (any event).
+    pub last_event_time: Option<i64>,
+    /// Commit time of its last transaction.
+    pub last_commit_time: Option<i64>,
+}
+
+/// Reads the repository (failing on its errors) and asks the source for the recovery point
+/// (recording, not failing on, the source's errors), at `now`.
+pub async fn status(config: &Config, repository: &Repository, now: Timestamp) -> Result<Status> {
+    let manifests = repository.list().await?;
+    let files = archived_files(&manifests);
+    let newest_file = files.iter().max_by_key(|f| (f.archived_at, f.sequence));
+    let (point, failure) = match recovery_point(config, repository).await {
+        Ok(point) => (Some(point), None),
+        Err(e) => (None, Some(e)),
+    };
+    Ok(Status {
+        repository: repository.storage().location(),
+        backups: manifests.len(),
+        newest_full_backup: newest_full(&manifests).map(|m| NewestFull {
+            id: m.id.clone(),
+            finished_at: m.finished_at,
+            age_seconds: now.as_second() - m.finished_at.as_second(),
+        }),
+        newest_archived_binlog: newest_file.map(|f| NewestBinlog {
+            file: f.file.clone(),
+            whole: f.whole,
+            end_position: f.end_position,
+            last_event_time: f.last_event_time,
+            last_commit_time: f.last_commit_time,
+        }),
+        recovery_point: point,
+        source_error: failure.as_ref().map(ToString::to_string),
+        source_failure: failure,
+    })
+}
