@@ -114,10 +114,18 @@ async fn newest_commit_after(
     let local = source
         .fetch_closed_from(file, position, scratch.path())
         .await?;
-    let bytes =
-        std::fs::read(&local).map_err(|e| Error::other(format!("{}: {e}", local.display())))?;
+    // Read in pieces: the unarchived tail may be a whole file of the server's.
     let mut indexer = BinlogIndexer::new();
-    indexer.feed(&bytes);
+    let fail = |e: std::io::Error| Error::other(format!("{}: {e}", local.display()));
+    let mut tail = std::fs::File::open(&local).map_err(fail)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut tail, &mut buf).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        indexer.feed(&buf[..n]);
+    }
     let index = indexer
         .finish()
         .map_err(|e| Error::integrity(format!("{file} from {position}: {e}")))?;
