@@ -9,15 +9,57 @@ use serde::{Deserialize, Serialize};
 /// Where drill reports live in the repository: `reports/drills/ID.json` and `ID.md`.
 pub const REPORTS_PREFIX: &str = "reports/drills/";
 
-/// The runbook's checklist, in its order.
-pub const CHECKLIST: [&str; 6] = [
-    "database restore successful",
-    "all tables present",
-    "data counts match",
-    "files accessible",
-    "application starts",
-    "critical features work",
-];
+/// One item of the runbook's restore-test checklist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChecklistItem {
+    /// The backup's digests verified and its dump (and binlogs) loaded.
+    RestoreSuccessful,
+    /// Every schema object the backup holds exists in the sandbox.
+    AllTablesPresent,
+    /// Row counts and data digests equal the backup's.
+    DataCountsMatch,
+    /// A sample of the newest file snapshot restores with matching hashes.
+    FilesAccessible,
+    /// The application's checks pass against the sandbox.
+    ApplicationStarts,
+    /// The SQL probes of critical features pass.
+    CriticalFeaturesWork,
+}
+
+impl ChecklistItem {
+    /// Every item, in the runbook's order.
+    pub const ALL: [ChecklistItem; 6] = [
+        Self::RestoreSuccessful,
+        Self::AllTablesPresent,
+        Self::DataCountsMatch,
+        Self::FilesAccessible,
+        Self::ApplicationStarts,
+        Self::CriticalFeaturesWork,
+    ];
+
+    /// The item's name in the runbook, reports and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RestoreSuccessful => "database restore successful",
+            Self::AllTablesPresent => "all tables present",
+            Self::DataCountsMatch => "data counts match",
+            Self::FilesAccessible => "files accessible",
+            Self::ApplicationStarts => "application starts",
+            Self::CriticalFeaturesWork => "critical features work",
+        }
+    }
+}
+
+/// The runbook's checklist, in its order: the names of [`ChecklistItem::ALL`].
+pub const CHECKLIST: [&str; 6] = {
+    let mut names = [""; 6];
+    let mut i = 0;
+    while i < 6 {
+        names[i] = ChecklistItem::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// An item's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
