@@ -5,30 +5,23 @@ use std::time::Duration;
 use coffer_verifier::{Sandbox, SandboxOptions};
 
 use crate::util::{
-    BACKUP_GRANTS, Repo, Run, SLOW_COMPRESSION, SOURCE_PASSWORD, SOURCE_USER, Setup, load_bulk,
-    start_s3s,
+    BACKUP_GRANTS, Repo, Run, SLOW_COMPRESSION, SOURCE_PASSWORD, SOURCE_USER, Setup, files_under,
+    load_bulk, start_s3s,
 };
 
-fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            if entry.path().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push(
-                    entry
-                        .path()
-                        .strip_prefix(dir)
-                        .unwrap()
-                        .display()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    out
+/// A private source with the `bulk` database and the backup account, for a test that crashes or
+/// freezes it.
+fn bulk_source(server_id: u32) -> Sandbox {
+    let sandbox = Sandbox::start(SandboxOptions {
+        server_id,
+        ..Default::default()
+    })
+    .unwrap();
+    load_bulk(&sandbox, 60000);
+    sandbox
+        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
+        .unwrap();
+    sandbox
 }
 
 /// Starts `backup run full` and returns once its dump has been streaming for a moment.
@@ -98,15 +91,7 @@ fn storage_dying_mid_upload_fails_with_exit_4_and_no_manifest() {
 
 #[test]
 fn source_crashing_mid_dump_fails_with_exit_5_and_no_manifest() {
-    let mut sandbox = Sandbox::start(SandboxOptions {
-        server_id: 303,
-        ..Default::default()
-    })
-    .unwrap();
-    load_bulk(&sandbox, 60000);
-    sandbox
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    let mut sandbox = bulk_source(303);
     let setup = Setup::with_source(&sandbox, Repo::Folder, &["bulk"], SLOW_COMPRESSION);
     let child = spawn_slow_backup(&setup);
     sandbox.crash().unwrap();
@@ -126,15 +111,7 @@ fn source_crashing_mid_dump_fails_with_exit_5_and_no_manifest() {
 
 #[test]
 fn a_frozen_source_fails_the_backup_after_the_stall_timeout() {
-    let sandbox = Sandbox::start(SandboxOptions {
-        server_id: 304,
-        ..Default::default()
-    })
-    .unwrap();
-    load_bulk(&sandbox, 60000);
-    sandbox
-        .create_user(SOURCE_USER, SOURCE_PASSWORD, BACKUP_GRANTS)
-        .unwrap();
+    let sandbox = bulk_source(304);
     let setup = Setup::with_source(&sandbox, Repo::Folder, &["bulk"], SLOW_COMPRESSION);
     setup.edit_config("timezone = ", "stall_timeout_seconds = 3\ntimezone = ");
     let pid = std::fs::read_to_string(sandbox.dir().join("data/mariadbd.pid"))

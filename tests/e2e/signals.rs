@@ -2,29 +2,12 @@
 //! file with the password) removed, no manifest written, `after` hooks run, the state of the
 //! target named, exit 130/143. Hooks see none of coffer's secrets.
 
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use coffer_verifier::SandboxOptions;
 
-use crate::util::{Repo, Run, SLOW_COMPRESSION, Setup, restore_target};
-
-/// Files left anywhere under `dir`.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            if entry.path().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push(entry.path().display().to_string());
-            }
-        }
-    }
-    out
-}
+use crate::util::{Repo, Run, SLOW_COMPRESSION, Setup, files_under, restore_target};
 
 /// Waits until `child` has a child process whose command line matches `pattern`.
 fn wait_for_child(child: &Child, pattern: &str) {
