@@ -16,5 +16,6 @@ mod restore;
 mod secrets;
 mod signals;
 mod signing;
+mod storage;
 mod tls;
 mod util;

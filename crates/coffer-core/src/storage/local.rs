@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 
 use super::{
     BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key,
+    range_past_end,
 };
 use crate::error::{Error, Result};
 
@@ -107,6 +108,14 @@ impl LocalStorage {
     }
 }
 
+/// A file's mtime, which is when its object was last written (files are renamed into place).
+fn modified(metadata: &std::fs::Metadata) -> Option<jiff::Timestamp> {
+    metadata
+        .modified()
+        .ok()
+        .and_then(|time| jiff::Timestamp::try_from(time).ok())
+}
+
 #[async_trait]
 impl Storage for LocalStorage {
     fn location(&self) -> String {
@@ -146,6 +155,52 @@ impl Storage for LocalStorage {
             256 * 1024,
             file,
         )))
+    }
+
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<ObjectReader> {
+        let path = self.path(key)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| self.io_error("opening", key, e))?;
+        let metadata = file
+            .metadata()
+            .await
+            .map_err(|e| self.io_error("reading the size of", key, e))?;
+        if !metadata.is_file() {
+            return Err(Error::not_found(format!(
+                "opening {key} in {}: no such object",
+                self.root.display()
+            )));
+        }
+        let size = metadata.len();
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Err(range_past_end(key, &self.location(), start, len, size));
+        }
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| self.io_error("seeking in", key, e))?;
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(
+            256 * 1024,
+            file.take(len),
+        )))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let path = self.path(key)?;
+        let metadata = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| self.io_error("looking up", key, e))?;
+        if !metadata.is_file() {
+            return Err(Error::not_found(format!(
+                "looking up {key} in {}: no such object",
+                self.root.display()
+            )));
+        }
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: metadata.len(),
+            last_modified: modified(&metadata),
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -190,9 +245,11 @@ impl Storage for LocalStorage {
                             .to_string_lossy()
                             .starts_with(".coffer-partial-")
                     {
+                        let metadata = entry.metadata()?;
                         out.push(ObjectMeta {
                             key,
-                            size: entry.metadata()?.len(),
+                            size: metadata.len(),
+                            last_modified: modified(&metadata),
                         });
                     }
                 }
@@ -312,6 +369,83 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn ranges_heads_and_batched_deletes() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().to_path_buf());
+        storage
+            .put("data/r/x", Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        let mut read = String::new();
+        storage
+            .get_range("data/r/x", 3, 4)
+            .await
+            .unwrap()
+            .read_to_string(&mut read)
+            .await
+            .unwrap();
+        assert_eq!(read, "3456");
+        let mut empty = Vec::new();
+        storage
+            .get_range("data/r/x", 10, 0)
+            .await
+            .unwrap()
+            .read_to_end(&mut empty)
+            .await
+            .unwrap();
+        assert!(empty.is_empty());
+        for (start, len) in [(8, 3), (11, 0), (u64::MAX, 2)] {
+            let past = storage
+                .get_range("data/r/x", start, len)
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(
+                past.kind(),
+                crate::error::ErrorKind::Integrity,
+                "{start}+{len}"
+            );
+        }
+        for missing in ["data/r/y", "data/r"] {
+            let err = storage.get_range(missing, 0, 1).await.err().unwrap();
+            assert_eq!(err.kind(), crate::error::ErrorKind::NotFound, "{missing}");
+        }
+
+        let head = storage.head("data/r/x").await.unwrap();
+        assert_eq!((head.key.as_str(), head.size), ("data/r/x", 10));
+        let age = jiff::Timestamp::now().duration_since(head.last_modified.unwrap());
+        assert!(age.as_secs() < 60, "{age:?}");
+        assert_eq!(storage.list("data/").await.unwrap(), vec![head]);
+        for missing in ["data/r/y", "data/r"] {
+            let err = storage.head(missing).await.unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::NotFound, "{missing}");
+        }
+
+        storage
+            .put("data/r/y", Bytes::from_static(b"y"))
+            .await
+            .unwrap();
+        assert!(
+            storage
+                .delete_many(&["data/r/x".into(), "../z".into()])
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            storage.list("data/").await.unwrap().len(),
+            2,
+            "nothing deleted"
+        );
+        storage
+            .delete_many(&["data/r/x".into(), "data/r/gone".into(), "data/r/y".into()])
+            .await
+            .unwrap();
+        assert!(storage.list("").await.unwrap().is_empty());
+        assert!(!dir.path().join("data/r").exists(), "no empty folder left");
     }
 
     #[tokio::test]

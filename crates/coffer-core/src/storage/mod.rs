@@ -3,6 +3,11 @@
 //! Keys are `/`-separated paths relative to the repository root (`manifests/ID.json`). A stream
 //! upload ([`Storage::put_stream`]) makes the object visible only when the stream ends cleanly:
 //! a producer that fails (or stops without saying it finished) leaves no object behind.
+//!
+//! Reads come whole ([`Storage::get`]) or as a byte range ([`Storage::get_range`]). A range that
+//! does not lie wholly inside the object is an [`ErrorKind::Integrity`](crate::error::ErrorKind::Integrity)
+//! error, not `NotFound`: the object is there, but shorter than whoever recorded the offset
+//! believed, which is what a damaged or truncated object looks like. A missing key is `NotFound`.
 
 mod local;
 mod s3;
@@ -11,6 +16,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use jiff::Timestamp;
 use tokio::io::AsyncRead;
 use tokio_stream::Stream;
 
@@ -26,13 +32,25 @@ pub type BodyStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>
 /// An object being read.
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 
-/// An object in a listing.
+/// An object in a listing, or what [`Storage::head`] says of one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Key relative to the repository root.
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written (S3's `LastModified`, a file's mtime); `None` when the
+    /// backend does not say.
+    pub last_modified: Option<Timestamp>,
+}
+
+/// Turns a reader (a file, a pipe) into a [`BodyStream`] for [`Storage::put_stream`], read in
+/// chunks of 256 KiB.
+pub fn body_from_reader(reader: impl AsyncRead + Send + 'static) -> BodyStream {
+    Box::pin(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        256 * 1024,
+    ))
 }
 
 /// The outcome of a conditional create.
@@ -76,6 +94,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Opens an object for reading.
     async fn get(&self, key: &str) -> Result<ObjectReader>;
 
+    /// Opens `len` bytes of an object, from byte `start`, for reading. The whole range must lie
+    /// inside the object: a range past its end is an integrity error (see the module docs), a
+    /// missing object is `NotFound`. A zero-length range at or before the end reads nothing.
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<ObjectReader>;
+
+    /// The size and last-modified time of an object; `NotFound` when there is none.
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
     /// Reads a small object whole.
     async fn get_bytes(&self, key: &str) -> Result<Bytes> {
         use tokio::io::AsyncReadExt;
@@ -93,6 +119,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Deletes many objects, in as few requests as the backend allows; missing objects are not
+    /// an error. Every key is checked before anything is deleted. On failure some of the objects
+    /// may be gone: the error names those that failed (retrying the whole call is safe).
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            check_key(key)?;
+        }
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
 
     /// Probes what the backend can do, writing and removing a few small objects under `probe/`.
     async fn probe(&self) -> Result<Capabilities>;
@@ -119,6 +158,13 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
         return Err(Error::other(format!("invalid object key {key:?}")));
     }
     Ok(())
+}
+
+/// The error of a range that does not lie wholly inside its object (see the module docs).
+pub(crate) fn range_past_end(key: &str, location: &str, start: u64, len: u64, size: u64) -> Error {
+    Error::integrity(format!(
+        "reading {len} bytes at offset {start} of {key} in {location}: the object has only {size} bytes"
+    ))
 }
 
 #[cfg(test)]
