@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
+use coffer_core::ErrorKind;
 use coffer_core::client::Endpoint;
 use coffer_core::config::Config;
 use coffer_core::pipeline::Progress;
@@ -54,7 +55,8 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
     };
     let (manifest, replay) = match &point {
         Some(point) => {
-            let (full, replay) = pitr::plan(&repository, point, identity.as_ref(), &tz).await?;
+            let (full, mut replay) = pitr::plan(&repository, point, identity.as_ref(), &tz).await?;
+            replay.gtid_domain = config.restore.gtid_domain;
             (full, Some(replay))
         }
         None => {
@@ -83,6 +85,17 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
         .map(|d| d.to.as_str())
         .collect();
     if args.dry_run {
+        // How the replay would write GTIDs, from the target's state now (or why it is refused).
+        let gtids = match &replay {
+            Some(replay) => Some(match pitr::preview_gtids(replay, &options.target).await {
+                Ok(g) => g.to_string(),
+                Err(e) if matches!(e.kind(), ErrorKind::Refused | ErrorKind::Config) => {
+                    format!("refused: {e}")
+                }
+                Err(e) => return Err(e.into()),
+            }),
+            None => None,
+        };
         if args.output.json {
             output::json(&serde_json::json!({
                 "backup_id": manifest.id,
@@ -90,6 +103,7 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
                 "databases": plan,
                 "drop_existing": options.drop_existing,
                 "replay": replay,
+                "gtids": gtids,
             }))?;
         } else {
             println!(
@@ -112,6 +126,11 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
                         output::local_time(*at, &tz),
                         at.strftime("%Y-%m-%d %H:%M:%S")
                     );
+                }
+                match gtids.as_deref() {
+                    Some("kept") => println!("GTIDs: kept (the source's own)"),
+                    Some(other) => println!("GTIDs: {other}"),
+                    None => {}
                 }
                 if let Some(commit) = replay
                     .last_commit_time
@@ -169,6 +188,17 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
             output::bytes(report.bytes),
             report.seconds
         );
+        match report.gtids {
+            Some(pitr::GtidHandling::Kept) => println!(
+                "GTIDs kept (the source's own); last written: {}",
+                report.last_gtid.as_deref().unwrap_or("-")
+            ),
+            Some(pitr::GtidHandling::Domain(n)) => println!(
+                "GTIDs renumbered into domain {n} ([restore] gtid_domain); last written: {}",
+                report.last_gtid.as_deref().unwrap_or("-")
+            ),
+            None => {}
+        }
     }
     Ok(exit::OK)
 }

@@ -175,14 +175,23 @@ fn a_deleted_binlog_object_is_reported_before_replay() {
     );
 }
 
-/// `gtid_strict_mode=ON` on the source and on a target that writes its own binary log: the
-/// dump's load gives the target GTIDs of its own, so replaying the source's sequence numbers
-/// would be refused (ERROR 1950); the replayed transactions take the target's next numbers.
-/// The restore goes into a new database name (ROW format, where `--rewrite-db` is exact).
-#[test]
-fn pitr_into_a_strict_gtid_target_under_a_new_name() {
+/// The target's `@@gtid_binlog_pos` entry in `domain` (empty when it has none).
+fn position_in_domain(target: &coffer_verifier::Sandbox, domain: u32) -> String {
+    target
+        .sql("SELECT @@gtid_binlog_pos")
+        .unwrap()
+        .trim()
+        .split(',')
+        .find(|g| g.split('-').next() == Some(&domain.to_string()))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A strict-mode source with writes after its full backup, across a rotation: the backup's
+/// setup, the newest GTID and the rows at that moment. The rows are then deleted (after it).
+fn strict_source(server_id: u32) -> (coffer_verifier::Sandbox, Setup, String, (String, String)) {
     let source = private_source(SandboxOptions {
-        server_id: 640,
+        server_id,
         binlog_format: BinlogFormat::Row,
         gtid_strict_mode: true,
         ..Default::default()
@@ -198,22 +207,111 @@ fn pitr_into_a_strict_gtid_target_under_a_new_name() {
     let reference = snapshot(sql);
     sql("DELETE FROM app.invoices WHERE id > 1;");
     setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    (source, setup, gtid, reference)
+}
 
+/// `gtid_strict_mode=ON` on both sides, a fresh target whose own history (the dump's load
+/// included) goes into a domain of its own: the replay keeps the source's GTIDs exactly, so the
+/// target's position in the source's domain is the source's.
+#[test]
+fn pitr_into_a_fresh_strict_target_keeps_the_source_gtids() {
+    let (_source, setup, gtid, reference) = strict_source(660);
+    assert!(gtid.starts_with("0-660-"), "{gtid}");
     let target = restore_target(SandboxOptions {
-        server_id: 641,
+        server_id: 661,
+        gtid_strict_mode: true,
+        extra_args: vec!["--gtid-domain-id=1".into()],
+        ..Default::default()
+    });
+    let dry = restore_into(&setup, &target, &["--at-gtid", &gtid, "--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:#?}");
+    assert!(dry.stdout.contains("GTIDs: kept"), "{}", dry.stdout);
+
+    let own_before = position_in_domain(&target, 1);
+    let run = restore_into(&setup, &target, &["--at-gtid", &gtid, "--json"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["gtids"], "kept", "{report}");
+    assert_eq!(report["last_gtid"], gtid.as_str(), "{report}");
+    let target_sql = |q: &str| target.sql(q).unwrap().trim().to_string();
+    assert_eq!(snapshot(target_sql), reference);
+    assert_eq!(
+        position_in_domain(&target, 0),
+        gtid,
+        "the source's GTIDs, kept"
+    );
+    // Loading the dump wrote transactions of the target's own, in its own domain: had that
+    // been the source's, they would have been ahead of the first replayed GTID.
+    let own_after = position_in_domain(&target, 1);
+    assert!(
+        own_after.starts_with("1-661-") && own_after != own_before,
+        "the dump's load is in the target's own domain: {own_before} -> {own_after}"
+    );
+}
+
+/// `gtid_strict_mode=ON` on both sides, and a target with a history of its own in the source's
+/// domain, ahead of the source's numbers: keeping the source's GTIDs would fail (ERROR 1950),
+/// renumbering them in domain 0 would lie. Refused before anything is touched; with
+/// `[restore] gtid_domain = 7` the replay goes into domain 7. Under a new name (ROW format,
+/// where `--rewrite-db` is exact).
+#[test]
+fn pitr_into_a_strict_target_ahead_of_the_source_needs_a_domain_of_its_own() {
+    let (_source, setup, gtid, reference) = strict_source(670);
+    let target = restore_target(SandboxOptions {
+        server_id: 671,
         gtid_strict_mode: true,
         ..Default::default()
     });
-    // The target has a history of its own in domain 0, ahead of the source's numbers.
+    // Twenty transactions of its own in domain 0: ahead of the source's numbers.
+    let history: String = (1..=20)
+        .map(|i| format!("INSERT INTO other.t VALUES ({i});"))
+        .collect();
     target
-        .sql("CREATE DATABASE other; CREATE TABLE other.t (id INT PRIMARY KEY); INSERT INTO other.t VALUES (1), (2), (3), (4), (5), (6);")
+        .sql(&format!(
+            "CREATE DATABASE other; CREATE TABLE other.t (id INT PRIMARY KEY); {history}"
+        ))
         .unwrap();
-    let run = restore_into(
-        &setup,
-        &target,
-        &["--at-gtid", &gtid, "--database", "app_restored"],
+    let state = |t: &coffer_verifier::Sandbox| {
+        t.sql("SELECT @@gtid_binlog_state, (SELECT COUNT(*) FROM other.t), (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'app%')")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let before = state(&target);
+    let own = position_in_domain(&target, 0);
+    assert!(own.starts_with("0-671-"), "{own}");
+    let args = ["--at-gtid", gtid.as_str(), "--database", "app_restored"];
+
+    let dry = restore_into(&setup, &target, &[&args[..], &["--dry-run"]].concat());
+    assert_eq!(dry.code, 0, "{dry:#?}");
+    assert!(dry.stdout.contains("GTIDs: refused"), "{}", dry.stdout);
+    let refused = restore_into(&setup, &target, &args);
+    refused.expect_code(9);
+    let error = refused.error_line();
+    assert!(
+        error.contains("gtid_strict_mode=ON")
+            && error.contains(&own)
+            && error.contains("gtid_domain")
+            && error.contains("not touched"),
+        "{refused:#?}"
     );
+    assert_eq!(state(&target), before, "nothing changed on the target");
+
+    setup.append_config("\n[restore]\ngtid_domain = 7\n");
+    let dry = restore_into(&setup, &target, &[&args[..], &["--dry-run"]].concat());
+    assert!(dry.stdout.contains("GTIDs: domain 7"), "{}", dry.stdout);
+    let run = restore_into(&setup, &target, &[&args[..], &["--json"]].concat());
     assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["gtids"], "domain 7", "{report}");
+    // Three transactions after the full backup, numbered by the target in domain 7.
+    assert_eq!(report["last_gtid"], "7-671-3", "{report}");
+    assert_eq!(position_in_domain(&target, 7), "7-671-3");
+    let binlog_state = target.sql("SELECT @@gtid_binlog_state").unwrap();
+    assert!(
+        !binlog_state.contains("-670-"),
+        "no GTID of the source's server id on the target: {binlog_state}"
+    );
     // CHECKSUM TABLE prints the table's name: compare under the source's.
     let target_sql = |q: &str| {
         target

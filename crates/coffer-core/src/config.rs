@@ -162,6 +162,9 @@ pub struct RestoreConfig {
     pub after: Vec<String>,
     /// How long one hook may run before its process group is killed (default 600 s).
     pub hook_timeout: std::time::Duration,
+    /// The GTID domain a point-in-time replay writes into when the target's
+    /// `gtid_strict_mode` cannot take the source's own GTIDs; `None`: such a replay is refused.
+    pub gtid_domain: Option<u32>,
 }
 
 /// The backup repository: where and how artifacts are stored.
@@ -347,6 +350,7 @@ struct RawRestore {
     before: Option<Vec<String>>,
     after: Option<Vec<String>>,
     hook_timeout_seconds: Option<u64>,
+    gtid_domain: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -810,6 +814,7 @@ impl Config {
                 Some(n) => n,
                 None => 600,
             }),
+            gtid_domain: restore.gtid_domain,
         };
 
         let raw_binlog = raw.binlog.unwrap_or_default();

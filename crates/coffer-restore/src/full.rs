@@ -17,7 +17,7 @@ use sqlx::Row;
 use tokio_util::io::SyncIoBridge;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::pitr::{ReplayPlan, prepare_replay, replay_binlogs};
+use crate::pitr::{GtidHandling, ReplayPlan, decide_gtids, prepare_replay, replay_binlogs};
 
 /// What to restore where.
 #[derive(Clone)]
@@ -99,6 +99,12 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Wall time of the restore itself (after verification), in seconds.
     pub seconds: f64,
+    /// With a binlog replay: `kept` (the source's GTIDs) or `domain N` (renumbered into N).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gtids: Option<GtidHandling>,
+    /// With a binlog replay: the last GTID it wrote on the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_gtid: Option<String>,
 }
 
 /// Only a full backup is restored by id: binlogs and segments are replayed on top of one.
@@ -179,17 +185,21 @@ pub async fn restore_full(
                     .as_ref()
                     .zip(manifest.databases.first())
                     .map(|(to, from)| (from.clone(), to.clone()));
-                Some(
-                    prepare_replay(
-                        repository,
-                        plan,
-                        options.identity.as_ref(),
-                        &manifest.databases,
-                        rename,
-                    )
-                    .await
-                    .map_err(|e| e.context("the target was not touched"))?,
+                let mut prepared = prepare_replay(
+                    repository,
+                    plan,
+                    options.identity.as_ref(),
+                    &manifest.databases,
+                    rename,
                 )
+                .await
+                .map_err(|e| e.context("the target was not touched"))?;
+                // The dump's load may itself write GTIDs: how the replay writes them is decided
+                // (or refused) now, before anything is dropped or loaded.
+                decide_gtids(&mut prepared, &options.target)
+                    .await
+                    .map_err(|e| e.context("the target was not touched"))?;
+                Some(prepared)
             }
             None => None,
         };
@@ -212,10 +222,10 @@ pub async fn restore_full(
         let result = match run_hooks("before", &options.before, options.hook_timeout).await {
             Ok(()) => match replay(repository, manifest, options, &databases, progress.clone()).await {
                 Ok(()) => match &prepared {
-                    Some(prepared) => {
-                        replay_binlogs(prepared, &options.target, progress.clone()).await
-                    }
-                    None => Ok(()),
+                    Some(prepared) => replay_binlogs(prepared, &options.target, progress.clone())
+                        .await
+                        .map(Some),
+                    None => Ok(None),
                 },
                 Err(e) => Err(e),
             },
@@ -245,7 +255,7 @@ pub async fn restore_full(
                 format!("interrupted by {}: {state}{hooks}", process::signal_name(signal)),
             ));
         }
-        result?;
+        let gtids = result?;
         after?;
         let seconds = started.elapsed().as_secs_f64();
         info!(bytes = progress.bytes(), seconds, "restore finished");
@@ -255,6 +265,8 @@ pub async fn restore_full(
             databases,
             bytes: progress.bytes(),
             seconds,
+            gtids: gtids.as_ref().map(|g| g.gtids),
+            last_gtid: gtids.and_then(|g| g.last_gtid),
         })
     }
     .instrument(span)

@@ -60,6 +60,49 @@ pub struct ReplayPlan {
     pub last_commit_time: Option<i64>,
     /// GTID of the last transaction replayed, when known.
     pub last_gtid: Option<String>,
+    /// The first GTID replayed in each domain (`domain-server-sequence`), when known from the
+    /// binlog indexes: what a `gtid_strict_mode=ON` target must be behind to keep them.
+    pub first_gtids: Vec<String>,
+    /// `[restore] gtid_domain`: where the replay writes when the target cannot keep the
+    /// source's GTIDs; `None` refuses such a replay.
+    pub gtid_domain: Option<u32>,
+}
+
+/// How the replayed transactions get their GTIDs on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GtidHandling {
+    /// The source's own GTIDs (domain, server id, sequence number), exactly.
+    Kept,
+    /// Renumbered by the target into this domain of their own, under the target's server id.
+    Domain(u32),
+}
+
+impl std::fmt::Display for GtidHandling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kept => f.write_str("kept"),
+            Self::Domain(n) => write!(f, "domain {n}"),
+        }
+    }
+}
+
+impl Serialize for GtidHandling {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// What a replay did with GTIDs: how they were written and the last one written on the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct GtidOutcome {
+    /// `kept` or `domain N`.
+    pub gtids: GtidHandling,
+    /// The target's newest GTID in the domain the replay wrote last, when it writes a binlog
+    /// (else the source's last replayed GTID, when kept).
+    pub last_gtid: Option<String>,
 }
 
 /// A recoverable window: a full backup and the unbroken chain of archived binlogs after it.
@@ -310,7 +353,9 @@ pub async fn plan(
 
     // Every file from the snapshot's to the stop file must be archived.
     let mut replay = Vec::new();
-    for seq in sequence(&coords.file)..=sequence(&stop_file) {
+    let mut first = FirstGtids::default();
+    let (first_seq, last_seq) = (sequence(&coords.file), sequence(&stop_file));
+    for seq in first_seq..=last_seq {
         let archived = files
             .iter()
             .find(|f| f.sequence == seq && f.server_id == full.source.server_id)
@@ -320,6 +365,15 @@ pub async fn plan(
                     full.id
                 ))
             })?;
+        let index = load_index(repository, archived, identity).await?;
+        for t in &index.transactions {
+            if (seq == first_seq && t.start_position < coords.position)
+                || (seq == last_seq && t.end_position > stop_position)
+            {
+                continue;
+            }
+            first.note(t.gtid.as_deref());
+        }
         replay.push(ReplayFile {
             file: archived.file.clone(),
             backup_ids: archived
@@ -336,6 +390,8 @@ pub async fn plan(
         stop_position,
         last_commit_time,
         last_gtid,
+        first_gtids: first.list(),
+        gtid_domain: None,
     };
     Ok((full.clone(), plan))
 }
@@ -387,6 +443,8 @@ pub fn plan_to_newest(manifests: &[Manifest], full: &Manifest) -> Result<Option<
         stop_position: last.end_position,
         last_commit_time: last.last_commit_time,
         last_gtid: last.last_gtid.clone(),
+        first_gtids: Vec::new(),
+        gtid_domain: None,
     }))
 }
 
@@ -399,6 +457,10 @@ pub struct PreparedReplay {
     args: Vec<String>,
     paths: Vec<std::path::PathBuf>,
     plan: ReplayPlan,
+    /// The first GTID of each domain in the planned range, from decoding it.
+    first_gtids: FirstGtids,
+    /// Decided by [`decide_gtids`] before the target is touched; else at the replay.
+    gtids: Option<GtidHandling>,
 }
 
 /// Decodes every file of `plan` (verifying each digest) into a private folder: `mariadb-binlog`
@@ -463,6 +525,8 @@ async fn materialize(
         args,
         paths,
         plan: plan.clone(),
+        first_gtids: FirstGtids::default(),
+        gtids: None,
     })
 }
 
@@ -477,8 +541,8 @@ pub async fn prepare_replay(
     own: &[String],
     rename: Option<(String, String)>,
 ) -> Result<PreparedReplay> {
-    let prepared = materialize(repository, plan, identity, rename.as_ref()).await?;
-    refuse_foreign_changes(&prepared, own).await?;
+    let mut prepared = materialize(repository, plan, identity, rename.as_ref()).await?;
+    prepared.first_gtids = refuse_foreign_changes(&prepared, own).await?;
     if let Some(rename) = &rename {
         check_replay_under_rename(&prepared, rename).await?;
     }
@@ -490,8 +554,10 @@ pub async fn prepare_replay(
 /// others' changes again to a target that has them (or fail half-way on one that does not). Found
 /// by scanning the planned range natively (row events by their table map, statements by the
 /// database they name or run in), before the target is touched.
-async fn refuse_foreign_changes(prepared: &PreparedReplay, own: &[String]) -> Result<()> {
+/// Returns the first GTID of each domain in the range, found on the way.
+async fn refuse_foreign_changes(prepared: &PreparedReplay, own: &[String]) -> Result<FirstGtids> {
     let plan = &prepared.plan;
+    let mut first = FirstGtids::default();
     let mut foreign: std::collections::BTreeMap<String, (u64, String)> = Default::default();
     let last = plan.files.len().saturating_sub(1);
     for (i, (file, path)) in plan.files.iter().zip(&prepared.paths).enumerate() {
@@ -528,6 +594,7 @@ async fn refuse_foreign_changes(prepared: &PreparedReplay, own: &[String]) -> Re
             {
                 continue;
             }
+            first.note(t.gtid.as_deref());
             for change in &tx.changes {
                 let Some(db) = &change.database else { continue };
                 if own.iter().any(|o| o.eq_ignore_ascii_case(db)) {
@@ -547,7 +614,7 @@ async fn refuse_foreign_changes(prepared: &PreparedReplay, own: &[String]) -> Re
         }
     }
     if foreign.is_empty() {
-        return Ok(());
+        return Ok(first);
     }
     let list: Vec<String> = foreign
         .iter()
@@ -606,14 +673,194 @@ async fn check_replay_under_rename(
     .map_err(|e| Error::other(format!("check task failed: {e}")))?
 }
 
+/// The first GTID replayed in each domain: domain → (server id, sequence number).
+#[derive(Debug, Clone, Default)]
+struct FirstGtids(std::collections::BTreeMap<u32, (u32, u64)>);
+
+impl FirstGtids {
+    /// Notes a replayed transaction's GTID (`domain-server-sequence`), in replay order.
+    fn note(&mut self, gtid: Option<&str>) {
+        if let Some((domain, server, seq)) = gtid.and_then(parse_gtid) {
+            self.0.entry(domain).or_insert((server, seq));
+        }
+    }
+
+    fn from_list(list: &[String]) -> Self {
+        let mut first = Self::default();
+        for gtid in list {
+            first.note(Some(gtid));
+        }
+        first
+    }
+
+    fn list(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(d, (server, seq))| format!("{d}-{server}-{seq}"))
+            .collect()
+    }
+}
+
+/// `domain-server-sequence`.
+fn parse_gtid(gtid: &str) -> Option<(u32, u32, u64)> {
+    let mut parts = gtid.trim().splitn(3, '-');
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+/// The highest sequence number of `domain` in a GTID list (`0-1-5,7-2-3`).
+fn position_in(list: &str, domain: u32) -> Option<(String, u64)> {
+    list.split(',')
+        .filter_map(|g| parse_gtid(g).map(|p| (g.trim().to_string(), p)))
+        .filter(|(_, (d, _, _))| *d == domain)
+        .map(|(g, (_, _, seq))| (g, seq))
+        .max_by_key(|(_, seq)| *seq)
+}
+
+/// What the target says about GTIDs, read before anything is written.
+#[derive(Debug, Clone)]
+struct TargetGtids {
+    strict: bool,
+    log_bin: bool,
+    binlog_pos: String,
+    current_pos: String,
+    domain_id: u32,
+}
+
+async fn target_gtids(target: &coffer_core::client::Endpoint) -> Result<TargetGtids> {
+    use sqlx::Row;
+    let mut conn = coffer_core::client::connect(target).await?;
+    let row = sqlx::query(
+        "SELECT CAST(@@global.gtid_strict_mode AS SIGNED), CAST(@@global.log_bin AS SIGNED),          CAST(@@global.gtid_binlog_pos AS CHAR), CAST(@@global.gtid_current_pos AS CHAR),          CAST(@@global.gtid_domain_id AS UNSIGNED)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| Error::database(format!("reading the GTID state of {target}: {e}")))?;
+    let get = |e: sqlx::Error| Error::database(format!("reading the GTID state of {target}: {e}"));
+    let strict: i64 = row.try_get(0).map_err(get)?;
+    let log_bin: i64 = row.try_get(1).map_err(get)?;
+    let binlog_pos: Option<String> = row.try_get(2).map_err(get)?;
+    let current_pos: Option<String> = row.try_get(3).map_err(get)?;
+    let domain_id: u64 = row.try_get(4).map_err(get)?;
+    Ok(TargetGtids {
+        strict: strict != 0,
+        log_bin: log_bin != 0,
+        binlog_pos: binlog_pos.unwrap_or_default(),
+        current_pos: current_pos.unwrap_or_default(),
+        domain_id: domain_id as u32,
+    })
+}
+
+/// Chooses how the replay writes GTIDs. The source's are kept unless the target writes a binary
+/// log with `gtid_strict_mode=ON` and is not behind the first replayed GTID of a domain: it would
+/// refuse them (ERROR 1950). Before the dump is loaded (`dump_pending`), a target whose own
+/// `gtid_domain_id` is one of the source's is not behind either: loading the dump writes
+/// transactions of its own there. Then `gtid_domain` renumbers into a domain of their own, or
+/// the replay is refused (a sentence naming why).
+fn choose_gtids(
+    first: &FirstGtids,
+    target: &TargetGtids,
+    gtid_domain: Option<u32>,
+    dump_pending: bool,
+    name: &str,
+) -> Result<GtidHandling> {
+    if !target.log_bin || !target.strict || first.0.is_empty() {
+        return Ok(GtidHandling::Kept);
+    }
+    let mut blocked = Vec::new();
+    for (&domain, &(server, seq)) in &first.0 {
+        let position = [&target.binlog_pos, &target.current_pos]
+            .into_iter()
+            .filter_map(|list| position_in(list, domain))
+            .max_by_key(|(_, seq)| *seq);
+        match position {
+            Some((gtid, at)) if at >= seq => blocked.push(format!(
+                "its position in domain {domain} is {gtid}, not before the first replayed GTID {domain}-{server}-{seq}"
+            )),
+            _ if dump_pending && target.domain_id == domain => blocked.push(format!(
+                "its own gtid_domain_id is {domain}, the source's, so loading the dump gives it GTIDs there (its position now: {}) that the first replayed one, {domain}-{server}-{seq}, cannot follow",
+                position.map_or("none".to_string(), |(g, _)| g)
+            )),
+            _ => {}
+        }
+    }
+    if blocked.is_empty() {
+        return Ok(GtidHandling::Kept);
+    }
+    match gtid_domain {
+        Some(n) if first.0.contains_key(&n) => Err(Error::config(format!(
+            "[restore] gtid_domain = {n} is a domain of the source's own GTIDs: renumbering into it would give other transactions the source's GTIDs; choose a domain neither server uses"
+        ))),
+        Some(n) => Ok(GtidHandling::Domain(n)),
+        None => Err(Error::refused(format!(
+            "target {name} has gtid_strict_mode=ON and {}: it would refuse the source's GTIDs (ERROR 1950), and renumbering them in the source's domain would give other transactions the source's GTIDs. Set [restore] gtid_domain = N (a domain neither server uses) to replay them into a domain of their own, or restore into a target without strict mode or with a gtid_domain_id of its own",
+            blocked.join("; ")
+        ))),
+    }
+}
+
+/// Decides, before the target is touched (the dump not loaded yet), how the replay writes GTIDs
+/// (see [`choose_gtids`]), and records it for [`replay_binlogs`]. A refusal is exit 9.
+pub async fn decide_gtids(
+    prepared: &mut PreparedReplay,
+    target: &coffer_core::client::Endpoint,
+) -> Result<GtidHandling> {
+    let state = target_gtids(target).await?;
+    let name = format!("{}:{}", target.host, target.port);
+    let handling = choose_gtids(
+        &prepared.first_gtids,
+        &state,
+        prepared.plan.gtid_domain,
+        true,
+        &name,
+    )?;
+    prepared.gtids = Some(handling);
+    Ok(handling)
+}
+
+/// What [`decide_gtids`] would decide for `plan` (from the first GTIDs its indexes name), for
+/// `--dry-run`: reads the target, changes nothing.
+pub async fn preview_gtids(
+    plan: &ReplayPlan,
+    target: &coffer_core::client::Endpoint,
+) -> Result<GtidHandling> {
+    let state = target_gtids(target).await?;
+    let name = format!("{}:{}", target.host, target.port);
+    choose_gtids(
+        &FirstGtids::from_list(&plan.first_gtids),
+        &state,
+        plan.gtid_domain,
+        true,
+        &name,
+    )
+}
+
 /// Replays a prepared plan into the target in one client session (temporary tables can span
-/// files), under the name the prepared rename gives.
+/// files), under the name the prepared rename gives, with GTIDs as [`decide_gtids`] chose
+/// (decided here, from the target's state after the dump's load, when it was not called).
 pub async fn replay_binlogs(
     prepared: &PreparedReplay,
     target: &coffer_core::client::Endpoint,
     progress: Progress,
-) -> Result<()> {
+) -> Result<GtidOutcome> {
     let plan = &prepared.plan;
+    let handling = match prepared.gtids {
+        Some(h) => h,
+        None => {
+            let state = target_gtids(target).await?;
+            let name = format!("{}:{}", target.host, target.port);
+            choose_gtids(
+                &prepared.first_gtids,
+                &state,
+                plan.gtid_domain,
+                false,
+                &name,
+            )?
+        }
+    };
     let (args, paths) = (prepared.args.clone(), prepared.paths.clone());
     let binlog_tool = Tool::find(&["mariadb-binlog", "mysqlbinlog"])?;
     let client_tool = Tool::find(&["mariadb", "mysql"])?;
@@ -655,7 +902,7 @@ pub async fn replay_binlogs(
         let client_stderr = process::drain_tail(client.stderr.take().expect("stderr is piped"));
         let mut stdin = client.stdin.take().expect("stdin is piped");
         // A broken pipe here means the client stopped early; its own exit status says why.
-        let copied = strip_gtid_sequence_numbers(&mut stdout, &mut stdin);
+        let copied = copy_replay(&mut stdout, &mut stdin, handling);
         drop(stdin);
         drop(stdout);
         let client_status = client
@@ -716,28 +963,56 @@ pub async fn replay_binlogs(
         .map(|a| a.size)
         .sum();
     progress.add(bytes);
-    Ok(())
+    // The last GTID written: the target's newest in the domain written last.
+    let domain = match handling {
+        GtidHandling::Kept => plan.last_gtid.as_deref().and_then(parse_gtid).map(|g| g.0),
+        GtidHandling::Domain(n) => Some(n),
+    };
+    let written = match (domain, target_gtids(target).await) {
+        (Some(d), Ok(state)) if state.log_bin => position_in(&state.binlog_pos, d).map(|g| g.0),
+        _ => None,
+    };
+    let last_gtid = match handling {
+        GtidHandling::Kept => written.or_else(|| plan.last_gtid.clone()),
+        GtidHandling::Domain(_) => written,
+    };
+    info!(gtids = %handling, last_gtid = last_gtid.as_deref().unwrap_or("-"), "binlogs replayed");
+    Ok(GtidOutcome {
+        gtids: handling,
+        last_gtid,
+    })
 }
 
-/// The line `mariadb-binlog` writes before each transaction to give it the source's GTID
-/// sequence number (`/*M!100001 …` since 10.11, `/*!100001 …` before).
-const GTID_SEQ_NO_LINES: [&[u8]; 2] = [
+/// The lines `mariadb-binlog` writes before a transaction to give it the source's GTID: its
+/// domain and server id (when they change) and its sequence number (`/*M!100001 …` since
+/// 10.11, `/*!100001 …` before).
+const GTID_LINES: [&[u8]; 6] = [
+    b"/*M!100001 SET @@session.gtid_domain_id=",
+    b"/*M!100001 SET @@session.server_id=",
     b"/*M!100001 SET @@session.gtid_seq_no=",
+    b"/*!100001 SET @@session.gtid_domain_id=",
+    b"/*!100001 SET @@session.server_id=",
     b"/*!100001 SET @@session.gtid_seq_no=",
 ];
 
-/// Copies decoded binlog SQL to the client without the lines that pin each transaction's GTID
-/// sequence number. Replayed transactions then take the target's next numbers: the target's own
-/// writes (the dump's load, its history) are usually ahead of the source's numbers in the same
-/// domain, and a target with `gtid_strict_mode=ON` refuses an out-of-order one (ERROR 1950);
-/// without strict mode its binlog would silently go out of order. Domain and server id are kept.
-fn strip_gtid_sequence_numbers(
+/// Copies decoded binlog SQL to the client. With GTIDs kept, as it is: each transaction keeps
+/// the source's GTID. Renumbered into domain N: the session is put into that domain first and
+/// the lines that set the source's domain, server id and sequence number are dropped, so the
+/// target numbers the transactions itself, in a domain of their own. Returns the lines dropped.
+fn copy_replay(
     input: &mut impl std::io::Read,
     output: &mut impl std::io::Write,
+    handling: GtidHandling,
 ) -> std::io::Result<u64> {
     use std::io::{BufRead, Write};
     let mut reader = std::io::BufReader::with_capacity(256 * 1024, input);
     let mut writer = std::io::BufWriter::with_capacity(256 * 1024, output);
+    let GtidHandling::Domain(domain) = handling else {
+        std::io::copy(&mut reader, &mut writer)?;
+        writer.flush()?;
+        return Ok(0);
+    };
+    writeln!(writer, "SET SESSION gtid_domain_id = {domain};")?;
     let mut line = Vec::with_capacity(4096);
     let mut dropped = 0;
     loop {
@@ -745,7 +1020,7 @@ fn strip_gtid_sequence_numbers(
         if reader.read_until(b'\n', &mut line)? == 0 {
             break;
         }
-        if GTID_SEQ_NO_LINES.iter().any(|p| line.starts_with(p)) {
+        if GTID_LINES.iter().any(|p| line.starts_with(p)) {
             dropped += 1;
             continue;
         }
@@ -793,15 +1068,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_gtid_sequence_number_lines_are_dropped() {
-        let input = b"# at 4\n/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;\n/*M!100001 SET @@session.gtid_seq_no=8*//*!*/;\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=9')\nBINLOG '\nAAAA\n'/*!*/;";
-        let mut out = Vec::new();
-        let dropped = strip_gtid_sequence_numbers(&mut &input[..], &mut out).unwrap();
-        assert_eq!(dropped, 1);
+    fn gtids_are_kept_or_moved_into_a_domain_of_their_own() {
+        let input = b"# at 4\n/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;\n/*!100001 SET @@session.server_id=640*//*!*/;\n/*M!100001 SET @@session.gtid_seq_no=8*//*!*/;\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=9')\nBINLOG '\nAAAA\n'/*!*/;";
+        let mut kept = Vec::new();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "# at 4\n/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=9')\nBINLOG '\nAAAA\n'/*!*/;"
+            copy_replay(&mut &input[..], &mut kept, GtidHandling::Kept).unwrap(),
+            0
         );
+        assert_eq!(kept, input);
+        let mut moved = Vec::new();
+        let dropped = copy_replay(&mut &input[..], &mut moved, GtidHandling::Domain(7)).unwrap();
+        assert_eq!(dropped, 3);
+        assert_eq!(
+            String::from_utf8(moved).unwrap(),
+            "SET SESSION gtid_domain_id = 7;\n# at 4\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=9')\nBINLOG '\nAAAA\n'/*!*/;"
+        );
+    }
+
+    #[test]
+    fn strict_targets_keep_gtids_only_when_behind() {
+        let first = FirstGtids::from_list(&["0-640-4".into()]);
+        let target = |strict, pos: &str, domain_id| TargetGtids {
+            strict,
+            log_bin: true,
+            binlog_pos: pos.into(),
+            current_pos: String::new(),
+            domain_id,
+        };
+        let choose = |t: &TargetGtids, domain| choose_gtids(&first, t, domain, true, "t:1");
+        // Not strict: kept, whatever the position.
+        assert_eq!(
+            choose(&target(false, "0-641-9", 0), None).unwrap(),
+            GtidHandling::Kept
+        );
+        // Strict, behind, its own history elsewhere: kept.
+        assert_eq!(
+            choose(&target(true, "0-641-3,1-641-20", 1), None).unwrap(),
+            GtidHandling::Kept
+        );
+        // Strict and ahead: refused without gtid_domain, renumbered with it.
+        let refused = choose(&target(true, "0-641-6", 1), None).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Refused);
+        assert!(
+            refused.to_string().contains("0-641-6") && refused.to_string().contains("gtid_domain"),
+            "{refused}"
+        );
+        assert_eq!(
+            choose(&target(true, "0-641-6", 1), Some(7)).unwrap(),
+            GtidHandling::Domain(7)
+        );
+        // The dump's load would write into the source's domain: not behind either.
+        assert!(choose(&target(true, "", 0), None).is_err());
+        assert_eq!(
+            choose_gtids(&first, &target(true, "", 0), None, false, "t:1").unwrap(),
+            GtidHandling::Kept
+        );
+        // A domain the source uses is no domain of their own.
+        assert_eq!(
+            choose(&target(true, "0-641-6", 1), Some(0))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(position_in("0-1-5,7-2-3", 7), Some(("7-2-3".into(), 3)));
     }
 
     #[test]
