@@ -86,6 +86,18 @@ fn sigint_during_a_restore_runs_the_after_hook_and_names_the_half_restored_targe
     // The rerun refuses the half-loaded database unless told to replace it.
     let again = crate::util::restore_into(&setup, &target, &["--latest"]);
     again.expect_code(9);
+    assert!(
+        again.error_line().contains("half-restored") && again.error_line().contains("SIGINT"),
+        "the refusal does not say the target is half-restored: {again:#?}"
+    );
+    // Replacing it is a whole restore, and leaves no mark.
+    let replaced =
+        crate::util::restore_into(&setup, &target, &["--latest", "--drop-existing", "--yes"]);
+    assert_eq!(replaced.code, 0, "{replaced:#?}");
+    let comment = target
+        .sql("SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'bulk'")
+        .unwrap();
+    assert!(!comment.contains("half-restored"), "{comment}");
 }
 
 #[test]

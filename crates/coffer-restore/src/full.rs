@@ -64,7 +64,16 @@ pub struct DatabaseMapping {
     pub existing_tables: u64,
     /// Views it holds on the target now.
     pub existing_views: u64,
+    /// Set when an earlier restore stopped half-way into this database: what it left as the
+    /// database's comment ([`HALF_RESTORED`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_restored: Option<String>,
 }
+
+/// How a restore that stopped after it began loading marks each target database (as its
+/// comment, `ALTER DATABASE … COMMENT`), so the rerun's refusal can say what state it is in,
+/// whoever reruns it and from wherever.
+pub const HALF_RESTORED: &str = "coffer: half-restored";
 
 impl DatabaseMapping {
     /// Whether the target database holds anything a restore would replace.
@@ -72,16 +81,20 @@ impl DatabaseMapping {
         self.existing_tables + self.existing_views > 0
     }
 
-    /// `3 tables`, `3 tables and 1 view`.
+    /// `3 tables`, `3 tables and 1 view`, and what an interrupted restore left there.
     pub fn holdings(&self) -> String {
         let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-        match self.existing_views {
+        let held = match self.existing_views {
             0 => plural(self.existing_tables, "table"),
             views => format!(
                 "{} and {}",
                 plural(self.existing_tables, "table"),
                 plural(views, "view")
             ),
+        };
+        match &self.half_restored {
+            Some(note) => format!("{held}; {note}"),
+            None => held,
         }
     }
 }
@@ -147,11 +160,23 @@ pub async fn plan(manifest: &Manifest, options: &RestoreOptions) -> Result<Vec<D
                 })?;
         let existing_tables: i64 = row.try_get(0).map_err(|e| Error::database(e.to_string()))?;
         let existing_views: i64 = row.try_get(1).map_err(|e| Error::database(e.to_string()))?;
+        // MariaDB 10.5+ keeps a schema comment; elsewhere the query fails and there is none.
+        let half_restored = sqlx::query(
+            "SELECT CAST(SCHEMA_COMMENT AS CHAR) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+        )
+        .bind(&to)
+        .fetch_optional(&mut conn)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten())
+        .filter(|comment| comment.starts_with(HALF_RESTORED));
         mappings.push(DatabaseMapping {
             from: from.clone(),
             to,
             existing_tables: existing_tables as u64,
             existing_views: existing_views as u64,
+            half_restored,
         });
     }
     Ok(mappings)
@@ -219,18 +244,22 @@ pub async fn restore_full(
         }
 
         let started = Instant::now();
-        let result = match run_hooks("before", &options.before, options.hook_timeout).await {
-            Ok(()) => match replay(repository, manifest, options, &databases, progress.clone()).await {
-                Ok(()) => match &prepared {
-                    Some(prepared) => replay_binlogs(prepared, &options.target, progress.clone())
-                        .await
-                        .map(Some),
-                    None => Ok(None),
-                },
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let mut load_began = false;
+        let result = async {
+            run_hooks("before", &options.before, options.hook_timeout).await?;
+            load_began = true;
+            replay(repository, manifest, options, &databases, progress.clone()).await?;
+            match &prepared {
+                Some(prepared) => replay_binlogs(prepared, &options.target, progress.clone())
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        }
+        .await;
+        if load_began && let Err(e) = &result {
+            mark_half_restored(options, manifest, &databases, e).await;
+        }
         // The application goes back up whatever happened, an interruption included.
         let after = run_hooks("after", &options.after, options.hook_timeout).await;
         if let Some(signal) = process::interrupted_by() {
@@ -271,6 +300,37 @@ pub async fn restore_full(
     }
     .instrument(span)
     .await
+}
+
+/// Leaves [`HALF_RESTORED`] as the comment of each target database a failed or interrupted
+/// load may have written into. Best effort: the failure itself is what gets reported.
+async fn mark_half_restored(
+    options: &RestoreOptions,
+    manifest: &Manifest,
+    databases: &[DatabaseMapping],
+    why: &Error,
+) {
+    let Ok(mut conn) = client::connect(&options.target).await else {
+        return;
+    };
+    let reason = match process::interrupted_by() {
+        Some(signal) => format!("interrupted by {}", process::signal_name(signal)),
+        None => process::cap(&why.to_string(), 120),
+    };
+    let note = format!(
+        "{HALF_RESTORED} by a restore of {} that stopped at {}: {reason}",
+        manifest.id,
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC")
+    );
+    for db in databases {
+        let sql = format!(
+            "ALTER DATABASE {} COMMENT = {}",
+            names::quote_ident(&db.to),
+            names::quote_string(&process::cap(&note, 1000))
+        );
+        // A database the load never reached does not exist: nothing to mark.
+        let _ = sqlx::query(&sql).execute(&mut conn).await;
+    }
 }
 
 /// Runs each hook with the scrubbed environment (no secret of coffer's reaches it) in its own
