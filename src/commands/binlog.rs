@@ -11,8 +11,19 @@ use crate::{exit, output};
 pub async fn window(config: &Config, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
     let manifests = repository.list().await?;
-    let windows = pitr::windows(&manifests);
-    let gaps = pitr::archive_gaps(&manifests);
+    // The sizes on storage, listed once: a truncated or missing artifact ends its window.
+    let stored = repository.storage().list("data/").await?;
+    let damaged = coffer_core::archive::damaged_files(
+        &coffer_core::archive::archived_files(&manifests),
+        &stored,
+    );
+    let windows = pitr::windows_within(&manifests, &damaged);
+    let mut gaps = pitr::archive_gaps(&manifests);
+    gaps.extend(
+        damaged
+            .iter()
+            .map(|d| format!("{} is damaged: {}", d.file, d.why)),
+    );
     if json {
         output::json(&serde_json::json!({ "windows": windows, "gaps": gaps }))?;
     } else {

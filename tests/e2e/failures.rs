@@ -285,3 +285,36 @@ fn a_crafted_manifest_cannot_steer_a_restore_outside_its_scratch_folder() {
         "a file was written outside the scratch folder"
     );
 }
+
+#[test]
+fn a_truncated_binlog_artifact_ends_the_recoverable_window() {
+    let setup = Setup::new(Repo::Folder, &["app"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    let before = setup.run(&["binlog", "window", "--json"]).json();
+    let binlogs = setup
+        .run(&["backup", "list", "--kind", "binlog", "--json"])
+        .json();
+    let id = binlogs[0]["id"].as_str().unwrap();
+    let folder = setup.repo_dir().join("data").join(id);
+    let artifact = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.to_string_lossy().contains(".index.json"))
+        .unwrap();
+    let bytes = std::fs::read(&artifact).unwrap();
+    std::fs::write(&artifact, &bytes[..bytes.len() / 2]).unwrap();
+
+    let after = setup.run(&["binlog", "window", "--json"]);
+    after.expect_code(6);
+    let report: serde_json::Value = serde_json::from_str(&after.stdout).unwrap();
+    let gaps = report["gaps"].to_string();
+    assert!(
+        gaps.contains("damaged") && gaps.contains("bytes on storage"),
+        "{gaps}"
+    );
+    assert_ne!(
+        report["windows"][0]["to"], before["windows"][0]["to"],
+        "the window still promises the truncated file: {report:#}"
+    );
+}

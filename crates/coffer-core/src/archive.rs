@@ -157,6 +157,49 @@ fn segment_chain<'a>(segments: &[&'a Manifest]) -> Vec<&'a Manifest> {
     chain
 }
 
+/// An archived file whose stored bytes cannot be what its manifests promise: an artifact is
+/// missing, or its size on storage differs from the recorded one (truncated, replaced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedFile {
+    /// Server id of the file.
+    pub server_id: u64,
+    /// Binlog file name.
+    pub file: String,
+    /// What is wrong, naming the object.
+    pub why: String,
+}
+
+/// Checks every artifact of `files` against `stored` (a listing of the repository's `data/`):
+/// a span is recoverable only as far as the sizes on storage show. Pure: the caller lists once.
+pub fn damaged_files(
+    files: &[ArchivedFile<'_>],
+    stored: &[crate::storage::ObjectMeta],
+) -> Vec<DamagedFile> {
+    let sizes: std::collections::HashMap<&str, u64> =
+        stored.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    let mut damaged = Vec::new();
+    for file in files {
+        let problem = file.pieces.iter().flat_map(|m| &m.artifacts).find_map(|a| {
+            match sizes.get(a.key.as_str()) {
+                None => Some(format!("artifact {} is missing", a.key)),
+                Some(&size) if size != a.stored_size => Some(format!(
+                    "artifact {} is {size} bytes on storage, its manifest says {}",
+                    a.key, a.stored_size
+                )),
+                Some(_) => None,
+            }
+        });
+        if let Some(why) = problem {
+            damaged.push(DamagedFile {
+                server_id: file.server_id,
+                file: file.file.clone(),
+                why,
+            });
+        }
+    }
+    damaged
+}
+
 /// Segments that no longer count: their file is archived whole, or they are not on the chain
 /// from the file's first byte (left by an interrupted stream). They can be removed.
 pub fn superseded_segments(manifests: &[Manifest]) -> Vec<&Manifest> {

@@ -116,8 +116,18 @@ pub struct Window {
     pub to: Option<i64>,
 }
 
-/// Every recoverable window in the repository, oldest first.
+/// Every recoverable window in the repository, oldest first, from the manifests alone.
 pub fn windows(manifests: &[Manifest]) -> Vec<Window> {
+    windows_within(manifests, &[])
+}
+
+/// Every recoverable window, each ending before the first `damaged` file of its chain (found by
+/// [`coffer_core::archive::damaged_files`] from the sizes on storage): a window never promises
+/// more than the stored bytes can give.
+pub fn windows_within(
+    manifests: &[Manifest],
+    damaged: &[coffer_core::archive::DamagedFile],
+) -> Vec<Window> {
     let files = archived_files(manifests);
     manifests
         .iter()
@@ -133,7 +143,10 @@ pub fn windows(manifests: &[Manifest]) -> Vec<Window> {
                 if file.sequence < next {
                     continue;
                 }
-                if file.sequence > next {
+                let is_damaged = damaged
+                    .iter()
+                    .any(|d| d.server_id == file.server_id && d.file == file.file);
+                if file.sequence > next || is_damaged {
                     break;
                 }
                 to = file.last_event_time.or(to);

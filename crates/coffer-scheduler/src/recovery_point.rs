@@ -60,7 +60,23 @@ fn covered(server_pos: &str, archived: &[ArchivedFile<'_>]) -> bool {
 pub async fn recovery_point(config: &Config, repository: &Repository) -> Result<RecoveryPoint> {
     let source = BinlogSource::connect(config, repository).await?;
     let manifests = repository.list().await?;
-    let archived = source.archived(&manifests);
+    let mut archived = source.archived(&manifests);
+    // Only as far as the sizes on storage show: a damaged file and what follows it are not a
+    // recovery point.
+    let stored = repository.storage().list("data/").await?;
+    let damaged = coffer_core::archive::damaged_files(&archived, &stored);
+    if let Some(first) = archived
+        .iter()
+        .filter(|f| {
+            damaged
+                .iter()
+                .any(|d| d.server_id == f.server_id && d.file == f.file)
+        })
+        .map(|f| f.sequence)
+        .min()
+    {
+        archived.retain(|f| f.sequence < first);
+    }
     let newest = archived
         .iter()
         .filter(|f| f.last_gtid.is_some())

@@ -11,7 +11,6 @@
 //! result. A failure in one item never stops the others from being reported; an item that cannot
 //! run because an earlier step failed fails with that reason.
 
-
 mod checks;
 mod target;
 
