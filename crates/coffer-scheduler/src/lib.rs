@@ -13,7 +13,8 @@
 //!   segments every interval, reconnecting without gaps or duplicates.
 //!
 //! - [`recovery_point`]: how many seconds of committed transactions the archive lacks;
-//!   [`status`]: that and the newest backups, as the value `coffer status` prints.
+//!   [`status`]: that and the newest backups, as the value `coffer status` prints;
+//!   [`health`]: config, database, dump tool and storage checked, as `coffer check` prints them.
 //!
 //! - [`archiver`]: what the last two share: the source's binlog list against the archive's,
 //!   fetching, storing a whole file or a segment.
@@ -23,6 +24,7 @@
 
 pub mod archiver;
 pub mod full;
+pub mod health;
 pub mod incremental;
 pub mod recovery_point;
 pub mod status;
