@@ -1,9 +1,10 @@
 //! Which committed transactions of a binary log changed which tables, how, and how many rows.
 //!
 //! [`EventScanner`] is fed a binlog file's bytes in chunks of any size, like
-//! [`crate::index::BinlogIndexer`], and runs such an indexer over the very same bytes, so its
-//! transaction boundaries (start and end positions, GTID, commit time) are the index's by
-//! construction. Besides, it decodes the events that say what a transaction changed:
+//! [`crate::index::BinlogIndexer`], and hands the very events its
+//! [`crate::framing::EventFramer`] cuts to the indexer's own logic, so its transaction
+//! boundaries (start and end positions, GTID, commit time) are the index's by construction.
+//! Besides, it decodes the events that say what a transaction changed:
 //!
 //! - **row events** (`ROW` format, and unsafe statements in `MIXED`): a `TABLE_MAP` event names
 //!   the table behind a table id, then `WRITE/UPDATE/DELETE_ROWS` events (v1 types 23–25, which
@@ -31,9 +32,9 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use crate::index::{BinlogError, BinlogIndexer, Transaction};
+use crate::framing::{Event, EventFramer, EventHeader, EventSink};
+use crate::index::{BinlogError, IndexState, Transaction};
 
-const HEADER_LEN: usize = 19;
 /// Larger event bodies are skipped as they stream past instead of buffered.
 pub const MAX_BUFFERED_EVENT: u64 = 64 * 1024 * 1024;
 /// Bytes kept of a larger event: its post-header, which holds the table id.
@@ -107,7 +108,7 @@ pub struct Change {
 /// A committed transaction and what it changed (only the tables the filter accepts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionChanges {
-    /// Its boundaries, exactly as [`BinlogIndexer`] reports them.
+    /// Its boundaries, exactly as [`crate::index::BinlogIndexer`] reports them.
     pub transaction: Transaction,
     /// One element per table and kind, in order of first appearance.
     pub changes: Vec<Change>,
@@ -163,19 +164,19 @@ enum Width {
 /// Streaming scanner: [`EventScanner::feed`] every chunk, [`EventScanner::drain`] whenever
 /// convenient, then [`EventScanner::finish`].
 pub struct EventScanner {
-    indexer: BinlogIndexer,
+    framer: EventFramer,
+    scan: Scan,
+}
+
+/// What the scanner does with each whole event its framer hands it.
+struct Scan {
+    /// Indexes the very events decoded here, so transaction boundaries are the index's.
+    indexer: IndexState,
     filter: TableFilter,
-    magic_left: usize,
-    header: Vec<u8>,
-    body: Vec<u8>,
-    body_remaining: u64,
-    /// Whether the current event's body is being buffered.
-    keep: bool,
+    /// Bytes of the current event's body this scanner reads.
+    keep: usize,
     /// The current event is one this scanner decodes but its body was too large to buffer.
     oversized: bool,
-    /// A malformed header: stop framing (the indexer reports the error at the end).
-    broken: bool,
-    checksums: bool,
     /// Post-header length per event type (index = type − 1), from the format description event.
     post_header: Vec<u8>,
     tables: HashMap<u64, TableMap>,
@@ -190,21 +191,18 @@ impl EventScanner {
     /// A scanner at the start of a file, reporting changes to the tables `filter` accepts.
     pub fn new(filter: TableFilter) -> Self {
         Self {
-            indexer: BinlogIndexer::new(),
-            filter,
-            magic_left: 4,
-            header: Vec::with_capacity(HEADER_LEN),
-            body: Vec::new(),
-            body_remaining: 0,
-            keep: false,
-            oversized: false,
-            broken: false,
-            checksums: false,
-            post_header: Vec::new(),
-            tables: HashMap::new(),
-            group: None,
-            done: Vec::new(),
-            count_rows: true,
+            framer: EventFramer::new(),
+            scan: Scan {
+                indexer: IndexState::default(),
+                filter,
+                keep: 0,
+                oversized: false,
+                post_header: Vec::new(),
+                tables: HashMap::new(),
+                group: None,
+                done: Vec::new(),
+                count_rows: true,
+            },
         }
     }
 
@@ -212,80 +210,58 @@ impl EventScanner {
     /// row event are read, enough to name its table. For callers that need which tables changed,
     /// not how much: several times faster on row-logged binlogs.
     pub fn without_row_counts(mut self) -> Self {
-        self.count_rows = false;
+        self.scan.count_rows = false;
         self
     }
 
     /// Scans the next chunk of the file.
-    pub fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && !self.broken {
-            // The indexer sees exactly the bytes consumed in each step, so it has finished an
-            // event exactly when this scanner has.
-            if self.magic_left > 0 {
-                let take = self.magic_left.min(data.len());
-                self.indexer.feed(&data[..take]);
-                self.magic_left -= take;
-                data = &data[take..];
-                continue;
-            }
-            if self.header.len() < HEADER_LEN {
-                let take = (HEADER_LEN - self.header.len()).min(data.len());
-                self.header.extend_from_slice(&data[..take]);
-                self.indexer.feed(&data[..take]);
-                data = &data[take..];
-                if self.header.len() == HEADER_LEN {
-                    let length =
-                        u32::from_le_bytes(self.header[9..13].try_into().expect("4 bytes"));
-                    if (length as usize) < HEADER_LEN {
-                        self.broken = true;
-                        continue;
-                    }
-                    self.body_remaining = u64::from(length) - HEADER_LEN as u64;
-                    self.body.clear();
-                    let decoded = decodes(self.header[4]);
-                    self.oversized = decoded
-                        && (self.body_remaining > MAX_BUFFERED_EVENT
-                            || (!self.count_rows && rows_kind(self.header[4]).is_some()));
-                    self.keep = decoded;
-                    if self.body_remaining == 0 {
-                        self.end_event();
-                    }
-                }
-                continue;
-            }
-            let take = self.body_remaining.min(data.len() as u64) as usize;
-            let keep = if self.oversized {
-                // Enough to name the table; the rows themselves are not counted.
-                take.min(OVERSIZED_KEEP.saturating_sub(self.body.len()))
-            } else if self.keep {
-                take
-            } else {
-                0
-            };
-            self.body.extend_from_slice(&data[..keep]);
-            self.indexer.feed(&data[..take]);
-            data = &data[take..];
-            self.body_remaining -= take as u64;
-            if self.body_remaining == 0 {
-                self.end_event();
-            }
-        }
+    pub fn feed(&mut self, data: &[u8]) {
+        self.framer.feed(data, &mut self.scan);
     }
 
-    fn end_event(&mut self) {
-        let kind = self.header[4];
-        self.header.clear();
-        let body = std::mem::take(&mut self.body);
-        let checksum_len = if self.checksums { 4 } else { 0 };
+    /// Takes the transactions finished so far that changed a table the filter accepts.
+    pub fn drain(&mut self) -> Vec<TransactionChanges> {
+        std::mem::take(&mut self.scan.done)
+    }
+
+    /// Ends the scan: the transactions not drained yet. A file cut inside an event (the active
+    /// file, a truncated copy) is scanned up to its last whole event, like the index.
+    pub fn finish(mut self) -> Result<Vec<TransactionChanges>, BinlogError> {
+        let done = self.drain();
+        self.framer.finish()?;
+        Ok(done)
+    }
+}
+
+impl EventSink for Scan {
+    fn keep(&mut self, header: &EventHeader) -> usize {
+        let decoded = decodes(header.kind);
+        self.oversized = decoded
+            && (header.body_len() > MAX_BUFFERED_EVENT
+                || (!self.count_rows && rows_kind(header.kind).is_some()));
+        self.keep = if self.oversized {
+            // Enough to name the table; the rows themselves are not counted.
+            OVERSIZED_KEEP
+        } else if decoded {
+            usize::MAX
+        } else {
+            0
+        };
+        self.keep.max(self.indexer.keep(header))
+    }
+
+    fn event(&mut self, event: &Event<'_>) {
+        // The index first, as it closes the transaction this event may end.
+        self.indexer.event(event);
+        let kind = event.header.kind;
+        let body = &event.body[..event.body.len().min(self.keep)];
+        let checksum_len = if event.checksums { 4 } else { 0 };
         let payload = &body[..body.len().saturating_sub(checksum_len)];
         match kind {
             FORMAT_DESCRIPTION_EVENT => {
                 // Version (2), server version (50), create time (4), header length (1), one
                 // post-header length per event type, then (checksum-aware servers) the algorithm
-                // byte and a CRC32: the same test as the indexer's.
-                if body.len() >= 5 {
-                    self.checksums = body[body.len() - 5] == 1;
-                }
+                // byte and a CRC32, which the framer reads.
                 let end = if body.len() >= 57 + 5 {
                     body.len() - 5
                 } else {
@@ -308,12 +284,6 @@ impl EventScanner {
             _ if rows_kind(kind).is_some() => self.rows_event(kind, payload),
             _ => {}
         }
-        self.body = body;
-        self.body.clear();
-        if self.body.capacity() > 1024 * 1024 {
-            // One huge event must not pin its buffer for the rest of the file.
-            self.body = Vec::new();
-        }
         for transaction in self.indexer.drain_transactions() {
             let changes = self.group.take().unwrap_or_default();
             if !changes.is_empty() {
@@ -324,7 +294,9 @@ impl EventScanner {
             }
         }
     }
+}
 
+impl Scan {
     /// Adds a change to the open group, merged with an earlier one of the same table and kind.
     fn record(
         &mut self,
@@ -408,19 +380,6 @@ impl EventScanner {
             count_rows(payload, post, compressed, change, map.widths.as_deref())
         };
         self.record(Some(database), table, change, rows);
-    }
-
-    /// Takes the transactions finished so far that changed a table the filter accepts.
-    pub fn drain(&mut self) -> Vec<TransactionChanges> {
-        std::mem::take(&mut self.done)
-    }
-
-    /// Ends the scan: the transactions not drained yet. A file cut inside an event (the active
-    /// file, a truncated copy) is scanned up to its last whole event, like the index.
-    pub fn finish(mut self) -> Result<Vec<TransactionChanges>, BinlogError> {
-        let done = self.drain();
-        self.indexer.finish()?;
-        Ok(done)
     }
 }
 
@@ -1147,7 +1106,8 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::MAGIC;
+    use crate::framing::{HEADER_LEN, MAGIC};
+    use crate::index::BinlogIndexer;
 
     fn event(kind: u8, timestamp: u32, position: u64, body: &[u8], checksum: bool) -> Vec<u8> {
         let length = (HEADER_LEN + body.len() + if checksum { 4 } else { 0 }) as u32;

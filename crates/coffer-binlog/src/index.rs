@@ -16,9 +16,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The four bytes every binlog file starts with.
-pub const MAGIC: [u8; 4] = [0xfe, b'b', b'i', b'n'];
-const HEADER_LEN: usize = 19;
+pub use crate::framing::MAGIC;
+use crate::framing::{Event, EventFramer, EventHeader, EventSink};
+
 /// Bytes of an event kept for decoding; the rest is skipped as it streams past.
 const KEEP: usize = 1024;
 
@@ -92,15 +92,16 @@ struct OpenGroup {
 
 /// Streaming indexer: [`BinlogIndexer::feed`] every chunk, then [`BinlogIndexer::finish`].
 pub struct BinlogIndexer {
-    position: u64,
-    magic: Vec<u8>,
-    header: Vec<u8>,
-    body: Vec<u8>,
-    body_remaining: u64,
-    event_start: u64,
+    framer: EventFramer,
+    state: IndexState,
+}
+
+/// The indexing of whole events, framed by someone else: the [`BinlogIndexer`]'s own framer, or
+/// the [`crate::events::EventScanner`]'s, which shares its framer with it.
+#[derive(Default)]
+pub(crate) struct IndexState {
     index: BinlogIndex,
     group: Option<OpenGroup>,
-    error: Option<BinlogError>,
 }
 
 impl Default for BinlogIndexer {
@@ -113,84 +114,61 @@ impl BinlogIndexer {
     /// An indexer at the start of a file.
     pub fn new() -> Self {
         Self {
-            position: 0,
-            magic: Vec::with_capacity(4),
-            header: Vec::with_capacity(HEADER_LEN),
-            body: Vec::with_capacity(KEEP),
-            body_remaining: 0,
-            event_start: 4,
-            index: BinlogIndex::default(),
-            group: None,
-            error: None,
+            framer: EventFramer::new(),
+            state: IndexState::default(),
         }
     }
 
     /// Indexes the next chunk of the file.
-    pub fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && self.error.is_none() {
-            if self.magic.len() < 4 {
-                let take = (4 - self.magic.len()).min(data.len());
-                self.magic.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                self.position += take as u64;
-                if self.magic.len() == 4 && self.magic != MAGIC {
-                    self.error = Some(BinlogError::BadMagic);
-                }
-                continue;
-            }
-            if self.header.len() < HEADER_LEN {
-                if self.header.is_empty() {
-                    self.event_start = self.position;
-                }
-                let take = (HEADER_LEN - self.header.len()).min(data.len());
-                self.header.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                self.position += take as u64;
-                if self.header.len() == HEADER_LEN {
-                    let length =
-                        u32::from_le_bytes(self.header[9..13].try_into().expect("4 bytes"));
-                    if (length as usize) < HEADER_LEN {
-                        self.error = Some(BinlogError::BadEvent {
-                            position: self.event_start,
-                            length,
-                        });
-                        continue;
-                    }
-                    self.body_remaining = u64::from(length) - HEADER_LEN as u64;
-                    self.body.clear();
-                    if self.body_remaining == 0 {
-                        self.end_event();
-                    }
-                }
-                continue;
-            }
-            let take = (self.body_remaining.min(data.len() as u64)) as usize;
-            let keep = take.min(KEEP.saturating_sub(self.body.len()));
-            self.body.extend_from_slice(&data[..keep]);
-            data = &data[take..];
-            self.position += take as u64;
-            self.body_remaining -= take as u64;
-            if self.body_remaining == 0 {
-                self.end_event();
-            }
-        }
+    pub fn feed(&mut self, data: &[u8]) {
+        self.framer.feed(data, &mut self.state);
     }
 
-    fn end_event(&mut self) {
-        let h = &self.header;
-        let timestamp = i64::from(u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")));
-        let kind = h[4];
-        let server_id = u32::from_le_bytes(h[5..9].try_into().expect("4 bytes"));
-        let end = self.position;
-        let start = self.event_start;
-        self.header.clear();
+    /// What is indexed so far: whole events only (a partly fed event is not counted yet).
+    /// Lets a caller tailing a growing file see its transactions without ending the scan.
+    pub fn snapshot(&self) -> &BinlogIndex {
+        &self.state.index
+    }
+
+    /// Takes the transactions indexed so far out of the index, so a caller tailing a file that
+    /// grows for hours keeps only those it has not dealt with yet.
+    pub fn drain_transactions(&mut self) -> Vec<Transaction> {
+        self.state.drain_transactions()
+    }
+
+    /// Bytes fed so far (the position in the file the next chunk starts at).
+    pub fn fed(&self) -> u64 {
+        self.framer.position()
+    }
+
+    /// Ends the scan. A file cut inside an event (the active file, a truncated copy) is indexed up
+    /// to its last whole event, and is not `closed`.
+    pub fn finish(self) -> Result<BinlogIndex, BinlogError> {
+        self.framer.finish()?;
+        Ok(self.state.index)
+    }
+}
+
+impl EventSink for IndexState {
+    fn keep(&mut self, _: &EventHeader) -> usize {
+        KEEP
+    }
+
+    fn event(&mut self, event: &Event<'_>) {
+        let h = &event.header;
+        let timestamp = i64::from(h.timestamp);
+        let kind = h.kind;
+        let server_id = h.server_id;
+        let end = event.end;
+        let start = event.position;
         self.index.end_position = end;
         // Artificial events (timestamp 0, e.g. a fake rotate) carry no time.
         if timestamp != 0 {
             self.index.first_event_time.get_or_insert(timestamp);
             self.index.last_event_time = Some(timestamp);
         }
-        let body = std::mem::take(&mut self.body);
+        // At most KEEP bytes, however much a framer shared with another reader holds.
+        let body = &event.body[..event.body.len().min(KEEP)];
         let checksum_len = if self.index.checksums { 4 } else { 0 };
         match kind {
             FORMAT_DESCRIPTION_EVENT => {
@@ -203,9 +181,10 @@ impl BinlogIndexer {
                         .unwrap_or(version.len())];
                     self.index.server_version = String::from_utf8_lossy(version).into_owned();
                 }
-                // Checksum-aware servers end the event with the algorithm byte and a CRC32.
+                // Checksum-aware servers end the event with the algorithm byte and a CRC32: the
+                // framer reads it.
                 if body.len() >= 5 {
-                    self.index.checksums = body[body.len() - 5] == 1;
+                    self.index.checksums = event.checksums;
                 }
             }
             GTID_EVENT if body.len() >= 13 => {
@@ -222,7 +201,7 @@ impl BinlogIndexer {
             QUERY_EVENT => {
                 let standalone = self.group.as_ref().is_some_and(|g| g.standalone);
                 if standalone
-                    || query_text(&body, checksum_len)
+                    || query_text(body, checksum_len)
                         .is_some_and(|q| q.eq_ignore_ascii_case(b"COMMIT"))
                 {
                     self.close_group(end, timestamp);
@@ -238,7 +217,13 @@ impl BinlogIndexer {
             STOP_EVENT => self.index.closed = true,
             _ => {}
         }
-        self.body = body;
+    }
+}
+
+impl IndexState {
+    /// Takes the transactions indexed so far.
+    pub(crate) fn drain_transactions(&mut self) -> Vec<Transaction> {
+        std::mem::take(&mut self.index.transactions)
     }
 
     fn close_group(&mut self, end: u64, timestamp: i64) {
@@ -250,35 +235,6 @@ impl BinlogIndexer {
                 commit_time: timestamp,
             });
         }
-    }
-
-    /// What is indexed so far: whole events only (a partly fed event is not counted yet).
-    /// Lets a caller tailing a growing file see its transactions without ending the scan.
-    pub fn snapshot(&self) -> &BinlogIndex {
-        &self.index
-    }
-
-    /// Takes the transactions indexed so far out of the index, so a caller tailing a file that
-    /// grows for hours keeps only those it has not dealt with yet.
-    pub fn drain_transactions(&mut self) -> Vec<Transaction> {
-        std::mem::take(&mut self.index.transactions)
-    }
-
-    /// Bytes fed so far (the position in the file the next chunk starts at).
-    pub fn fed(&self) -> u64 {
-        self.position
-    }
-
-    /// Ends the scan. A file cut inside an event (the active file, a truncated copy) is indexed up
-    /// to its last whole event, and is not `closed`.
-    pub fn finish(self) -> Result<BinlogIndex, BinlogError> {
-        if let Some(error) = self.error {
-            return Err(error);
-        }
-        if self.magic.len() < 4 {
-            return Err(BinlogError::BadMagic);
-        }
-        Ok(self.index)
     }
 }
 
@@ -298,6 +254,7 @@ fn query_text(body: &[u8], checksum_len: usize) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::HEADER_LEN;
 
     fn event(kind: u8, timestamp: u32, server_id: u32, position: u64, body: &[u8]) -> Vec<u8> {
         let length = (HEADER_LEN + body.len()) as u32;

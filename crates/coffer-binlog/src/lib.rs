@@ -4,6 +4,9 @@
 //! runtime, no database client, no storage — so it can be tested on any bytes and reused by
 //! every reader of the archive (restores, `binlog find`, retention, the audit archive).
 //!
+//! - [`framing`]: the byte stream cut into events, once for every reader here
+//!   ([`framing::EventFramer`]): the magic, the 19-byte headers, the CRC32 trailer the format
+//!   description announces, fed in chunks of any size with at most one partial event held;
 //! - [`index`]: the transaction index of a binlog file — each transaction's GTID, positions and
 //!   commit time ([`index::BinlogIndexer`], [`index::BinlogIndex`]), read from the 19-byte event
 //!   headers and the few event bodies that bound transactions;
@@ -15,4 +18,5 @@
 //! `coffer-core` re-exports them as `coffer_core::binlog` and `coffer_core::binlog_events`.
 
 pub mod events;
+pub mod framing;
 pub mod index;
