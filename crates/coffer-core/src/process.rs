@@ -330,7 +330,7 @@ pub fn drain_tail(
 pub fn tail_lines(bytes: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.trim().lines().collect();
-    let joined = lines[lines.len().saturating_sub(n)..].join(" | ");
+    let joined = redact_values(&lines[lines.len().saturating_sub(n)..].join(" | "));
     // The end is what explains the failure: keep it.
     let count = joined.chars().count();
     if count <= 400 {
@@ -338,6 +338,53 @@ pub fn tail_lines(bytes: &[u8], n: usize) -> String {
     }
     let mut out = String::from("…");
     out.extend(joined.chars().skip(count - 400));
+    out
+}
+
+/// Replaces every quoted value longer than 40 characters by its size: the client quotes the
+/// statement it failed on (`near 'INSERT INTO … VALUES (…)'`), and rows of the backup do not
+/// belong in an error line or a log. Short values (`Duplicate entry '42' for key 'PRIMARY'`,
+/// names) stay, since they say what went wrong.
+pub fn redact_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('\'') {
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        // A doubled quote or a backslash escapes a quote inside the value.
+        let mut end = None;
+        let bytes = after.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+                b'\'' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+        let Some(end) = end else {
+            // Unterminated (cut by the tail): judge what is there.
+            if after.chars().count() > 40 {
+                out.push_str(&format!("…({} bytes)", after.len()));
+            } else {
+                out.push_str(after);
+            }
+            return out;
+        };
+        let value = &after[..end];
+        if value.chars().count() > 40 {
+            out.push_str(&format!("…({} bytes)", value.len()));
+        } else {
+            out.push_str(value);
+        }
+        out.push('\'');
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -474,6 +521,23 @@ mod tests {
         assert_eq!(run.timed_out, Some(Duration::from_millis(300)));
         assert!(run.seconds < 10.0, "{run:?}");
         assert!(!run.output.contains("never"));
+    }
+
+    #[test]
+    fn rows_the_client_echoes_are_redacted_and_short_values_kept() {
+        let line = "ERROR 1064 (42000) at line 7: You have an error in your SQL syntax near 'INSERT INTO `invoices` VALUES (1,''ACME GmbH'',''IBAN DE89 3704 0044 0532 0130 00'',9000.00)' at line 1";
+        let redacted = redact_values(line);
+        assert!(!redacted.contains("IBAN"), "{redacted}");
+        assert!(
+            redacted.contains("near '…(") && redacted.ends_with("' at line 1"),
+            "{redacted}"
+        );
+        let short = "ERROR 1062 (23000) at line 9: Duplicate entry '42' for key 'PRIMARY'";
+        assert_eq!(redact_values(short), short);
+        assert_eq!(
+            redact_values("it's cut 'unterminated"),
+            "it's cut 'unterminated"
+        );
     }
 
     #[tokio::test]
