@@ -4,5 +4,6 @@
 //! lists every case with its outcome.
 
 mod damaged;
+mod disk;
 mod interrupted;
 mod signals;
