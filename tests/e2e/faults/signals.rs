@@ -147,3 +147,43 @@ fn a_leftover_of_a_killed_run_is_removed_at_the_next_start() {
     setup.run(&["backup", "list"]).expect_code(0);
     assert!(!dead.exists(), "the dead run's folder is still there");
 }
+
+#[test]
+fn sigterm_during_a_drill_stores_no_report_and_leaves_no_sandbox() {
+    let setup = Setup::new(Repo::Folder, &["bulk"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+    let tmp = setup.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let child = setup
+        .coffer(&["drill", "run", "--json"])
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The dump is loading into the sandbox.
+    wait_for_child(&child, "max-allowed-packet");
+    signal(&child, "TERM");
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.expect_code(143);
+    let history = setup.run(&["drill", "history", "--json"]).json();
+    assert_eq!(history.as_array().unwrap().len(), 0, "{history:#}");
+    // The sandbox's server and files are gone with the drill.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let running = std::process::Command::new("pgrep")
+            .args(["-f", &tmp.display().to_string()])
+            .output()
+            .unwrap();
+        let left = files_under(&tmp);
+        if running.stdout.is_empty() && left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {left:?}, running: {}",
+            String::from_utf8_lossy(&running.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

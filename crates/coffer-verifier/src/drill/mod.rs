@@ -117,6 +117,15 @@ pub async fn run_drill(
             warnings: Vec::new(),
         };
         let (report_parts, kept) = drill.run(options.keep_sandbox).await;
+        // An interrupted drill proved nothing: its sandbox is gone (run tears it down), and no
+        // verdict or report of it is made.
+        if let Err(e) = process::check_interrupted() {
+            drop(kept);
+            return Err(e.context(format!(
+                "drill {id} of {} stopped; its sandbox was removed and no report was stored",
+                full.id
+            )));
+        }
         let items: Vec<Item> = CHECKLIST
             .iter()
             .map(|name| {
