@@ -14,7 +14,13 @@ impl Mounted {
     fn tmpfs(dir: &Path, size: &str) -> Option<Mounted> {
         std::fs::create_dir_all(dir).unwrap();
         let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .ok()?;
