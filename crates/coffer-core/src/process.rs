@@ -258,8 +258,13 @@ impl Watchdog {
 
     /// Records progress.
     pub fn tick(&self) {
-        let now = self.state.started.elapsed().as_millis() as u64;
-        self.state.last.store(now, Ordering::SeqCst);
+        self.ticker().tick();
+    }
+
+    /// A handle another task or thread records progress through (the watchdog itself stays
+    /// with the code that waits for the child).
+    pub fn ticker(&self) -> Ticker {
+        Ticker(self.state.clone())
     }
 
     /// Whether the child was killed for making no progress.
@@ -276,6 +281,18 @@ impl Watchdog {
                 self.limit.as_secs()
             ),
         )
+    }
+}
+
+/// Records progress for a [`Watchdog`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ticker(std::sync::Arc<WatchdogState>);
+
+impl Ticker {
+    /// Records progress.
+    pub fn tick(&self) {
+        let now = self.0.started.elapsed().as_millis() as u64;
+        self.0.last.store(now, Ordering::SeqCst);
     }
 }
 
@@ -521,6 +538,42 @@ mod tests {
         assert_eq!(run.timed_out, Some(Duration::from_millis(300)));
         assert!(run.seconds < 10.0, "{run:?}");
         assert!(!run.output.contains("never"));
+    }
+
+    #[test]
+    fn a_child_that_makes_no_progress_is_stopped_and_one_that_does_is_not() {
+        let spawn = || {
+            tool_command(std::path::Path::new("/bin/sleep"))
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let mut frozen = spawn();
+        let watchdog = Watchdog::start(Some(frozen.id()), Duration::from_millis(300));
+        let started = Instant::now();
+        let status = frozen.wait().unwrap();
+        assert!(!status.success() && watchdog.stalled());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            watchdog
+                .error(ErrorKind::Backup, "sleep")
+                .to_string()
+                .contains("no progress")
+        );
+
+        let mut busy = spawn();
+        let watchdog = Watchdog::start(Some(busy.id()), Duration::from_millis(300));
+        let ticker = watchdog.ticker();
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(100));
+            ticker.tick();
+        }
+        assert!(
+            !watchdog.stalled(),
+            "a child that made progress was stopped"
+        );
+        let _ = busy.kill();
+        let _ = busy.wait();
     }
 
     #[test]

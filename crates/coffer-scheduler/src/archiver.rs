@@ -223,13 +223,31 @@ impl<'a> BinlogSource<'a> {
     ) -> Result<PathBuf> {
         let (child, defaults) = self.spawn_fetch_from(file, position, dir, None)?;
         let group = coffer_core::process::Registered::new(child.id());
-        let output = child
-            .wait_with_output()
-            .await
+        // The fetch writes a file: its growth is its progress. A source that freezes mid-file
+        // is stopped after stall_timeout_seconds instead of hanging the job.
+        let watchdog = coffer_core::process::Watchdog::start(child.id(), self.config.stall_timeout);
+        let (ticker, local) = (watchdog.ticker(), dir.join(file));
+        let growth = tokio::spawn(async move {
+            let mut seen = 0;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                let size = tokio::fs::metadata(&local).await.map_or(0, |m| m.len());
+                if size != seen {
+                    seen = size;
+                    ticker.tick();
+                }
+            }
+        });
+        let output = child.wait_with_output().await;
+        growth.abort();
+        let output = output
             .map_err(|e| Error::other(format!("waiting for {}: {e}", self.tool.path.display())))?;
         drop(group);
         drop(defaults);
         coffer_core::process::check_interrupted()?;
+        if watchdog.stalled() {
+            return Err(watchdog.error(ErrorKind::Backup, &format!("fetching {file}")));
+        }
         if !output.status.success() {
             let stderr = coffer_core::process::tail_lines(&output.stderr, 5);
             return Err(Error::new(
