@@ -24,6 +24,7 @@ have sha256sum || missing+=(coreutils)
 have bc || missing+=(bc)
 have jq || missing+=(jq)
 have minisign || missing+=(minisign)   # checks coffer's signatures by hand, as FORMAT.md shows
+have openssl || missing+=(openssl)     # the TLS tests make their own CA and certificates
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]} with apt-get"
   # Keep the package's own service from starting: coffer starts its own throwaway servers.

@@ -2,7 +2,7 @@
 //! expectations as it passes ([`crate::dumpscan`]). The full backup stores the output; the drill
 //! dumps a restored copy the same way and compares what the scanner finds.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::Stdio;
 
 use crate::dumpscan::{DumpFacts, DumpScanner};
@@ -51,20 +51,7 @@ pub fn run_dump(
         .map_err(|e| Error::other(format!("cannot start {name}: {e}")))?;
     let group = crate::process::Registered::new(Some(child.id()));
     let watchdog = crate::process::Watchdog::start(Some(child.id()), stall);
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let stderr_tail = std::thread::spawn(move || {
-        let mut tail = std::collections::VecDeque::with_capacity(STDERR_TAIL);
-        for line in BufReader::new(stderr)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            if tail.len() == STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
-        tail.into_iter().collect::<Vec<_>>().join(" | ")
-    });
+    let stderr_tail = crate::process::drain_tail(child.stderr.take().expect("stderr is piped"));
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut scanner = DumpScanner::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -91,7 +78,8 @@ pub fn run_dump(
     let status = child
         .wait()
         .map_err(|e| Error::other(format!("waiting for {name}: {e}")))?;
-    let stderr_text = stderr_tail.join().unwrap_or_default();
+    let stderr_text =
+        crate::process::tail_lines(&stderr_tail.join().unwrap_or_default(), STDERR_TAIL);
     drop(group);
     crate::process::check_interrupted()?;
     if watchdog.stalled() {

@@ -24,7 +24,6 @@ use coffer_core::config::Config;
 use coffer_core::pipeline::Progress;
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
-use tokio::io::AsyncReadExt;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::archiver::BinlogSource;
@@ -158,13 +157,11 @@ async fn session<F: Future<Output = ()>>(
     let spool = coffer_core::scratch::dir("stream-")?;
     let (mut child, defaults) =
         source.spawn_fetch(&first, spool.path(), Some(options.server_id))?;
-    let stderr = child.stderr.take().map(|mut pipe| {
-        tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text).await;
-            text
-        })
-    });
+    // A session can last weeks: keep only the end of what the client says.
+    let stderr = child
+        .stderr
+        .take()
+        .map(|pipe| tokio::spawn(coffer_core::process::read_tail(pipe)));
     info!(from = %first, interval_s = options.ship_interval.as_secs(), "streaming binlogs");
     let mut spooler = Spooler {
         source: &source,
@@ -182,14 +179,14 @@ async fn session<F: Future<Output = ()>>(
                 // The child wrote all it received before exiting: archive that, then reconnect.
                 spooler.ship(stats).await?;
                 let stderr = match stderr {
-                    Some(task) => task.await.unwrap_or_default(),
+                    Some(task) => coffer_core::process::tail_lines(&task.await.unwrap_or_default(), 5),
                     None => String::new(),
                 };
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 break SessionEnd::Disconnected(format!(
                     "{} exited ({status}): {}",
                     source.tool.path.display(),
-                    stderr.trim().replace('\n', " | ")
+                    stderr
                 ));
             }
             () = shutdown.as_mut() => {
