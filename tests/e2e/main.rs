@@ -15,6 +15,7 @@ mod privileges;
 mod restore;
 mod secrets;
 mod signing;
+mod stall;
 mod storage;
 mod tls;
 mod util;

@@ -3,6 +3,10 @@
 //!
 //! Passwords never appear on a command line: each tool gets `--defaults-file=PATH` naming a
 //! temporary file readable only by us (mode 0600), removed when the [`DefaultsFile`] is dropped.
+//!
+//! A server that stops answering (frozen, or behind a network that silently drops packets) must
+//! not hang a job: the connection and every metadata query wait at most the endpoint's
+//! [`Stall`] timeout (`stall_timeout_seconds`), and then fail saying so.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,8 +16,12 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Row};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::secret::Secret;
+
+/// How long setting up a connection may take when the stall timeout is longer: a handshake
+/// takes milliseconds, and an unreachable server should be reported as such, quickly.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -28,6 +36,72 @@ pub struct Endpoint {
     pub password: Secret,
     /// TLS to the server, for sqlx and every client tool alike.
     pub tls: Tls,
+    /// How long the server may leave a connection attempt or a query unanswered.
+    pub stall: Stall,
+}
+
+/// How long a server may keep coffer waiting for an answer (a connection being set up, a
+/// metadata query) before the wait fails as a stall (`stall_timeout_seconds`), and what the
+/// failure counts as: a stalled source fails the backup, a stalled target the restore (both
+/// exit 5, as a stalled dump does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    /// The longest wait.
+    pub timeout: Duration,
+    /// The kind of the error a stall fails with.
+    pub kind: ErrorKind,
+}
+
+impl Stall {
+    /// A source's: a stall fails the backup (kind `Backup`).
+    pub fn source(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            kind: ErrorKind::Backup,
+        }
+    }
+
+    /// A restore target's (also a drill's sandbox): a stall fails the restore (kind `Restore`).
+    pub fn target(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            kind: ErrorKind::Restore,
+        }
+    }
+}
+
+impl Endpoint {
+    /// The same endpoint with another stall timeout (the configured `stall_timeout_seconds`).
+    pub fn with_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall.timeout = timeout;
+        self
+    }
+
+    /// Awaits `query` (anything that waits for this server's answer) for at most the stall
+    /// timeout; past it, fails with the stall's kind, naming `what` and the endpoint. The
+    /// query's own result is returned as it is.
+    pub async fn bounded<F: std::future::IntoFuture>(
+        &self,
+        what: &str,
+        query: F,
+    ) -> Result<F::Output> {
+        tokio::time::timeout(self.stall.timeout, query)
+            .await
+            .map_err(|_| self.stalled(what))
+    }
+
+    /// The error of a wait for this server that passed the stall timeout. Transient: the same
+    /// call may succeed once the server answers again.
+    pub fn stalled(&self, what: &str) -> Error {
+        Error::new(
+            self.stall.kind,
+            format!(
+                "{what}: {self} made no progress for {} s (stall_timeout_seconds)",
+                self.stall.timeout.as_secs()
+            ),
+        )
+        .transient()
+    }
 }
 
 /// How a connection uses TLS: `tls = "…"` in `[source]`, `[restore]` and `[drill]`.
@@ -134,6 +208,7 @@ impl From<&crate::config::SourceConfig> for Endpoint {
             user: source.user.clone(),
             password: source.password.clone(),
             tls: source.tls.clone(),
+            stall: Stall::source(crate::storage::DEFAULT_STALL_TIMEOUT),
         }
     }
 }
@@ -146,6 +221,7 @@ impl From<&crate::config::RestoreConfig> for Endpoint {
             user: target.user.clone(),
             password: target.password.clone(),
             tls: target.tls.clone(),
+            stall: Stall::target(crate::storage::DEFAULT_STALL_TIMEOUT),
         }
     }
 }
@@ -260,7 +336,9 @@ fn option_value(value: &str) -> String {
     out
 }
 
-/// Opens one connection for metadata queries, with the endpoint's TLS mode enforced.
+/// Opens one connection for metadata queries, with the endpoint's TLS mode enforced. Setting it
+/// up may take the stall timeout, at most 10 s: past the stall timeout the error is the stall's,
+/// past 10 s a database error (exit 3, as for any server that cannot be reached).
 pub async fn connect(endpoint: &Endpoint) -> Result<MySqlConnection> {
     use sqlx::mysql::MySqlSslMode;
     let tls = &endpoint.tls;
@@ -287,11 +365,14 @@ pub async fn connect(endpoint: &Endpoint) -> Result<MySqlConnection> {
     {
         options = options.ssl_client_cert(cert).ssl_client_key(key);
     }
-    match tokio::time::timeout(Duration::from_secs(10), options.connect()).await {
+    let limit = endpoint.stall.timeout.min(CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, options.connect()).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(connect_error(endpoint, &e)),
+        Err(_) if limit == endpoint.stall.timeout => Err(endpoint.stalled("connecting")),
         Err(_) => Err(Error::database(format!(
-            "cannot connect to {endpoint}: timed out after 10 s"
+            "cannot connect to {endpoint}: timed out after {} s",
+            limit.as_secs()
         ))
         .transient()),
     }
@@ -369,8 +450,10 @@ pub struct ServerInfo {
 /// Databases that belong to the server, never backed up as data.
 pub const SYSTEM_DATABASES: &[&str] = &["information_schema", "performance_schema", "mysql", "sys"];
 
-/// Reads version, server id, binlog state and the list of user databases.
-pub async fn server_info(conn: &mut MySqlConnection) -> Result<ServerInfo> {
+/// Reads version, server id, binlog state and the list of user databases from `endpoint` (each
+/// query waits at most its stall timeout).
+pub async fn server_info(conn: &mut MySqlConnection, endpoint: &Endpoint) -> Result<ServerInfo> {
+    const WHAT: &str = "reading server information";
     let fail = |e: sqlx::Error| {
         Error::database(format!(
             "reading server information: {}",
@@ -378,19 +461,17 @@ pub async fn server_info(conn: &mut MySqlConnection) -> Result<ServerInfo> {
         ))
     };
     // Casts keep the column types textual/numeric whatever the server's quirks with SHOW output.
-    let row = sqlx::query("SELECT CAST(VERSION() AS CHAR), CAST(@@server_id AS UNSIGNED), CAST(@@log_bin AS UNSIGNED)")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(fail)?;
+    let query = sqlx::query("SELECT CAST(VERSION() AS CHAR), CAST(@@server_id AS UNSIGNED), CAST(@@log_bin AS UNSIGNED)")
+        .fetch_one(&mut *conn);
+    let row = endpoint.bounded(WHAT, query).await?.map_err(fail)?;
     let version: String = row.try_get(0).map_err(fail)?;
     let server_id: u64 = row.try_get(1).map_err(fail)?;
     let log_bin: u64 = row.try_get(2).map_err(fail)?;
-    let rows = sqlx::query(
+    let query = sqlx::query(
         "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
     )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(fail)?;
+    .fetch_all(&mut *conn);
+    let rows = endpoint.bounded(WHAT, query).await?.map_err(fail)?;
     let mut user_databases = Vec::new();
     for row in rows {
         let name: String = row.try_get(0).map_err(fail)?;
@@ -409,18 +490,17 @@ pub async fn server_info(conn: &mut MySqlConnection) -> Result<ServerInfo> {
 /// The account's privileges: `SHOW GRANTS` on this connection, parsed ([`crate::grants`]): on a fresh connection it lists
 /// what a fresh session of the same account may do, its default role's and `PUBLIC`'s grants
 /// included, which is what the dump tool's own session will be allowed. A line that does not
-/// parse is a database error.
-pub async fn grants(conn: &mut MySqlConnection) -> Result<crate::grants::Grants> {
-    let fail =
-        |e: sqlx::Error| Error::database(format!("reading grants: {}", crate::error_chain(&e)));
-    let account: String = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(fail)?;
-    let rows = sqlx::query("SHOW GRANTS")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(fail)?;
+/// parse is a database error. Each query waits at most `endpoint`'s stall timeout.
+pub async fn grants(
+    conn: &mut MySqlConnection,
+    endpoint: &Endpoint,
+) -> Result<crate::grants::Grants> {
+    const WHAT: &str = "reading grants";
+    let fail = |e: sqlx::Error| Error::database(format!("{WHAT}: {}", crate::error_chain(&e)));
+    let query = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)").fetch_one(&mut *conn);
+    let account: String = endpoint.bounded(WHAT, query).await?.map_err(fail)?;
+    let query = sqlx::query("SHOW GRANTS").fetch_all(&mut *conn);
+    let rows = endpoint.bounded(WHAT, query).await?.map_err(fail)?;
     let mut lines = Vec::new();
     for row in rows {
         // SHOW output may come back as binary: decode bytes.
@@ -448,6 +528,47 @@ pub fn missing_backup_privileges(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_server_that_never_answers_fails_the_connection_as_a_stall() {
+        // Accepts the connection (as the kernel does for a frozen server) and says nothing.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            user: "coffer".into(),
+            password: Secret::new("pw"),
+            tls: Tls::disabled(),
+            stall: Stall::source(Duration::from_secs(1)),
+        };
+        let started = std::time::Instant::now();
+        let err = connect(&endpoint).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(err.kind(), ErrorKind::Backup);
+        assert!(err.is_transient());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "connecting: coffer@127.0.0.1:{port} made no progress for 1 s (stall_timeout_seconds)"
+            )
+        );
+        let target = Endpoint {
+            stall: Stall::target(Duration::from_secs(1)),
+            ..endpoint
+        };
+        let err = target
+            .bounded("reading grants", std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Restore);
+        silent.abort();
+    }
+
     #[test]
     fn option_values_are_quoted() {
         assert_eq!(option_value(r#"p"a\ss word#"#), r#""p\"a\\ss word#""#);
@@ -462,6 +583,7 @@ mod tests {
             user: "coffer".into(),
             password: Secret::new("pw"),
             tls: Tls::default(),
+            stall: Stall::source(Duration::from_secs(300)),
         };
         let file = DefaultsFile::new(&endpoint).unwrap();
         let mode = file.path().metadata().unwrap().permissions().mode() & 0o777;

@@ -8,6 +8,11 @@
 //!
 //! Reading ([`ArtifactReader`]) reverses the chain and fails with an integrity error the moment
 //! the stored bytes end with a size or digest other than the recorded one.
+//!
+//! Storage that stops answering never hangs the chain: the backend bounds each request and each
+//! read of an object by the stall timeout (`stall_timeout_seconds`). A stalled upload fails
+//! [`store`] with that storage error (exit 4) and drops the channel, so the writer thread fails
+//! on its next send and whatever produces the bytes (the dump tool) is stopped too.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;

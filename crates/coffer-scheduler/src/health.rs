@@ -68,7 +68,7 @@ pub async fn health(config: &Config, repository: &Repository) -> Health {
         "config",
         Ok(config.path.display().to_string()),
     )];
-    let endpoint = Endpoint::from(&config.source);
+    let endpoint = Endpoint::from(&config.source).with_stall_timeout(config.stall_timeout);
     items.push(HealthItem::from_result(
         "database",
         check_database(&endpoint, &config.source).await,
@@ -144,8 +144,8 @@ async fn check_database(
     source: &coffer_core::config::SourceConfig,
 ) -> Result<String> {
     let mut conn = client::connect(endpoint).await?;
-    let info = client::server_info(&mut conn).await?;
-    let grants = client::grants(&mut conn).await?;
+    let info = client::server_info(&mut conn, endpoint).await?;
+    let grants = client::grants(&mut conn, endpoint).await?;
     let databases = if source.databases.is_empty() {
         &info.user_databases
     } else {

@@ -349,6 +349,7 @@ impl Sandbox {
             user: "root".into(),
             password: Secret::default(),
             tls: self.client_tls(),
+            stall: coffer_core::client::Stall::target(coffer_core::storage::DEFAULT_STALL_TIMEOUT),
         }
     }
 
@@ -420,6 +421,7 @@ impl Sandbox {
             user: user.into(),
             password: Secret::new(password),
             tls: self.client_tls(),
+            stall: coffer_core::client::Stall::target(coffer_core::storage::DEFAULT_STALL_TIMEOUT),
         })
     }
 }

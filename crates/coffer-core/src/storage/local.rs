@@ -1,6 +1,7 @@
 //! A repository in a local folder: the embedded default, and what a mounted NAS looks like.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -9,21 +10,64 @@ use tokio_stream::StreamExt;
 
 use super::{
     BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key,
-    range_past_end,
+    range_past_end, stall,
 };
 use crate::error::{Error, Result};
 
 /// A folder holding one object per file. Writes go to a temporary file beside the target and are
 /// renamed into place after `fsync`, so a crash never leaves a half-written object under its key.
+///
+/// A file system that stops answering (a hung network mount) fails each write, sync and read
+/// that waits longer than the stall timeout. The blocked system call itself cannot be cancelled:
+/// its thread stays blocked, but the job fails and says why.
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
+    stall: Duration,
 }
 
 impl LocalStorage {
-    /// A storage rooted at `root` (created on first write).
+    /// A storage rooted at `root` (created on first write), with the default stall timeout.
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            stall: stall::DEFAULT_STALL_TIMEOUT,
+        }
+    }
+
+    /// Fails an operation that waits longer than `stall` for the file system
+    /// (`stall_timeout_seconds`).
+    pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
+    }
+
+    /// Awaits one file-system operation on `key` for at most the stall timeout.
+    async fn bounded<F: std::future::IntoFuture>(
+        &self,
+        what: &str,
+        key: &str,
+        work: F,
+    ) -> Result<F::Output> {
+        stall::bounded(
+            self.stall,
+            || format!("{what} {key} in {}", self.root.display()),
+            work,
+        )
+        .await
+    }
+
+    /// A reader of `key` whose reads fail when the file system stops answering.
+    fn reader(
+        &self,
+        key: &str,
+        inner: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+    ) -> ObjectReader {
+        Box::pin(stall::StallReader::new(
+            inner,
+            self.stall,
+            format!("reading {key} in {}", self.root.display()),
+        ))
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -50,9 +94,13 @@ impl LocalStorage {
         path: &std::path::Path,
     ) -> Result<(tokio::fs::File, tempfile::TempPath)> {
         let parent = path.parent().expect("keys have a parent under the root");
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| self.io_error("creating folder for", key, e))?;
+        self.bounded(
+            "creating folder for",
+            key,
+            tokio::fs::create_dir_all(parent),
+        )
+        .await?
+        .map_err(|e| self.io_error("creating folder for", key, e))?;
         let temp = tempfile::Builder::new()
             .prefix(".coffer-partial-")
             .tempfile_in(parent)
@@ -69,11 +117,11 @@ impl LocalStorage {
         path: &std::path::Path,
         exclusive: bool,
     ) -> Result<CreateOutcome> {
-        file.flush()
-            .await
+        self.bounded("writing", key, file.flush())
+            .await?
             .map_err(|e| self.io_error("writing", key, e))?;
-        file.sync_all()
-            .await
+        self.bounded("syncing", key, file.sync_all())
+            .await?
             .map_err(|e| self.io_error("syncing", key, e))?;
         drop(file);
         let outcome = if exclusive {
@@ -101,8 +149,8 @@ impl LocalStorage {
     async fn write_whole(&self, key: &str, body: Bytes, exclusive: bool) -> Result<CreateOutcome> {
         let path = self.path(key)?;
         let (mut file, temp) = self.temp_beside(key, &path).await?;
-        file.write_all(&body)
-            .await
+        self.bounded("writing", key, file.write_all(&body))
+            .await?
             .map_err(|e| self.io_error("writing", key, e))?;
         self.commit(key, file, temp, &path, exclusive).await
     }
@@ -137,8 +185,8 @@ impl Storage for LocalStorage {
         while let Some(chunk) = body.next().await {
             // On error the temporary file is removed when `temp` drops.
             let chunk = chunk.map_err(Error::from)?;
-            file.write_all(&chunk)
-                .await
+            self.bounded("writing", key, file.write_all(&chunk))
+                .await?
                 .map_err(|e| self.io_error("writing", key, e))?;
             written += chunk.len() as u64;
         }
@@ -148,23 +196,22 @@ impl Storage for LocalStorage {
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         let path = self.path(key)?;
-        let file = tokio::fs::File::open(&path)
-            .await
+        let file = self
+            .bounded("opening", key, tokio::fs::File::open(&path))
+            .await?
             .map_err(|e| self.io_error("opening", key, e))?;
-        Ok(Box::pin(tokio::io::BufReader::with_capacity(
-            256 * 1024,
-            file,
-        )))
+        Ok(self.reader(key, tokio::io::BufReader::with_capacity(256 * 1024, file)))
     }
 
     async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<ObjectReader> {
         let path = self.path(key)?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
+        let mut file = self
+            .bounded("opening", key, tokio::fs::File::open(&path))
+            .await?
             .map_err(|e| self.io_error("opening", key, e))?;
-        let metadata = file
-            .metadata()
-            .await
+        let metadata = self
+            .bounded("reading the size of", key, file.metadata())
+            .await?
             .map_err(|e| self.io_error("reading the size of", key, e))?;
         if !metadata.is_file() {
             return Err(Error::not_found(format!(
@@ -176,19 +223,24 @@ impl Storage for LocalStorage {
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(range_past_end(key, &self.location(), start, len, size));
         }
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| self.io_error("seeking in", key, e))?;
-        Ok(Box::pin(tokio::io::BufReader::with_capacity(
-            256 * 1024,
-            file.take(len),
-        )))
+        self.bounded(
+            "seeking in",
+            key,
+            file.seek(std::io::SeekFrom::Start(start)),
+        )
+        .await?
+        .map_err(|e| self.io_error("seeking in", key, e))?;
+        Ok(self.reader(
+            key,
+            tokio::io::BufReader::with_capacity(256 * 1024, file.take(len)),
+        ))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let path = self.path(key)?;
-        let metadata = tokio::fs::metadata(&path)
-            .await
+        let metadata = self
+            .bounded("looking up", key, tokio::fs::metadata(&path))
+            .await?
             .map_err(|e| self.io_error("looking up", key, e))?;
         if !metadata.is_file() {
             return Err(Error::not_found(format!(
@@ -206,7 +258,7 @@ impl Storage for LocalStorage {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let root = self.root.clone();
         let owned_prefix = prefix.to_string();
-        let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<ObjectMeta>> {
+        let listing = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<ObjectMeta>> {
             let mut out = Vec::new();
             // Walk only the folder the prefix is in: `manifests/` lists one folder, not the tree.
             let prefix = owned_prefix;
@@ -256,9 +308,12 @@ impl Storage for LocalStorage {
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
-        })
-        .await
-        .map_err(|e| Error::other(format!("listing task failed: {e}")))?;
+        });
+        let what = format!("{prefix:?}");
+        let listed = self
+            .bounded("listing", &what, listing)
+            .await?
+            .map_err(|e| Error::other(format!("listing task failed: {e}")))?;
         listed.map_err(|e| {
             Error::storage(format!(
                 "listing {prefix:?} in {}: {e}",
@@ -269,7 +324,10 @@ impl Storage for LocalStorage {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
-        match tokio::fs::remove_file(&path).await {
+        match self
+            .bounded("deleting", key, tokio::fs::remove_file(&path))
+            .await?
+        {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.io_error("deleting", key, e)),

@@ -8,9 +8,13 @@
 //! does not lie wholly inside the object is an [`ErrorKind::Integrity`](crate::error::ErrorKind::Integrity)
 //! error, not `NotFound`: the object is there, but shorter than whoever recorded the offset
 //! believed, which is what a damaged or truncated object looks like. A missing key is `NotFound`.
+//!
+//! Storage that stops answering fails instead of hanging: each request of a backend, and each
+//! read of an object's bytes, may wait at most `stall_timeout_seconds` (`storage/stall.rs`).
 
 mod local;
 mod s3;
+mod stall;
 
 use std::pin::Pin;
 
@@ -22,6 +26,7 @@ use tokio_stream::Stream;
 
 pub use local::LocalStorage;
 pub use s3::S3Storage;
+pub use stall::DEFAULT_STALL_TIMEOUT;
 
 use crate::config::RepositoryLocation;
 use crate::error::{Error, Result};
@@ -137,11 +142,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn probe(&self) -> Result<Capabilities>;
 }
 
-/// Opens the storage a repository location names.
-pub async fn open(location: &RepositoryLocation) -> Result<Box<dyn Storage>> {
+/// Opens the storage a repository location names; a request or read that waits `stall` for the
+/// server fails (`stall_timeout_seconds`).
+pub async fn open(
+    location: &RepositoryLocation,
+    stall: std::time::Duration,
+) -> Result<Box<dyn Storage>> {
     Ok(match location {
-        RepositoryLocation::Local(path) => Box::new(LocalStorage::new(path.clone())),
-        RepositoryLocation::S3(config) => Box::new(S3Storage::new(config.clone())),
+        RepositoryLocation::Local(path) => {
+            Box::new(LocalStorage::new(path.clone()).with_stall_timeout(stall))
+        }
+        RepositoryLocation::S3(config) => {
+            Box::new(S3Storage::new(config.clone()).with_stall_timeout(stall))
+        }
     })
 }
 

@@ -10,6 +10,14 @@
 //! retry strategy; every request body is in memory, so every retry is safe. Errors are classified
 //! once ([`classify`]): only what can succeed on a retry is marked transient; a refused signature
 //! or key, a denied access or a missing bucket is permanent.
+//!
+//! A server that stops answering (frozen, or a network that silently drops packets) fails the
+//! operation after the stall timeout (`stall_timeout_seconds`): each request, the SDK's retries
+//! included, must complete within it, and each read of an object's body may wait at most that
+//! long for bytes. A multipart upload whose part stalls is aborted (the abort waits no longer,
+//! then leaves the parts to the bucket's lifecycle rules). The SDK's own stalled-stream
+//! protection stays off: it judges an upload by how often the body is polled, and a part is one
+//! in-memory buffer handed over at once, so it cannot tell a slow link from a dead one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +40,7 @@ use tokio_stream::StreamExt;
 
 use super::{
     BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key,
-    range_past_end,
+    range_past_end, stall,
 };
 use crate::config::{ChecksumMode, S3Config};
 use crate::error::{Error, Result};
@@ -186,10 +194,20 @@ impl AbortGuard {
         self.armed = false;
     }
 
-    /// Aborts now, waiting for the answer; if this is cancelled in turn, the drop aborts.
+    /// Aborts now, waiting for the answer at most the stall timeout; if this is cancelled in
+    /// turn, the drop aborts.
     async fn abort(mut self, storage: &S3Storage) {
-        if let Err(e) = self.request().send().await {
-            tracing::warn!(key = %self.key, error = %storage.error("aborting multipart upload of", &self.key, e), "multipart upload left behind");
+        let what = "aborting multipart upload of";
+        let error = match storage
+            .bounded(what, &self.key, self.request().send())
+            .await
+        {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(storage.error(what, &self.key, e)),
+            Err(stalled) => Some(stalled),
+        };
+        if let Some(error) = error {
+            tracing::warn!(key = %self.key, error = %error, "multipart upload left behind");
         }
         self.armed = false;
     }
@@ -228,6 +246,8 @@ pub struct S3Storage {
     config: S3Config,
     /// Set once the server answered `DeleteObjects` with 501: batches then go key by key.
     no_batch_delete: Arc<AtomicBool>,
+    /// How long a request or a body read may wait for the server (`stall_timeout_seconds`).
+    stall: Duration,
 }
 
 impl S3Storage {
@@ -284,7 +304,39 @@ impl S3Storage {
             client: Client::from_conf(builder.build()),
             config,
             no_batch_delete: Arc::new(AtomicBool::new(false)),
+            stall: stall::DEFAULT_STALL_TIMEOUT,
         }
+    }
+
+    /// Fails a request (its retries included) or a read of an object's body that waits longer
+    /// than `stall` for the server (`stall_timeout_seconds`; the default is 300 s).
+    pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
+    }
+
+    /// Awaits one request about `key` for at most the stall timeout.
+    async fn bounded<F: std::future::IntoFuture>(
+        &self,
+        what: &str,
+        key: &str,
+        request: F,
+    ) -> Result<F::Output> {
+        stall::bounded(
+            self.stall,
+            || format!("{what} {key} in {}", self.root_location()),
+            request,
+        )
+        .await
+    }
+
+    /// An object's body, whose reads fail when its bytes stop arriving.
+    fn reader(&self, key: &str, body: ByteStream) -> ObjectReader {
+        Box::pin(stall::StallReader::new(
+            Box::pin(body.into_async_read()),
+            self.stall,
+            format!("reading {key} in {}", self.root_location()),
+        ))
     }
 
     /// `s3://bucket/prefix`, for messages.
@@ -359,7 +411,7 @@ impl S3Storage {
         if if_absent {
             request = request.if_none_match("*");
         }
-        match request.send().await {
+        match self.bounded("storing", key, request.send()).await? {
             Ok(_) => Ok(CreateOutcome::Created),
             Err(SdkError::ServiceError(e)) if if_absent && e.raw().status().as_u16() == 412 => {
                 Ok(CreateOutcome::AlreadyExists)
@@ -375,13 +427,18 @@ impl S3Storage {
         first: Bytes,
         body: &mut BodyStream,
     ) -> Result<u64> {
+        let what = "starting multipart upload of";
         let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(full)
-            .send()
-            .await
+            .bounded(
+                what,
+                key,
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.config.bucket)
+                    .key(full)
+                    .send(),
+            )
+            .await?
             .map_err(|e| self.error("starting multipart upload of", key, e))?;
         let upload_id = created
             .upload_id()
@@ -439,7 +496,8 @@ impl S3Storage {
             }
             let number = number as i32;
             total += part.len() as u64;
-            let uploaded = self
+            let what = format!("uploading part {number} of");
+            let request = self
                 .client
                 .upload_part()
                 .bucket(&self.config.bucket)
@@ -447,9 +505,11 @@ impl S3Storage {
                 .upload_id(upload_id)
                 .part_number(number)
                 .body(ByteStream::from(part))
-                .send()
-                .await
-                .map_err(|e| self.error(&format!("uploading part {number} of"), key, e))?;
+                .send();
+            let uploaded = self
+                .bounded(&what, key, request)
+                .await?
+                .map_err(|e| self.error(&what, key, e))?;
             parts.push(
                 CompletedPart::builder()
                     .set_e_tag(uploaded.e_tag().map(str::to_string))
@@ -462,7 +522,8 @@ impl S3Storage {
                 buffer.reserve(part_size(base, number as u32 + 2));
             }
         }
-        self.client
+        let request = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.config.bucket)
             .key(full)
@@ -472,8 +533,9 @@ impl S3Storage {
                     .set_parts(Some(parts))
                     .build(),
             )
-            .send()
-            .await
+            .send();
+        self.bounded("completing multipart upload of", key, request)
+            .await?
             .map_err(|e| self.error("completing multipart upload of", key, e))?;
         Ok(total)
     }
@@ -508,13 +570,16 @@ impl S3Storage {
             .quiet(true)
             .build()
             .map_err(built)?;
-        let answer = self
+        let request = self
             .client
             .delete_objects()
             .bucket(&self.config.bucket)
             .delete(delete)
-            .send()
+            .send();
+        let answer = self
+            .bounded("deleting", &what, request)
             .await
+            .map_err(BatchError::Failed)?
             .map_err(|e| {
                 if not_implemented(&e) {
                     BatchError::NotImplemented
@@ -619,15 +684,17 @@ impl Storage for S3Storage {
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         let full = self.full_key(key)?;
-        let object = self
+        let request = self
             .client
             .get_object()
             .bucket(&self.config.bucket)
             .key(&full)
-            .send()
-            .await
+            .send();
+        let object = self
+            .bounded("reading", key, request)
+            .await?
             .map_err(|e| self.error("reading", key, e))?;
-        Ok(Box::pin(object.body.into_async_read()))
+        Ok(self.reader(key, object.body))
     }
 
     async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<ObjectReader> {
@@ -646,14 +713,16 @@ impl Storage for S3Storage {
                 "reading {len} bytes at offset {start} of {key} in {location}: the range ends past the largest offset"
             )));
         };
-        let object = self
+        let request = self
             .client
             .get_object()
             .bucket(&self.config.bucket)
             .key(&full)
             .range(format!("bytes={start}-{last}"))
-            .send()
-            .await
+            .send();
+        let object = self
+            .bounded("reading", key, request)
+            .await?
             .map_err(|e| {
                 if range_not_satisfiable(&e) {
                     Error::integrity(format!(
@@ -677,18 +746,20 @@ impl Storage for S3Storage {
                 )),
             });
         }
-        Ok(Box::pin(object.body.into_async_read()))
+        Ok(self.reader(key, object.body))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let full = self.full_key(key)?;
-        let object = self
+        let request = self
             .client
             .head_object()
             .bucket(&self.config.bucket)
             .key(&full)
-            .send()
-            .await
+            .send();
+        let object = self
+            .bounded("looking up", key, request)
+            .await?
             .map_err(|e| self.error("looking up", key, e))?;
         Ok(ObjectMeta {
             key: key.to_string(),
@@ -706,15 +777,10 @@ impl Storage for S3Storage {
             .prefix(format!("{root}{prefix}"))
             .into_paginator()
             .send();
+        let what = if prefix.is_empty() { "objects" } else { prefix };
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                self.error(
-                    "listing",
-                    if prefix.is_empty() { "objects" } else { prefix },
-                    e,
-                )
-            })?;
+        while let Some(page) = self.bounded("listing", what, pages.next()).await? {
+            let page = page.map_err(|e| self.error("listing", what, e))?;
             for object in page.contents() {
                 let Some(key) = object.key().and_then(|k| k.strip_prefix(&root)) else {
                     continue;
@@ -732,12 +798,14 @@ impl Storage for S3Storage {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key)?;
-        self.client
+        let request = self
+            .client
             .delete_object()
             .bucket(&self.config.bucket)
             .key(&full)
-            .send()
-            .await
+            .send();
+        self.bounded("deleting", key, request)
+            .await?
             .map_err(|e| self.error("deleting", key, e))?;
         Ok(())
     }
@@ -800,12 +868,18 @@ impl Storage for S3Storage {
         self.delete(key).await?;
         let conditional_write = second == CreateOutcome::AlreadyExists && kept.as_ref() == b"1";
 
-        let object_lock = match self
+        let request = self
             .client
             .get_object_lock_configuration()
             .bucket(&self.config.bucket)
-            .send()
-            .await
+            .send();
+        let object_lock = match self
+            .bounded(
+                "reading the object lock configuration of",
+                "the bucket",
+                request,
+            )
+            .await?
         {
             Ok(out) => out
                 .object_lock_configuration()

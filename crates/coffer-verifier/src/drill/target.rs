@@ -72,6 +72,7 @@ impl Drill<'_> {
                     user: user.clone(),
                     password: password.clone(),
                     tls: tls.clone(),
+                    stall: coffer_core::client::Stall::target(self.config.stall_timeout),
                 },
                 server: None,
                 names: self
