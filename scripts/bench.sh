@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = binlog ]; then exec scripts/bench-binlog.sh; fi
+if [ "${1:-}" = index ]; then exec scripts/bench-index.sh; fi
 scripts/install-deps.sh
 
 scales=${BENCH_SCALES:-"46500 186000"}

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::framing::MAGIC;
 use crate::framing::{Event, EventFramer, EventHeader, EventSink};
+pub use crate::index_json::{
+    IndexHeader, TransactionSummary, TransactionWriter, read_index, write_index,
+};
 
 /// Bytes of an event kept for decoding; the rest is skipped as it streams past.
 const KEEP: usize = 1024;

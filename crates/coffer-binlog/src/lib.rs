@@ -20,3 +20,4 @@
 pub mod events;
 pub mod framing;
 pub mod index;
+pub mod index_json;

@@ -5,8 +5,9 @@
 use std::io::Read;
 use std::process::Stdio;
 
-use coffer_core::archive::{ArchivedFile, archived_files, binlog_sequence};
+use coffer_core::archive::{Archive, ArchivedFile, archived_files, binlog_sequence};
 use coffer_core::binlog::BinlogIndex;
+use coffer_core::cancel::Cancel;
 use coffer_core::client::{DefaultsFile, Tool};
 use coffer_core::manifest::{BackupKind, Manifest};
 use coffer_core::names;
@@ -105,92 +106,7 @@ pub struct GtidOutcome {
     pub last_gtid: Option<String>,
 }
 
-/// A recoverable window: a full backup and the unbroken chain of archived binlogs after it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Window {
-    /// The full backup that starts it.
-    pub full_backup: String,
-    /// From: the full backup's snapshot (its start).
-    pub from: Timestamp,
-    /// To: the newest archived event reachable without a gap (Unix seconds).
-    pub to: Option<i64>,
-}
-
-/// Every recoverable window in the repository, oldest first, from the manifests alone.
-pub fn windows(manifests: &[Manifest]) -> Vec<Window> {
-    windows_within(manifests, &[])
-}
-
-/// Every recoverable window, each ending before the first `damaged` file of its chain (found by
-/// [`coffer_core::archive::damaged_files`] from the sizes on storage): a window never promises
-/// more than the stored bytes can give.
-pub fn windows_within(
-    manifests: &[Manifest],
-    damaged: &[coffer_core::archive::DamagedFile],
-) -> Vec<Window> {
-    let files = archived_files(manifests);
-    manifests
-        .iter()
-        .filter(|m| m.kind == BackupKind::Full)
-        .filter_map(|full| {
-            let coords = full.binlog.as_ref()?;
-            let mut next = binlog_sequence(&coords.file)?;
-            let mut to = None;
-            for file in files
-                .iter()
-                .filter(|f| f.server_id == full.source.server_id)
-            {
-                if file.sequence < next {
-                    continue;
-                }
-                let is_damaged = damaged
-                    .iter()
-                    .any(|d| d.server_id == file.server_id && d.file == file.file);
-                if file.sequence > next || is_damaged {
-                    break;
-                }
-                to = file.last_event_time.or(to);
-                next += 1;
-                if !file.whole {
-                    // The file the server is still writing: nothing after it is archived yet.
-                    break;
-                }
-            }
-            Some(Window {
-                full_backup: full.id.clone(),
-                from: full.started_at,
-                to,
-            })
-        })
-        .collect()
-}
-
-/// What breaks the binlog archive's chain: files never archived (purged first), a server whose
-/// binlog numbering restarted, a change of server id. Each entry is one sentence.
-pub fn archive_gaps(manifests: &[Manifest]) -> Vec<String> {
-    let mut files = archived_files(manifests);
-    files.sort_by_key(|f| (f.archived_at, f.sequence));
-    let mut gaps = Vec::new();
-    for pair in files.windows(2) {
-        let (prev, file) = (&pair[0], &pair[1]);
-        let (prev_name, name) = (&prev.file, &file.file);
-        if prev.server_id != file.server_id {
-            gaps.push(format!(
-                "server id changed from {} to {} between {prev_name} and {name}",
-                prev.server_id, file.server_id
-            ));
-        } else if file.sequence <= prev.sequence {
-            gaps.push(format!(
-                "binlog numbering restarted: {name} was archived after {prev_name}"
-            ));
-        } else if file.sequence > prev.sequence + 1 {
-            gaps.push(format!(
-                "binlogs between {prev_name} and {name} are missing from the archive (purged before they were archived)"
-            ));
-        }
-    }
-    gaps
-}
+pub use coffer_core::archive::Window;
 
 /// The windows as one line for messages, times in `tz`.
 pub fn describe_windows(windows: &[Window], tz: &jiff::tz::TimeZone) -> String {
@@ -215,39 +131,56 @@ pub fn describe_windows(windows: &[Window], tz: &jiff::tz::TimeZone) -> String {
     format!("recoverable windows: {}", parts.join("; "))
 }
 
-/// Reads the transaction index of an archived binlog: one per piece, transactions in file order.
-pub async fn load_index(
+/// Reads the transaction index of an archived binlog (one per piece) as it streams in, handing
+/// each transaction to `visit` with `state`, in file order; never holds more than one. Returns the
+/// file's header fields (a `BinlogIndex` without transactions) and the state.
+pub async fn load_index<S, F>(
     repository: &Repository,
     file: &ArchivedFile<'_>,
     identity: Option<&age::x25519::Identity>,
-) -> Result<BinlogIndex> {
+    state: S,
+    visit: F,
+) -> Result<(BinlogIndex, S)>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, coffer_core::binlog::Transaction) + Send + 'static,
+{
     let mut whole: Option<BinlogIndex> = None;
+    let mut carried = (state, visit);
     for record in file.index_artifacts()? {
         let object = coffer_core::pipeline::open_artifact(repository.storage(), &record).await?;
         let identity = identity.cloned();
-        let piece = tokio::task::spawn_blocking(move || -> Result<BinlogIndex> {
-            let mut reader = ArtifactReader::new(
+        let (mut state, mut visit) = carried;
+        let (piece, state, visit) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let reader = ArtifactReader::new(
                 Box::new(SyncIoBridge::new(object)),
                 &record,
                 identity.as_ref(),
             )?;
-            let mut bytes = Vec::new();
-            reader.read_to_end(&mut bytes).map_err(Error::from)?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::integrity(format!("{}: not a binlog index: {e}", record.key)))
+            let header = coffer_core::binlog::read_index(reader, |t| visit(&mut state, t))
+                .map_err(|e| {
+                    if e.is_io() {
+                        // A failed read (a digest mismatch, storage) keeps its kind.
+                        Error::from(std::io::Error::from(e))
+                    } else {
+                        Error::integrity(format!("{}: not a binlog index: {e}", record.key))
+                    }
+                })?;
+            Ok((header.with_transactions(Vec::new()), state, visit))
         })
         .await
         .map_err(|e| Error::other(format!("index task failed: {e}")))??;
+        carried = (state, visit);
         match whole.as_mut() {
             None => whole = Some(piece),
             Some(index) => {
-                index.transactions.extend(piece.transactions);
                 index.end_position = piece.end_position;
                 index.last_event_time = piece.last_event_time.or(index.last_event_time);
             }
         }
     }
-    whole.ok_or_else(|| Error::integrity(format!("{} has no index", file.file)))
+    let index = whole.ok_or_else(|| Error::integrity(format!("{} has no index", file.file)))?;
+    Ok((index, carried.0))
 }
 
 /// Plans a point-in-time restore: which full backup, which binlogs, where to start and stop.
@@ -258,7 +191,7 @@ pub async fn plan(
     tz: &jiff::tz::TimeZone,
 ) -> Result<(Manifest, ReplayPlan)> {
     let manifests = repository.list().await?;
-    let windows = windows(&manifests);
+    let windows = Archive::new(&manifests).windows(&[]);
     let refuse = |why: String| Error::config(format!("{why}; {}", describe_windows(&windows, tz)));
     let mut files = archived_files(&manifests);
     files.sort_by_key(|f| (f.sequence, f.archived_at));
@@ -276,12 +209,14 @@ pub async fn plan(
                     "position {position} is outside {file} (4 .. {end})"
                 )));
             }
-            let index = load_index(repository, archived, identity).await?;
-            let last = index
-                .transactions
-                .iter()
-                .rev()
-                .find(|t| t.end_position <= *position);
+            let stop = *position;
+            let (_, last) = load_index(repository, archived, identity, None, move |last, t| {
+                if t.end_position <= stop {
+                    *last = Some(t);
+                }
+            })
+            .await?;
+            let last: Option<&coffer_core::binlog::Transaction> = last.as_ref();
             (
                 file.clone(),
                 *position,
@@ -292,12 +227,15 @@ pub async fn plan(
         PointInTime::Gtid(gtid) => {
             let mut found = None;
             for archived in files.iter().rev() {
-                let index = load_index(repository, archived, identity).await?;
-                if let Some(t) = index
-                    .transactions
-                    .iter()
-                    .find(|t| t.gtid.as_deref() == Some(gtid.as_str()))
-                {
+                let wanted = gtid.clone();
+                let (_, first) =
+                    load_index(repository, archived, identity, None, move |first, t| {
+                        if first.is_none() && t.gtid.as_deref() == Some(wanted.as_str()) {
+                            *first = Some(t);
+                        }
+                    })
+                    .await?;
+                if let Some(t) = first.as_ref() {
                     found = Some((
                         archived.file.clone(),
                         t.end_position,
@@ -326,13 +264,13 @@ pub async fn plan(
                 {
                     break;
                 }
-                let index = load_index(repository, archived, identity).await?;
-                if let Some(t) = index
-                    .transactions
-                    .iter()
-                    .rev()
-                    .find(|t| t.commit_time <= at_second)
-                {
+                let (_, last) = load_index(repository, archived, identity, None, move |last, t| {
+                    if t.commit_time <= at_second {
+                        *last = Some(t);
+                    }
+                })
+                .await?;
+                if let Some(t) = last.as_ref() {
                     found = Some((
                         archived.file.clone(),
                         t.end_position,
@@ -378,15 +316,20 @@ pub async fn plan(
                     full.id
                 ))
             })?;
-        let index = load_index(repository, archived, identity).await?;
-        for t in &index.transactions {
-            if (seq == first_seq && t.start_position < coords.position)
-                || (seq == last_seq && t.end_position > stop_position)
+        let (from, to) = (
+            (seq == first_seq).then_some(coords.position),
+            (seq == last_seq).then_some(stop_position),
+        );
+        first = load_index(repository, archived, identity, first, move |first, t| {
+            if from.is_some_and(|from| t.start_position < from)
+                || to.is_some_and(|to| t.end_position > to)
             {
-                continue;
+                return;
             }
             first.note(t.gtid.as_deref());
-        }
+        })
+        .await?
+        .1;
         replay.push(ReplayFile {
             file: archived.file.clone(),
             backup_ids: archived
@@ -416,26 +359,8 @@ pub fn plan_to_newest(manifests: &[Manifest], full: &Manifest) -> Result<Option<
     let Some(coords) = full.binlog.as_ref() else {
         return Ok(None);
     };
-    let Some(mut next) = binlog_sequence(&coords.file) else {
-        return Ok(None);
-    };
-    let mut files = archived_files(manifests);
-    files.retain(|f| f.server_id == full.source.server_id);
-    files.sort_by_key(|f| (f.sequence, f.archived_at));
-    let mut chain: Vec<&ArchivedFile<'_>> = Vec::new();
-    for file in &files {
-        if file.sequence < next {
-            continue;
-        }
-        if file.sequence > next {
-            break;
-        }
-        chain.push(file);
-        next += 1;
-        if !file.whole {
-            break;
-        }
-    }
+    let archive = Archive::new(manifests);
+    let chain = archive.chain_from(full, &[]);
     let Some(last) = chain.last() else {
         return Ok(None);
     };
@@ -571,60 +496,66 @@ pub async fn prepare_replay(
 async fn refuse_foreign_changes(prepared: &PreparedReplay, own: &[String]) -> Result<FirstGtids> {
     let plan = &prepared.plan;
     let mut first = FirstGtids::default();
-    let mut foreign: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+    let mut foreign = ForeignChanges::default();
     let last = plan.files.len().saturating_sub(1);
     for (i, (file, path)) in plan.files.iter().zip(&prepared.paths).enumerate() {
         let path = path.clone();
-        let transactions = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (start, stop) = (
+            (i == 0).then_some(plan.start_position),
+            (i == last).then_some(plan.stop_position),
+        );
+        let (name, own) = (file.file.clone(), own.to_vec());
+        // Each transaction is looked at as the scanner yields it and then dropped: a file of a
+        // million transactions costs one at a time, not all of them.
+        (first, foreign) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut look = |tx: coffer_core::binlog_events::TransactionChanges| {
+                let t = &tx.transaction;
+                if start.is_some_and(|s| t.start_position < s)
+                    || stop.is_some_and(|s| t.end_position > s)
+                {
+                    return;
+                }
+                first.note(t.gtid.as_deref());
+                for change in &tx.changes {
+                    let Some(db) = &change.database else { continue };
+                    if own.iter().any(|o| o.eq_ignore_ascii_case(db)) {
+                        continue;
+                    }
+                    let entry = foreign.entry(db.clone()).or_insert_with(|| {
+                        (
+                            0,
+                            format!(
+                                "{} {db}.{} at {name}:{}",
+                                change.kind, change.table, t.start_position
+                            ),
+                        )
+                    });
+                    entry.0 += 1;
+                }
+            };
             // Which databases changed, not how many rows: the table map is enough.
             let mut scanner = coffer_core::binlog_events::EventScanner::new(Default::default())
                 .without_row_counts();
             let mut input = std::fs::File::open(&path)
                 .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
             let mut buf = vec![0u8; 256 * 1024];
-            let mut found = Vec::new();
             loop {
                 let n = input.read(&mut buf).map_err(Error::from)?;
                 if n == 0 {
                     break;
                 }
                 scanner.feed(&buf[..n]);
-                found.extend(scanner.drain());
+                scanner.drain().into_iter().for_each(&mut look);
             }
-            found.extend(
-                scanner
-                    .finish()
-                    .map_err(|e| Error::integrity(format!("{}: {e}", path.display())))?,
-            );
-            Ok(found)
+            scanner
+                .finish()
+                .map_err(|e| Error::integrity(format!("{}: {e}", path.display())))?
+                .into_iter()
+                .for_each(&mut look);
+            Ok((first, foreign))
         })
         .await
         .map_err(|e| Error::other(format!("binlog scan task failed: {e}")))??;
-        for tx in transactions {
-            let t = &tx.transaction;
-            if (i == 0 && t.start_position < plan.start_position)
-                || (i == last && t.end_position > plan.stop_position)
-            {
-                continue;
-            }
-            first.note(t.gtid.as_deref());
-            for change in &tx.changes {
-                let Some(db) = &change.database else { continue };
-                if own.iter().any(|o| o.eq_ignore_ascii_case(db)) {
-                    continue;
-                }
-                let entry = foreign.entry(db.clone()).or_insert_with(|| {
-                    (
-                        0,
-                        format!(
-                            "{} {db}.{} at {}:{}",
-                            change.kind, change.table, file.file, t.start_position
-                        ),
-                    )
-                });
-                entry.0 += 1;
-            }
-        }
     }
     if foreign.is_empty() {
         return Ok(first);
@@ -639,6 +570,9 @@ async fn refuse_foreign_changes(prepared: &PreparedReplay, own: &[String]) -> Re
         own.join(", ")
     )))
 }
+
+/// Per database the backup does not hold: how many changes the replay would make, and the first.
+type ForeignChanges = std::collections::BTreeMap<String, (u64, String)>;
 
 /// Refuses a replay under another database name that would still act on the original database.
 /// `--rewrite-db` renames the default database of each event and the database of row events, but
@@ -857,6 +791,7 @@ pub async fn preview_gtids(
 pub async fn replay_binlogs(
     prepared: &PreparedReplay,
     target: &coffer_core::client::Endpoint,
+    cancel: &Cancel,
     progress: Progress,
 ) -> Result<GtidOutcome> {
     let plan = &prepared.plan;
@@ -884,8 +819,9 @@ pub async fn replay_binlogs(
         stop = plan.stop_position,
         "replaying binlogs"
     );
+    let cancel = cancel.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
-        process::check_interrupted()?;
+        cancel.check()?;
         let mut decoder = process::tool_command(&binlog_tool.path)
             .args(&args)
             .args(&paths)
@@ -897,7 +833,7 @@ pub async fn replay_binlogs(
             .map_err(|e| {
                 Error::other(format!("cannot start {}: {e}", binlog_tool.path.display()))
             })?;
-        let decoder_group = process::Registered::new(Some(decoder.id()));
+        let decoder_group = process::Registered::new(Some(decoder.id()), &cancel);
         let decoder_stderr = process::drain_tail(decoder.stderr.take().expect("stderr is piped"));
         let mut stdout = decoder.stdout.take().expect("stdout is piped");
         let mut client = process::tool_command(&client_tool.path)
@@ -911,7 +847,7 @@ pub async fn replay_binlogs(
             .map_err(|e| {
                 Error::other(format!("cannot start {}: {e}", client_tool.path.display()))
             })?;
-        let client_group = process::Registered::new(Some(client.id()));
+        let client_group = process::Registered::new(Some(client.id()), &cancel);
         let client_stderr = process::drain_tail(client.stderr.take().expect("stderr is piped"));
         let mut stdin = client.stdin.take().expect("stdin is piped");
         // A broken pipe here means the client stopped early; its own exit status says why.
@@ -926,7 +862,7 @@ pub async fn replay_binlogs(
             .map_err(|e| Error::other(format!("waiting for mariadb-binlog: {e}")))?;
         drop((client_group, decoder_group));
         drop(defaults);
-        process::check_interrupted()?;
+        cancel.check()?;
         let client_err = client_stderr.join().unwrap_or_default();
         let decoder_err = decoder_stderr.join().unwrap_or_default();
         let tail = |bytes: &[u8]| process::tail_lines(bytes, 3);

@@ -2,14 +2,17 @@
 //! fetching a binlog over the replication protocol, and storing a whole file or a segment of one
 //! (bytes and transaction index) with its manifest written last.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use coffer_core::archive::{self, ArchivedFile, INDEX_ARTIFACT, binlog_sequence};
-use coffer_core::binlog::{BinlogIndex, BinlogIndexer};
+use coffer_core::binlog::{
+    BinlogIndexer, IndexHeader, Transaction, TransactionSummary, TransactionWriter,
+};
 use coffer_core::client::{self, DefaultsFile, Endpoint, ServerInfo, Tool};
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_core::manifest::{ArchivedBinlog, BackupKind, Manifest, SourceInfo, new_backup_id};
 use coffer_core::names;
 use coffer_core::pipeline::{self, Encoding, Progress};
@@ -26,6 +29,8 @@ pub struct BinlogSource<'a> {
     pub config: &'a Config,
     /// Where archives go.
     pub repository: &'a Repository,
+    /// The job this source works for: its cancellation and clock.
+    pub job: &'a JobContext,
     /// The source server's address and account.
     pub endpoint: Endpoint,
     /// What the server said about itself.
@@ -66,10 +71,14 @@ fn db_error(what: &str, e: sqlx::Error) -> Error {
 
 impl<'a> BinlogSource<'a> {
     /// Connects to the source and checks it writes a binary log.
-    pub async fn connect(config: &'a Config, repository: &'a Repository) -> Result<Self> {
-        let endpoint = Endpoint::from(&config.source);
+    pub async fn connect(
+        config: &'a Config,
+        repository: &'a Repository,
+        job: &'a JobContext,
+    ) -> Result<Self> {
+        let endpoint = Endpoint::from(&config.source).with_stall_timeout(config.stall_timeout);
         let mut conn = client::connect(&endpoint).await?;
-        let server = client::server_info(&mut conn).await?;
+        let server = client::server_info(&mut conn, &endpoint).await?;
         if !server.log_bin {
             return Err(Error::new(
                 ErrorKind::Backup,
@@ -79,6 +88,7 @@ impl<'a> BinlogSource<'a> {
         Ok(Self {
             config,
             repository,
+            job,
             endpoint,
             server,
             tool: Tool::find(&["mariadb-binlog", "mysqlbinlog"])?,
@@ -179,7 +189,7 @@ impl<'a> BinlogSource<'a> {
         // The name comes from the server; as an argument it must not read as an option.
         names::check_binlog_file(first)
             .map_err(|why| Error::new(ErrorKind::Backup, format!("the source lists {why}")))?;
-        coffer_core::process::check_interrupted()?;
+        self.job.cancel.check()?;
         let defaults = DefaultsFile::new(&self.endpoint)?;
         let mut command =
             coffer_core::process::async_tool_command(&self.tool.path, stop_never.is_some());
@@ -222,7 +232,7 @@ impl<'a> BinlogSource<'a> {
         dir: &Path,
     ) -> Result<PathBuf> {
         let (child, defaults) = self.spawn_fetch_from(file, position, dir, None)?;
-        let group = coffer_core::process::Registered::new(child.id());
+        let group = coffer_core::process::Registered::new(child.id(), &self.job.cancel);
         // The fetch writes a file: its growth is its progress. A source that freezes mid-file
         // is stopped after stall_timeout_seconds instead of hanging the job.
         let watchdog = coffer_core::process::Watchdog::start(child.id(), self.config.stall_timeout);
@@ -244,7 +254,7 @@ impl<'a> BinlogSource<'a> {
             .map_err(|e| Error::other(format!("waiting for {}: {e}", self.tool.path.display())))?;
         drop(group);
         drop(defaults);
-        coffer_core::process::check_interrupted()?;
+        self.job.cancel.check()?;
         if watchdog.stalled() {
             return Err(watchdog.error(ErrorKind::Backup, &format!("fetching {file}")));
         }
@@ -276,28 +286,37 @@ impl<'a> BinlogSource<'a> {
         local: &Path,
         progress: Progress,
     ) -> Result<Manifest> {
-        let started_at = Timestamp::now();
+        let started_at = self.job.clock.now();
         let id = new_backup_id(BackupKind::Binlog, started_at);
         let result = async {
             let key = Repository::data_key(&id, &format!("{file}{}", self.encoding.suffix()));
             let local = local.to_path_buf();
             let name = file.to_string();
-            let (record, index) = pipeline::store(
+            let (record, (header, transactions)) = pipeline::store(
                 self.repository.storage(),
                 file,
                 &key,
                 &self.encoding,
                 progress,
                 move |writer| {
+                    // Transactions go to a spool file as they are indexed: a file of a million
+                    // transactions has an index of about 100 MB.
                     let mut indexer = BinlogIndexer::new();
-                    copy_range(&local, 0, None, writer, |chunk| indexer.feed(chunk))?;
-                    indexer
+                    let mut spool = IndexSpool::new()?;
+                    copy_range(&local, 0, None, writer, |chunk| {
+                        indexer.feed(chunk);
+                        spool.extend(indexer.drain_transactions())
+                    })?;
+                    let index = indexer
                         .finish()
-                        .map_err(|e| Error::integrity(format!("{name}: {e}")))
+                        .map_err(|e| Error::integrity(format!("{name}: {e}")))?;
+                    let header = index.header();
+                    spool.extend(index.transactions)?;
+                    Ok((header, spool))
                 },
             )
             .await?;
-            if !index.closed {
+            if !header.closed {
                 // Not the active file, yet no rotate event: the server stopped abruptly while
                 // writing it and started a new file on restart. It is complete as far as the
                 // server goes; the index holds its whole transactions.
@@ -312,7 +331,8 @@ impl<'a> BinlogSource<'a> {
                 started_at,
                 file,
                 record,
-                &index,
+                &header,
+                transactions,
                 None,
             )
             .await
@@ -323,17 +343,19 @@ impl<'a> BinlogSource<'a> {
     }
 
     /// Archives bytes `start..end` of a binlog the server is still writing as a `segment`
-    /// backup. `index` holds the file's header fields and the transactions inside the range.
+    /// backup. `header` holds the file's header fields (`end_position` the range's end) and
+    /// `transactions` the transactions inside the range.
     pub async fn archive_segment(
         &self,
         file: &str,
         local: &Path,
         start: u64,
-        index: BinlogIndex,
+        header: IndexHeader,
+        transactions: IndexSpool,
     ) -> Result<Manifest> {
-        let started_at = Timestamp::now();
+        let started_at = self.job.clock.now();
         let id = new_backup_id(BackupKind::Segment, started_at);
-        let end = index.end_position;
+        let end = header.end_position;
         let result = async {
             let key = Repository::data_key(&id, &format!("{file}{}", self.encoding.suffix()));
             let local = local.to_path_buf();
@@ -343,7 +365,7 @@ impl<'a> BinlogSource<'a> {
                 &key,
                 &self.encoding,
                 Progress::default(),
-                move |writer| copy_range(&local, start, Some(end), writer, |_| {}),
+                move |writer| copy_range(&local, start, Some(end), writer, |_| Ok(())),
             )
             .await?;
             self.finish(
@@ -352,7 +374,8 @@ impl<'a> BinlogSource<'a> {
                 started_at,
                 file,
                 record,
-                &index,
+                &header,
+                transactions,
                 Some(start),
             )
             .await
@@ -370,11 +393,12 @@ impl<'a> BinlogSource<'a> {
         started_at: Timestamp,
         file: &str,
         record: coffer_core::pipeline::ArtifactRecord,
-        index: &BinlogIndex,
+        index: &IndexHeader,
+        transactions: IndexSpool,
         segment_start: Option<u64>,
     ) -> Result<Manifest> {
-        let mut index_json = serde_json::to_vec(index).expect("an index always serializes");
-        index_json.push(b'\n');
+        let summary = transactions.summary().clone();
+        let header = index.clone();
         let index_key = Repository::data_key(
             id,
             &format!("{file}.{INDEX_ARTIFACT}{}", self.encoding.suffix()),
@@ -385,29 +409,37 @@ impl<'a> BinlogSource<'a> {
             &index_key,
             &self.encoding,
             Progress::default(),
-            move |writer| writer.write_all(&index_json).map_err(Error::from),
+            move |writer| transactions.write_index(&header, writer),
         )
         .await?;
-        let mut manifest = Manifest::finished_now(id, kind, started_at, self.source_info());
+        let mut manifest = Manifest::finished(
+            id,
+            kind,
+            started_at,
+            self.job.clock.now(),
+            self.source_info(),
+        );
         manifest.artifacts = vec![record, index_record];
         manifest.binlog_file = Some(ArchivedBinlog {
             file: file.to_string(),
             server_id: index.server_id,
             first_event_time: index.first_event_time,
             last_event_time: index.last_event_time,
-            last_commit_time: index.transactions.last().map(|t| t.commit_time),
+            last_commit_time: summary.last.as_ref().map(|t| t.commit_time),
             end_position: index.end_position,
-            transactions: index.transactions.len() as u64,
-            first_gtid: index.transactions.first().and_then(|t| t.gtid.clone()),
-            last_gtid: index.transactions.last().and_then(|t| t.gtid.clone()),
+            transactions: summary.count,
+            first_gtid: summary.first.as_ref().and_then(|t| t.gtid.clone()),
+            last_gtid: summary.last.as_ref().and_then(|t| t.gtid.clone()),
             next_file: index.next_file.clone(),
             segment_start,
         });
-        self.repository.write_manifest(&manifest).await?;
+        self.repository
+            .write_manifest(&manifest, &self.job.cancel)
+            .await?;
         info!(
             file,
             kind = %kind,
-            transactions = index.transactions.len(),
+            transactions = summary.count,
             end_position = index.end_position,
             "binlog archived"
         );
@@ -458,7 +490,7 @@ fn copy_range(
     start: u64,
     end: Option<u64>,
     out: &mut impl Write,
-    mut inspect: impl FnMut(&[u8]),
+    mut inspect: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let fail = |e: std::io::Error| Error::other(format!("{}: {e}", path.display()));
     let mut input = std::fs::File::open(path).map_err(fail)?;
@@ -482,11 +514,53 @@ fn copy_range(
             }
             break;
         }
-        inspect(&buf[..n]);
+        inspect(&buf[..n])?;
         out.write_all(&buf[..n]).map_err(Error::from)?;
         if let Some(r) = remaining.as_mut() {
             *r -= n as u64;
         }
     }
     Ok(())
+}
+
+/// The transactions of one index artifact, spooled as they are indexed to a private scratch file
+/// (0600) as the elements of the index's `transactions` array; only their summary (count, first,
+/// last) stays in memory. The file goes away with the spool.
+pub struct IndexSpool {
+    writer: TransactionWriter<BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl IndexSpool {
+    /// An empty spool.
+    pub fn new() -> Result<Self> {
+        let file = coffer_core::scratch::file("index-", ".json")?;
+        Ok(Self {
+            writer: TransactionWriter::new(BufWriter::with_capacity(64 * 1024, file)),
+        })
+    }
+
+    /// Appends transactions, in file order.
+    pub fn extend(&mut self, transactions: impl IntoIterator<Item = Transaction>) -> Result<()> {
+        for t in transactions {
+            self.writer
+                .push(&t)
+                .map_err(|e| Error::other(format!("spooling a binlog index: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Count, first and last of the transactions spooled so far.
+    pub fn summary(&self) -> &TransactionSummary {
+        self.writer.summary()
+    }
+
+    /// Writes the whole index artifact (`header` with the spooled transactions) into `out`.
+    fn write_index(self, header: &IndexHeader, out: &mut impl Write) -> Result<()> {
+        let fail = |e: std::io::Error| Error::other(format!("reading a spooled binlog index: {e}"));
+        let (buffered, _) = self.writer.into_parts();
+        let mut file = buffered.into_inner().map_err(|e| fail(e.into_error()))?;
+        file.as_file_mut().seek(SeekFrom::Start(0)).map_err(fail)?;
+        let mut spooled = std::io::BufReader::with_capacity(64 * 1024, file.as_file());
+        coffer_core::binlog::write_index(out, header, &mut spooled).map_err(Error::from)
+    }
 }

@@ -5,6 +5,7 @@
 use coffer_core::archive::ArchivedFile;
 use coffer_core::binlog::BinlogIndexer;
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_core::repository::Repository;
 use coffer_core::{Error, Result};
 use serde::Serialize;
@@ -57,8 +58,12 @@ fn covered(server_pos: &str, archived: &[ArchivedFile<'_>]) -> bool {
 }
 
 /// Measures the recovery point of `config`'s source against `repository`.
-pub async fn recovery_point(config: &Config, repository: &Repository) -> Result<RecoveryPoint> {
-    let source = BinlogSource::connect(config, repository).await?;
+pub async fn recovery_point(
+    config: &Config,
+    repository: &Repository,
+    job: &JobContext,
+) -> Result<RecoveryPoint> {
+    let source = BinlogSource::connect(config, repository, job).await?;
     let manifests = repository.list().await?;
     let mut archived = source.archived(&manifests);
     // Only as far as the sizes on storage show: a damaged file and what follows it are not a
@@ -130,8 +135,10 @@ async fn newest_commit_after(
     let local = source
         .fetch_closed_from(file, position, scratch.path())
         .await?;
-    // Read in pieces: the unarchived tail may be a whole file of the server's.
+    // Read in pieces, keeping only the newest commit time: the unarchived tail may be a whole
+    // file of the server's, a million transactions.
     let mut indexer = BinlogIndexer::new();
+    let mut newest = None;
     let fail = |e: std::io::Error| Error::other(format!("{}: {e}", local.display()));
     let mut tail = std::fs::File::open(&local).map_err(fail)?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -141,11 +148,14 @@ async fn newest_commit_after(
             break;
         }
         indexer.feed(&buf[..n]);
+        if let Some(t) = indexer.drain_transactions().last() {
+            newest = Some(t.commit_time);
+        }
     }
     let index = indexer
         .finish()
         .map_err(|e| Error::integrity(format!("{file} from {position}: {e}")))?;
-    Ok(index.transactions.last().map(|t| t.commit_time))
+    Ok(index.transactions.last().map(|t| t.commit_time).or(newest))
 }
 
 #[cfg(test)]

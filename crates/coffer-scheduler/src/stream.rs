@@ -19,14 +19,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use coffer_core::archive::binlog_sequence;
-use coffer_core::binlog::{BinlogIndex, BinlogIndexer, Transaction};
+use coffer_core::binlog::{BinlogIndexer, IndexHeader};
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_core::pipeline::Progress;
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::archiver::BinlogSource;
+use crate::archiver::{BinlogSource, IndexSpool};
 
 /// How the stream runs.
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ pub struct StreamStats {
 pub async fn run_binlog_stream(
     config: &Config,
     repository: &Repository,
+    job: &JobContext,
     options: &StreamOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<StreamStats> {
@@ -81,7 +83,7 @@ pub async fn run_binlog_stream(
         loop {
             let began = Instant::now();
             stats.sessions += 1;
-            match session(config, repository, options, &mut shutdown, &mut stats).await {
+            match session(config, repository, job, options, &mut shutdown, &mut stats).await {
                 Ok(SessionEnd::Shutdown) => {
                     info!(?stats, "binlog stream stopped");
                     return Ok(stats);
@@ -119,11 +121,12 @@ enum SessionEnd {
 async fn session<F: Future<Output = ()>>(
     config: &Config,
     repository: &Repository,
+    job: &JobContext,
     options: &StreamOptions,
     shutdown: &mut std::pin::Pin<&mut F>,
     stats: &mut StreamStats,
 ) -> Result<SessionEnd> {
-    let source = BinlogSource::connect(config, repository).await?;
+    let source = BinlogSource::connect(config, repository, job).await?;
     if u64::from(options.server_id) == source.server.server_id {
         return Err(Error::config(format!(
             "binlog.stream_server_id {} is the source's own server id: choose another",
@@ -191,7 +194,12 @@ async fn session<F: Future<Output = ()>>(
             }
             () = shutdown.as_mut() => {
                 let _ = child.kill().await;
-                spooler.ship(stats).await?;
+                // The stream stops whatever the last shipment does: the shutdown future has
+                // completed and must not be awaited again, and what it did not ship is still
+                // on the source, for the next run to archive.
+                if let Err(e) = spooler.ship(stats).await {
+                    error!(error = %e, "the last shipment failed; the next run archives what it held");
+                }
                 break SessionEnd::Shutdown;
             }
         }
@@ -231,7 +239,8 @@ impl Spooler<'_> {
                 .entry(file.clone())
                 .or_insert_with(|| Tailer::new(resumed_at));
             let shipped = tailer.shipped;
-            tailer.catch_up(&path)?;
+            // A file followed by another is archived whole: its transactions need no keeping.
+            tailer.catch_up(&path, i + 1 == files.len())?;
             // mariadb-binlog opens the next file only after writing the last event of this one
             // (the server's rotate, or after a crash the rotate it fakes when moving on).
             let complete = i + 1 < files.len() || tailer.indexer.snapshot().closed;
@@ -259,12 +268,12 @@ impl Spooler<'_> {
                 std::fs::remove_file(&path)
                     .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
                 self.tailers.remove(file);
-            } else if let Some(index) = tailer.segment() {
+            } else if let Some((header, transactions)) = tailer.segment() {
                 let start = tailer.shipped;
-                let end = index.end_position;
-                let last = index.transactions.last().map(|t| t.commit_time);
+                let end = header.end_position;
+                let last = header.last_event_time;
                 self.source
-                    .archive_segment(file, &path, start, index)
+                    .archive_segment(file, &path, start, header, transactions)
                     .await?;
                 tailer.shipped_through(end);
                 stats.segments_shipped += 1;
@@ -283,8 +292,9 @@ struct Tailer {
     indexer: BinlogIndexer,
     /// Bytes of the file already archived as segments.
     shipped: u64,
-    /// Whole transactions after `shipped`, in file order.
-    pending: Vec<Transaction>,
+    /// Whole transactions after `shipped`, in file order, spooled to a scratch file (a first
+    /// session may find a long active file): `None` until there is one.
+    pending: Option<IndexSpool>,
 }
 
 impl Tailer {
@@ -292,40 +302,45 @@ impl Tailer {
         Self {
             indexer: BinlogIndexer::new(),
             shipped,
-            pending: Vec::new(),
+            pending: None,
         }
     }
 
-    /// Feeds what the file gained since the last call.
-    fn catch_up(&mut self, path: &Path) -> Result<()> {
+    /// Feeds what the file gained since the last call, keeping its new transactions when `keep`.
+    fn catch_up(&mut self, path: &Path, keep: bool) -> Result<()> {
         let fail = |e: std::io::Error| Error::other(format!("{}: {e}", path.display()));
         let mut file = std::fs::File::open(path).map_err(fail)?;
         file.seek(SeekFrom::Start(self.indexer.fed()))
             .map_err(fail)?;
         let mut buf = vec![0u8; 256 * 1024];
+        let shipped = self.shipped;
         loop {
             let n = file.read(&mut buf).map_err(fail)?;
             if n == 0 {
                 break;
             }
             self.indexer.feed(&buf[..n]);
+            let new = self.indexer.drain_transactions();
+            if !keep || new.is_empty() {
+                continue;
+            }
+            let pending = match self.pending.as_mut() {
+                Some(pending) => pending,
+                None => self.pending.insert(IndexSpool::new()?),
+            };
+            pending.extend(new.into_iter().filter(|t| t.end_position > shipped))?;
         }
-        let shipped = self.shipped;
-        self.pending.extend(
-            self.indexer
-                .drain_transactions()
-                .into_iter()
-                .filter(|t| t.end_position > shipped),
-        );
         Ok(())
     }
 
-    /// The index of the next segment: from `shipped` to the end of the last whole transaction,
-    /// or `None` when no transaction completed since.
-    fn segment(&self) -> Option<BinlogIndex> {
-        let last = self.pending.last()?;
+    /// The index of the next segment (its header fields and its transactions), taken out of the
+    /// tailer: from `shipped` to the end of the last whole transaction, or `None` when no
+    /// transaction completed since.
+    fn segment(&mut self) -> Option<(IndexHeader, IndexSpool)> {
+        let summary = self.pending.as_ref()?.summary();
+        let (first, last) = (summary.first.as_ref()?, summary.last.as_ref()?);
         let header = self.indexer.snapshot();
-        Some(BinlogIndex {
+        let header = IndexHeader {
             server_id: header.server_id,
             server_version: header.server_version.clone(),
             checksums: header.checksums,
@@ -333,18 +348,18 @@ impl Tailer {
             first_event_time: if self.shipped == 0 {
                 header.first_event_time
             } else {
-                self.pending.first().map(|t| t.commit_time)
+                Some(first.commit_time)
             },
             last_event_time: Some(last.commit_time),
             end_position: last.end_position,
             next_file: None,
             closed: false,
-            transactions: self.pending.clone(),
-        })
+        };
+        Some((header, self.pending.take()?))
     }
 
+    /// Every pending transaction went into the segment that ends at `end`.
     fn shipped_through(&mut self, end: u64) {
         self.shipped = end;
-        self.pending.retain(|t| t.end_position > end);
     }
 }
