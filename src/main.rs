@@ -29,16 +29,19 @@ fn main() -> ExitCode {
         &cli.command,
         cli::Command::Binlog(cli::BinlogCommand::Stream(_))
     ) || matches!(&cli.command, cli::Command::Drill(cli::DrillCommand::Run(args)) if args.keep_sandbox);
+    // One job per run: the signal handler cancels it.
+    let job = coffer_core::job::JobContext::new();
     let result = runtime.block_on(async {
         if !stops_on_signal {
-            watch_signals()?;
+            watch_signals(job.cancel.clone())?;
         }
-        commands::run(cli).await
+        commands::run(cli, &job).await
     });
-    // Children and temp files are gone once the command returned; the run's folder goes now.
-    drop(runtime);
+    // Children and temp files are gone once the command returned; the run's folder goes now. A
+    // blocking thread stuck in a hung mount cannot be cancelled: it is not waited for forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     coffer_core::scratch::finish();
-    let interrupted = coffer_core::process::interrupted_by();
+    let interrupted = job.cancel.signal();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) if interrupted.is_some() => {
@@ -67,9 +70,9 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 /// Installs the SIGINT/SIGTERM handlers (before any work starts, so no signal is missed) and
-/// turns the first signal into [`coffer_core::process::interrupt`]: children killed, new ones
-/// refused, and the command unwinds through its error path, cleaning up as it goes.
-fn watch_signals() -> anyhow::Result<()> {
+/// turns the first signal into cancelling the run's job: children killed, new ones refused, and
+/// the command unwinds through its error path, cleaning up as it goes.
+fn watch_signals(cancel: coffer_core::cancel::Cancel) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -79,10 +82,10 @@ fn watch_signals() -> anyhow::Result<()> {
             _ = term.recv() => 15,
         };
         tracing::warn!(
-            signal = %coffer_core::process::signal_name(signo),
+            signal = %coffer_core::cancel::signal_name(signo),
             "interrupted: stopping children and cleaning up"
         );
-        coffer_core::process::interrupt(signo);
+        cancel.cancel(coffer_core::cancel::Reason::Signal(signo));
     });
     Ok(())
 }

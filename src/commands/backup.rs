@@ -4,20 +4,21 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_core::manifest::{BackupKind, Manifest};
 use coffer_core::pipeline::Progress;
 use serde::Serialize;
 
-use super::{open_repository, read_identity, resolve_backup};
+use super::{open_repository, read_identity};
 use crate::cli::KindArg;
 use crate::{exit, output};
 
 /// `backup run full`.
-pub async fn run_full(config: &Config, json: bool) -> Result<u8> {
+pub async fn run_full(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
     let progress = Progress::default();
     let spinner = output::Spinner::start("dumping", progress.clone());
-    let result = coffer_scheduler::run_full_backup(config, &repository, progress).await;
+    let result = coffer_scheduler::run_full_backup(config, &repository, job, progress).await;
     if let Some(spinner) = spinner {
         spinner.finish();
     }
@@ -58,11 +59,11 @@ pub async fn run_full(config: &Config, json: bool) -> Result<u8> {
 }
 
 /// `backup run incremental`.
-pub async fn run_incremental(config: &Config, json: bool) -> Result<u8> {
+pub async fn run_incremental(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
     let progress = Progress::default();
     let spinner = output::Spinner::start("archiving binlogs", progress.clone());
-    let result = coffer_scheduler::run_incremental_backup(config, &repository, progress).await;
+    let result = coffer_scheduler::run_incremental_backup(config, &repository, job, progress).await;
     if let Some(spinner) = spinner {
         spinner.finish();
     }
@@ -183,7 +184,7 @@ pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<
 /// `backup show`.
 pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
-    let manifest = resolve_backup(&repository, id).await?;
+    let manifest = repository.resolve(id).await?;
     if json {
         output::json(&manifest)?;
         return Ok(exit::OK);
@@ -279,7 +280,7 @@ pub async fn verify(
 ) -> Result<u8> {
     let identity = identity_file.map(read_identity).transpose()?;
     let repository = open_repository(config).await?;
-    let manifest = resolve_backup(&repository, id).await?;
+    let manifest = repository.resolve(id).await?;
     let report = coffer_restore::verify_backup(&repository, &manifest, identity.as_ref()).await?;
     if json {
         output::json(&report)?;

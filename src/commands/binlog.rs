@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_restore::pitr;
 
 use super::open_repository;
@@ -13,12 +14,10 @@ pub async fn window(config: &Config, json: bool) -> Result<u8> {
     let manifests = repository.list().await?;
     // The sizes on storage, listed once: a truncated or missing artifact ends its window.
     let stored = repository.storage().list("data/").await?;
-    let damaged = coffer_core::archive::damaged_files(
-        &coffer_core::archive::archived_files(&manifests),
-        &stored,
-    );
-    let windows = pitr::windows_within(&manifests, &damaged);
-    let mut gaps = pitr::archive_gaps(&manifests);
+    let archive = coffer_core::archive::Archive::new(&manifests);
+    let damaged = coffer_core::archive::damaged_files(archive.files(), &stored);
+    let windows = archive.windows(&damaged);
+    let mut gaps = archive.gaps();
     gaps.extend(
         damaged
             .iter()
@@ -111,14 +110,14 @@ pub async fn find(config: &Config, args: crate::cli::FindArgs) -> Result<u8> {
 }
 
 /// Runs the continuous binlog stream until SIGTERM or Ctrl-C.
-pub async fn stream(config: &Config, interval: Option<u64>) -> Result<u8> {
+pub async fn stream(config: &Config, job: &JobContext, interval: Option<u64>) -> Result<u8> {
     let repository = super::open_repository(config).await?;
     let mut options = coffer_scheduler::StreamOptions::from_config(config);
     if let Some(seconds) = interval {
         options.ship_interval = std::time::Duration::from_secs(seconds);
     }
     let stats =
-        coffer_scheduler::run_binlog_stream(config, &repository, &options, shutdown_signal())
+        coffer_scheduler::run_binlog_stream(config, &repository, job, &options, shutdown_signal())
             .await?;
     eprintln!(
         "binlog stream stopped: {} file(s) archived, {} segment(s) shipped",

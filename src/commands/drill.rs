@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_verifier::{DrillOptions, DrillReport, Verdict, run_drill};
 
 use super::{open_repository, read_identity};
@@ -11,7 +12,7 @@ use crate::cli::DrillRunArgs;
 use crate::{exit, output};
 
 /// Runs a drill, prints its report (Markdown, or the JSON with `--json`), exit 10 on a failed item.
-pub async fn run(config: &Config, args: DrillRunArgs) -> Result<u8> {
+pub async fn run(config: &Config, job: &JobContext, args: DrillRunArgs) -> Result<u8> {
     let repository = open_repository(config).await?;
     let identity = match &args.identity_file {
         Some(path) => Some(read_identity(path)?),
@@ -20,6 +21,7 @@ pub async fn run(config: &Config, args: DrillRunArgs) -> Result<u8> {
     let outcome = run_drill(
         config,
         &repository,
+        job,
         DrillOptions {
             backup: args.backup.clone(),
             keep_sandbox: args.keep_sandbox,

@@ -11,6 +11,7 @@ mod status;
 
 use anyhow::Result;
 use coffer_core::config::{Config, ProcessEnv};
+use coffer_core::job::JobContext;
 use coffer_core::repository::Repository;
 
 use crate::cli::{
@@ -19,7 +20,7 @@ use crate::cli::{
 };
 
 /// Runs the parsed command line.
-pub async fn run(cli: Cli) -> Result<u8> {
+pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
     match cli.command {
         Command::Check(flags) => check::run(cli.config.as_deref(), flags.json).await,
         // Needs no configuration: keys are made before the config that names them.
@@ -30,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Binlog(BinlogCommand::Stream(args)) => {
             let config = load_config(cli.config.as_deref())?;
-            binlog::stream(&config, args.interval).await
+            binlog::stream(&config, job, args.interval).await
         }
         Command::Binlog(BinlogCommand::Find(args)) => {
             let config = load_config(cli.config.as_deref())?;
@@ -38,7 +39,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Drill(DrillCommand::Run(args)) => {
             let config = load_config(cli.config.as_deref())?;
-            drill::run(&config, args).await
+            drill::run(&config, job, args).await
         }
         Command::Drill(DrillCommand::History(flags)) => {
             let config = load_config(cli.config.as_deref())?;
@@ -46,20 +47,20 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Status(flags) => {
             let config = load_config(cli.config.as_deref())?;
-            status::run(&config, flags.json).await
+            status::run(&config, job, flags.json).await
         }
         Command::Restore(RestoreCommand::Db(args)) => {
             let config = load_config(cli.config.as_deref())?;
-            restore::run_db(&config, args).await
+            restore::run_db(&config, job, args).await
         }
         Command::Backup(command) => {
             let config = load_config(cli.config.as_deref())?;
             match command {
                 BackupCommand::Run(RunCommand::Full(flags)) => {
-                    backup::run_full(&config, flags.json).await
+                    backup::run_full(&config, job, flags.json).await
                 }
                 BackupCommand::Run(RunCommand::Incremental(flags)) => {
-                    backup::run_incremental(&config, flags.json).await
+                    backup::run_incremental(&config, job, flags.json).await
                 }
                 BackupCommand::List { kind, output } => {
                     backup::list(&config, kind, output.json).await
@@ -87,27 +88,7 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
 
 /// Opens the configured repository.
 pub async fn open_repository(config: &Config) -> Result<Repository> {
-    Ok(Repository::open(&config.repository).await?)
-}
-
-/// Resolves `latest` or checks an id exists, returning its manifest.
-pub async fn resolve_backup(
-    repository: &Repository,
-    id: &str,
-) -> Result<coffer_core::manifest::Manifest> {
-    if id == "latest" {
-        let manifests = repository.list().await?;
-        return coffer_core::manifest::newest_full(&manifests)
-            .cloned()
-            .ok_or_else(|| {
-                coffer_core::Error::not_found(format!(
-                    "no full backup in {}",
-                    repository.storage().location()
-                ))
-                .into()
-            });
-    }
-    Ok(repository.manifest(id).await?)
+    Ok(Repository::open(&config.repository, config.stall_timeout).await?)
 }
 
 /// Reads an age identity (private key) file as `age-keygen` writes it.

@@ -6,17 +6,18 @@ use anyhow::{Context, Result};
 use coffer_core::ErrorKind;
 use coffer_core::client::Endpoint;
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_core::pipeline::Progress;
-use coffer_restore::RestoreOptions;
 use coffer_restore::pitr::{self, PointInTime};
+use coffer_restore::{RestoreOptions, RestoreRequest, RestoreSource};
 
-use super::{open_repository, read_identity, resolve_backup};
+use super::{open_repository, read_identity};
 use crate::cli::RestoreDbArgs;
 use crate::{exit, output};
 
 /// `restore db`.
-pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
-    let mut target = Endpoint::from(&config.restore);
+pub async fn run_db(config: &Config, job: &JobContext, args: RestoreDbArgs) -> Result<u8> {
+    let mut target = Endpoint::from(&config.restore).with_stall_timeout(config.stall_timeout);
     if let Some(spec) = &args.target {
         let (host, port) = spec
             .rsplit_once(':')
@@ -53,20 +54,14 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
     } else {
         args.at_gtid.clone().map(PointInTime::Gtid)
     };
-    let (manifest, replay) = match &point {
-        Some(point) => {
-            let (full, mut replay) = pitr::plan(&repository, point, identity.as_ref(), &tz).await?;
-            replay.gtid_domain = config.restore.gtid_domain;
-            (full, Some(replay))
-        }
-        None => {
-            let id = if args.latest {
-                "latest"
-            } else {
-                args.backup.as_deref().expect("clap requires one target")
-            };
-            (resolve_backup(&repository, id).await?, None)
-        }
+    let source = match &point {
+        Some(point) => RestoreSource::PointInTime(point.clone()),
+        None if args.latest => RestoreSource::Backup(coffer_core::repository::LATEST.into()),
+        None => RestoreSource::Backup(
+            args.backup
+                .clone()
+                .expect("clap requires one of --backup, --latest, --at*"),
+        ),
     };
     let options = RestoreOptions {
         target,
@@ -77,16 +72,17 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
         after: config.restore.after.clone(),
         hook_timeout: config.restore.hook_timeout,
     };
-
-    let plan = coffer_restore::full::plan(&manifest, &options).await?;
-    let occupied: Vec<&str> = plan
-        .iter()
-        .filter(|d| d.occupied())
-        .map(|d| d.to.as_str())
-        .collect();
+    let request = RestoreRequest {
+        source,
+        options,
+        gtid_domain: config.restore.gtid_domain,
+    };
+    let plan = coffer_restore::restore::plan(&repository, &request, &tz).await?;
+    let (manifest, replay, options) = (&plan.manifest, &plan.replay, &request.options);
+    let occupied = plan.occupied();
     if args.dry_run {
         // How the replay would write GTIDs, from the target's state now (or why it is refused).
-        let gtids = match &replay {
+        let gtids = match replay {
             Some(replay) => Some(match pitr::preview_gtids(replay, &options.target).await {
                 Ok(g) => g.to_string(),
                 Err(e) if matches!(e.kind(), ErrorKind::Refused | ErrorKind::Config) => {
@@ -100,7 +96,7 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
             output::json(&serde_json::json!({
                 "backup_id": manifest.id,
                 "target": format!("{}:{}", options.target.host, options.target.port),
-                "databases": plan,
+                "databases": plan.databases,
                 "drop_existing": options.drop_existing,
                 "replay": replay,
                 "gtids": gtids,
@@ -112,7 +108,7 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
                 output::local_time(manifest.started_at, &tz),
                 options.target
             );
-            if let Some(replay) = &replay {
+            if let Some(replay) = replay {
                 let names: Vec<&str> = replay.files.iter().map(|f| f.file.as_str()).collect();
                 println!(
                     "then replay binlogs {} from position {} to position {} of the last",
@@ -144,7 +140,7 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
                     );
                 }
             }
-            for db in &plan {
+            for db in &plan.databases {
                 let state = match (db.occupied(), options.drop_existing) {
                     (false, _) => "empty or absent".to_string(),
                     (true, true) => {
@@ -165,9 +161,7 @@ pub async fn run_db(config: &Config, args: RestoreDbArgs) -> Result<u8> {
 
     let progress = Progress::default();
     let spinner = output::Spinner::start("restoring", progress.clone());
-    let result =
-        coffer_restore::restore_full(&repository, &manifest, &options, replay.as_ref(), progress)
-            .await;
+    let result = coffer_restore::restore::run(&repository, &plan, options, job, progress).await;
     if let Some(spinner) = spinner {
         spinner.finish();
     }

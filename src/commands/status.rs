@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_scheduler::status::status;
 use jiff::Timestamp;
 
@@ -10,9 +11,9 @@ use crate::{exit, output};
 
 /// Prints the repository's newest full backup and archived binlog, then the recovery point
 /// against the source (exit 3 when the source cannot be reached).
-pub async fn run(config: &Config, json: bool) -> Result<u8> {
+pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
-    let status = status(config, &repository, Timestamp::now()).await?;
+    let status = status(config, &repository, job).await?;
     let show = |seconds: Option<i64>| {
         seconds
             .and_then(|s| Timestamp::from_second(s).ok())

@@ -200,16 +200,145 @@ pub fn damaged_files(
     damaged
 }
 
-/// Segments that no longer count: their file is archived whole, or they are not on the chain
-/// from the file's first byte (left by an interrupted stream). They can be removed.
+/// Segments that no longer count ([`Archive::superseded_segments`]).
 pub fn superseded_segments(manifests: &[Manifest]) -> Vec<&Manifest> {
-    let files = archived_files(manifests);
-    let kept: std::collections::BTreeSet<&str> =
-        files.iter().flat_map(|f| f.backup_ids()).collect();
-    manifests
-        .iter()
-        .filter(|m| m.kind == BackupKind::Segment && !kept.contains(m.id.as_str()))
-        .collect()
+    Archive::new(manifests).superseded_segments()
+}
+
+/// A recoverable window: a full backup and the unbroken chain of archived binlogs after it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Window {
+    /// The full backup that starts it.
+    pub full_backup: String,
+    /// From: the full backup's snapshot (its start).
+    pub from: Timestamp,
+    /// To: the newest archived event reachable without a gap (Unix seconds).
+    pub to: Option<i64>,
+}
+
+/// The binlog archive of a repository as one value, resolved once from its manifests: the files
+/// ([`archived_files`]), the chain a restore from a full backup replays, the windows those chains
+/// make, what breaks them, and the segments that no longer count. Restores, status, retention and
+/// the audit archive all ask it rather than walking the manifests themselves.
+#[derive(Debug, Clone)]
+pub struct Archive<'m> {
+    manifests: &'m [Manifest],
+    files: Vec<ArchivedFile<'m>>,
+}
+
+impl<'m> Archive<'m> {
+    /// The archive the `manifests` describe.
+    pub fn new(manifests: &'m [Manifest]) -> Self {
+        Self {
+            manifests,
+            files: archived_files(manifests),
+        }
+    }
+
+    /// Every archived file, ordered by server id, then number.
+    pub fn files(&self) -> &[ArchivedFile<'m>] {
+        &self.files
+    }
+
+    /// The files of one server, oldest first.
+    pub fn of_server(&self, server_id: u64) -> impl Iterator<Item = &ArchivedFile<'m>> {
+        self.files.iter().filter(move |f| f.server_id == server_id)
+    }
+
+    /// The unbroken chain of files a restore of `full` rolls forward through: from the file its
+    /// snapshot's coordinates name, each the next number of the same server, up to the first
+    /// number missing or `damaged`, or the file the server was still writing (archived as
+    /// segments: nothing after it is archived yet). Empty for a backup without coordinates or
+    /// when its first file is not archived.
+    pub fn chain_from(&self, full: &Manifest, damaged: &[DamagedFile]) -> Vec<&ArchivedFile<'m>> {
+        let mut chain = Vec::new();
+        let Some(mut next) = full
+            .binlog
+            .as_ref()
+            .and_then(|coords| binlog_sequence(&coords.file))
+        else {
+            return chain;
+        };
+        for file in self.of_server(full.source.server_id) {
+            if file.sequence < next {
+                continue;
+            }
+            let is_damaged = damaged
+                .iter()
+                .any(|d| d.server_id == file.server_id && d.file == file.file);
+            if file.sequence > next || is_damaged {
+                break;
+            }
+            chain.push(file);
+            next += 1;
+            if !file.whole {
+                break;
+            }
+        }
+        chain
+    }
+
+    /// Every recoverable window, in manifest order, each ending before the first `damaged` file
+    /// of its chain (found by [`damaged_files`] from the sizes on storage): a window never
+    /// promises more than the stored bytes can give.
+    pub fn windows(&self, damaged: &[DamagedFile]) -> Vec<Window> {
+        self.manifests
+            .iter()
+            .filter(|m| m.kind == BackupKind::Full)
+            .filter(|m| {
+                m.binlog
+                    .as_ref()
+                    .is_some_and(|c| binlog_sequence(&c.file).is_some())
+            })
+            .map(|full| Window {
+                full_backup: full.id.clone(),
+                from: full.started_at,
+                to: self
+                    .chain_from(full, damaged)
+                    .iter()
+                    .rev()
+                    .find_map(|f| f.last_event_time),
+            })
+            .collect()
+    }
+
+    /// What breaks the archive's chain: files never archived (purged first), a server whose
+    /// binlog numbering restarted, a change of server id. Each entry is one sentence.
+    pub fn gaps(&self) -> Vec<String> {
+        let mut files: Vec<&ArchivedFile<'m>> = self.files.iter().collect();
+        files.sort_by_key(|f| (f.archived_at, f.sequence));
+        let mut gaps = Vec::new();
+        for pair in files.windows(2) {
+            let (prev, file) = (pair[0], pair[1]);
+            let (prev_name, name) = (&prev.file, &file.file);
+            if prev.server_id != file.server_id {
+                gaps.push(format!(
+                    "server id changed from {} to {} between {prev_name} and {name}",
+                    prev.server_id, file.server_id
+                ));
+            } else if file.sequence <= prev.sequence {
+                gaps.push(format!(
+                    "binlog numbering restarted: {name} was archived after {prev_name}"
+                ));
+            } else if file.sequence > prev.sequence + 1 {
+                gaps.push(format!(
+                    "binlogs between {prev_name} and {name} are missing from the archive (purged before they were archived)"
+                ));
+            }
+        }
+        gaps
+    }
+
+    /// Segments that no longer count: their file is archived whole, or they are not on the chain
+    /// from the file's first byte (left by an interrupted stream). They can be removed.
+    pub fn superseded_segments(&self) -> Vec<&'m Manifest> {
+        let kept: std::collections::BTreeSet<&str> =
+            self.files.iter().flat_map(|f| f.backup_ids()).collect();
+        self.manifests
+            .iter()
+            .filter(|m| m.kind == BackupKind::Segment && !kept.contains(m.id.as_str()))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -290,5 +419,77 @@ mod tests {
         assert!(archived_files(&manifests).is_empty());
         assert_eq!(binlog_sequence("mysql-bin.000042"), Some(42));
         assert_eq!(binlog_sequence("nodot"), None);
+    }
+
+    fn full(id: &str, file: &str, at: i64) -> Manifest {
+        let mut m = record(id, BackupKind::Full, file, (0, 0), at);
+        m.binlog_file = None;
+        m.binlog = Some(crate::manifest::BinlogCoordinates {
+            file: file.into(),
+            position: 400,
+            gtid_position: None,
+        });
+        m
+    }
+
+    #[test]
+    fn a_window_runs_from_a_full_backup_to_the_first_gap_or_damage() {
+        use BackupKind::{Binlog, Segment};
+        let manifests = vec![
+            full("f1", "bin.000001", 50),
+            record("w1", Binlog, "bin.000001", (0, 500), 100),
+            record("w2", Binlog, "bin.000002", (0, 500), 200),
+            // bin.000003 was purged before it was archived.
+            record("w4", Binlog, "bin.000004", (0, 500), 400),
+            full("f4", "bin.000004", 390),
+            record("s5", Segment, "bin.000005", (0, 300), 500),
+            record("w6", Binlog, "bin.000006", (0, 500), 600),
+        ];
+        let archive = Archive::new(&manifests);
+        let chain = |id: &str, damaged: &[DamagedFile]| -> Vec<String> {
+            let full = manifests.iter().find(|m| m.id == id).unwrap();
+            archive
+                .chain_from(full, damaged)
+                .iter()
+                .map(|f| f.file.clone())
+                .collect()
+        };
+        assert_eq!(chain("f1", &[]), ["bin.000001", "bin.000002"]);
+        // The file still being written ends the chain: nothing after it counts yet.
+        assert_eq!(chain("f4", &[]), ["bin.000004", "bin.000005"]);
+        let damaged = [DamagedFile {
+            server_id: 1,
+            file: "bin.000002".into(),
+            why: "truncated".into(),
+        }];
+        assert_eq!(chain("f1", &damaged), ["bin.000001"]);
+        let windows = archive.windows(&damaged);
+        assert_eq!(
+            windows
+                .iter()
+                .map(|w| (w.full_backup.as_str(), w.to))
+                .collect::<Vec<_>>(),
+            [("f1", Some(101)), ("f4", Some(501))]
+        );
+        assert_eq!(
+            archive.gaps(),
+            [
+                "binlogs between bin.000002 and bin.000004 are missing from the archive (purged before they were archived)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_backup_without_coordinates_has_no_window_and_no_chain() {
+        let mut lone = full("f", "bin.000001", 1);
+        lone.binlog = None;
+        let manifests = vec![
+            lone,
+            record("w1", BackupKind::Binlog, "bin.000001", (0, 9), 2),
+        ];
+        let archive = Archive::new(&manifests);
+        assert!(archive.windows(&[]).is_empty());
+        assert!(archive.chain_from(&manifests[0], &[]).is_empty());
+        assert!(archive.gaps().is_empty());
     }
 }

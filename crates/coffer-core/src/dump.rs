@@ -29,18 +29,20 @@ const STDERR_TAIL: usize = 20;
 /// Runs the dump tool, copying its output into `writer` through a [`DumpScanner`]. Fails (kind
 /// `Backup`) when the tool fails or its output lacks the completion trailer.
 ///
-/// A dump that produces nothing for `stall` is stopped and fails saying so.
+/// A dump that produces nothing for `stall` is stopped and fails saying so; one whose job is
+/// cancelled is killed and fails as interrupted.
 pub fn run_dump(
     tool: &std::path::Path,
     args: &[String],
     writer: &mut dyn Write,
     stall: std::time::Duration,
+    cancel: &crate::cancel::Cancel,
 ) -> Result<DumpFacts> {
     let name = tool
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    crate::process::check_interrupted()?;
+    cancel.check()?;
     let mut child = crate::process::tool_command(tool)
         .args(args)
         .stdin(Stdio::null())
@@ -49,7 +51,7 @@ pub fn run_dump(
         .logged()
         .spawn()
         .map_err(|e| Error::other(format!("cannot start {name}: {e}")))?;
-    let group = crate::process::Registered::new(Some(child.id()));
+    let group = crate::process::Registered::new(Some(child.id()), cancel);
     let watchdog = crate::process::Watchdog::start(Some(child.id()), stall);
     let stderr_tail = crate::process::drain_tail(child.stderr.take().expect("stderr is piped"));
     let mut stdout = child.stdout.take().expect("stdout is piped");
@@ -81,7 +83,7 @@ pub fn run_dump(
     let stderr_text =
         crate::process::tail_lines(&stderr_tail.join().unwrap_or_default(), STDERR_TAIL);
     drop(group);
-    crate::process::check_interrupted()?;
+    cancel.check()?;
     if watchdog.stalled() {
         return Err(watchdog.error(ErrorKind::Backup, &name));
     }

@@ -19,7 +19,9 @@
 //! - [`grants`]: `SHOW GRANTS` parsed, and what an account's privileges let a dump see;
 //! - [`names`]: names from outside checked before they become paths, keys, arguments or SQL, and
 //!   [`names::quote_ident`], the one way a name becomes SQL;
-//! - [`process`]: every child's environment, process group, bounded output and interruption;
+//! - [`process`]: every child's environment, process group and bounded output;
+//! - [`cancel`]: stopping one job or all of them cleanly; [`clock`]: the time, settable in tests;
+//!   [`job`]: the two together, as every job is given them;
 //! - [`scratch`]: the private folder every temporary file lives in, cleaned after a dead run;
 //! - [`signing`]: minisign signatures over manifests and drill reports, and key pairs;
 //! - [`error`]: the error type and its kinds, which decide exit codes.
@@ -27,6 +29,8 @@
 //! The storage format is specified in `docs/FORMAT.md`.
 
 pub mod archive;
+pub mod cancel;
+pub mod clock;
 pub use coffer_binlog::events as binlog_events;
 pub use coffer_binlog::index as binlog;
 pub mod client;
@@ -35,6 +39,7 @@ pub mod dump;
 pub mod dumpscan;
 pub mod error;
 pub mod grants;
+pub mod job;
 pub mod manifest;
 pub mod names;
 pub mod pipeline;

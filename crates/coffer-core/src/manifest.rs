@@ -187,7 +187,18 @@ impl Manifest {
         started_at: Timestamp,
         source: SourceInfo,
     ) -> Manifest {
-        let finished_at = Timestamp::now();
+        Self::finished(id, kind, started_at, Timestamp::now(), source)
+    }
+
+    /// A manifest of a backup that finished at `finished_at` (a job's clock): as
+    /// [`Manifest::finished_now`] otherwise.
+    pub fn finished(
+        id: &str,
+        kind: BackupKind,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+        source: SourceInfo,
+    ) -> Manifest {
         Manifest {
             format_version: FORMAT_VERSION,
             id: id.to_string(),

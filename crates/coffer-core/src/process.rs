@@ -6,22 +6,22 @@
 //!   from a 0600 option file, hooks and app checks need none of coffer's secrets.
 //! - **Process groups.** Every child leads a process group of its own, so a timeout or an
 //!   interruption kills it and whatever it started (`sh -c` and its pipeline) together.
-//! - **Interruption.** When the binary receives SIGINT or SIGTERM it calls [`interrupt`]: every
-//!   live child group is killed, and [`check_interrupted`] refuses to start new tool children, so
-//!   the job unwinds through its normal error path (temp files dropped, no manifest written,
-//!   `after` hooks run — those still start, through [`run_shell`]).
+//! - **Cancellation.** Every child is [`Registered`] with its job's [`Cancel`]: cancelling the job
+//!   (SIGINT/SIGTERM in the binary, a shutdown in the daemon) kills every live child group of it,
+//!   and [`Cancel::check`] refuses to start new ones, so the job unwinds through its normal error
+//!   path (temp files dropped, no manifest written, `after` hooks run under a handle of their
+//!   own).
 //! - **Bounded output.** What a child prints is kept as a tail of at most [`TAIL_BYTES`], read
 //!   concurrently with its run, so a chatty child can neither fill its pipe and hang nor grow
 //!   coffer's memory.
 
-use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::cancel::Cancel;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The variables of coffer's own environment a child may see.
@@ -31,11 +31,6 @@ pub const INHERITED_ENV: &[&str] = &[
 
 /// How much of a child's output is kept for messages.
 pub const TAIL_BYTES: usize = 16 * 1024;
-
-/// The signal that interrupted this process (2 for SIGINT, 15 for SIGTERM), or 0.
-static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-/// Process groups of live children, killed by [`interrupt`].
-static GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
 /// `INHERITED_ENV` as it is in this process: the whole environment of a child, before what the
 /// caller adds.
@@ -113,51 +108,8 @@ impl Logged for tokio::process::Command {
     }
 }
 
-/// Marks the process as interrupted by `signal` and kills every live child's process group.
-/// Called by the binary's signal handler; the job then fails through its normal error path.
-pub fn interrupt(signal: i32) {
-    INTERRUPTED.store(signal, Ordering::SeqCst);
-    let groups: Vec<u32> = GROUPS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .copied()
-        .collect();
-    for group in groups {
-        kill_group(group);
-    }
-}
-
-/// The signal that interrupted this process, if one did.
-pub fn interrupted_by() -> Option<i32> {
-    match INTERRUPTED.load(Ordering::SeqCst) {
-        0 => None,
-        signal => Some(signal),
-    }
-}
-
-/// An error when the process has been interrupted: called before starting new work.
-pub fn check_interrupted() -> Result<()> {
-    match interrupted_by() {
-        None => Ok(()),
-        Some(signal) => Err(Error::new(
-            ErrorKind::Interrupted,
-            format!("interrupted by {}", signal_name(signal)),
-        )),
-    }
-}
-
-/// `SIGINT`, `SIGTERM`, or the number.
-pub fn signal_name(signal: i32) -> String {
-    match signal {
-        2 => "SIGINT".into(),
-        15 => "SIGTERM".into(),
-        n => format!("signal {n}"),
-    }
-}
-
-fn kill_group(group: u32) {
-    // `kill -KILL -- -PGID`: the group, without unsafe code in coffer.
+/// Kills the process group `group` (`kill -KILL -- -PGID`, without unsafe code in coffer).
+pub(crate) fn kill_group(group: u32) {
     let _ = std::process::Command::new("kill")
         .args(["-KILL", "--", &format!("-{group}")])
         .stdin(Stdio::null())
@@ -166,34 +118,34 @@ fn kill_group(group: u32) {
         .status();
 }
 
-/// A child's process group, killed by [`interrupt`] while this guard lives.
+/// A child's process group, killed when its job is cancelled while this guard lives.
 #[derive(Debug)]
-pub struct Registered(Option<u32>);
+pub struct Registered {
+    group: Option<u32>,
+    cancel: Cancel,
+}
 
 impl Registered {
-    /// Registers the group led by `pid` (a child started by [`tool_command`] or [`run_shell`]).
-    /// If the process was interrupted meanwhile, the group is killed at once.
-    pub fn new(pid: Option<u32>) -> Self {
-        let registered = Self::track(pid);
-        if interrupted_by().is_some() {
-            // Started in the moment between the interruption and the check before it.
+    /// Registers the group led by `pid` (a child started by [`tool_command`] or [`run_shell`])
+    /// with the job's `cancel`. If the job was cancelled meanwhile, the group is killed at once.
+    pub fn new(pid: Option<u32>, cancel: &Cancel) -> Self {
+        if let Some(pid) = pid {
+            cancel.add_group(pid);
+        }
+        let registered = Self {
+            group: pid,
+            cancel: cancel.clone(),
+        };
+        if cancel.is_cancelled() {
+            // Started in the moment between the cancellation and the check before it.
             registered.kill();
         }
         registered
     }
 
-    /// Registers a group without killing it when the process is already interrupted: for the
-    /// `after` hooks, which run because of the interruption (their timeout still bounds them).
-    fn track(pid: Option<u32>) -> Self {
-        if let Some(pid) = pid {
-            GROUPS.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
-        }
-        Self(pid)
-    }
-
     /// Kills the group now (a timeout).
     pub fn kill(&self) {
-        if let Some(pid) = self.0 {
+        if let Some(pid) = self.group {
             kill_group(pid);
         }
     }
@@ -201,11 +153,8 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            GROUPS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&pid);
+        if let Some(pid) = self.group {
+            self.cancel.remove_group(pid);
         }
     }
 }
@@ -450,12 +399,13 @@ impl CommandRun {
 }
 
 /// Runs `sh -c command` with exactly `env`, stdin closed, in its own process group; the group is
-/// killed when `timeout` passes (or the process is interrupted). Output is read as it comes and
-/// its tail kept.
+/// killed when `timeout` passes or `cancel` fires (an `after` hook, which runs because its job
+/// was cancelled, gets a handle of its own). Output is read as it comes and its tail kept.
 pub async fn run_shell(
     command: &str,
     env: &[(String, String)],
     timeout: Duration,
+    cancel: &Cancel,
 ) -> Result<CommandRun> {
     let started = Instant::now();
     let mut child = tokio::process::Command::new("sh")
@@ -470,7 +420,7 @@ pub async fn run_shell(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::other(format!("cannot start `{command}`: {e}")))?;
-    let group = Registered::track(child.id());
+    let group = Registered::new(child.id(), cancel);
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let collect = tokio::spawn(async move {
@@ -520,6 +470,7 @@ mod tests {
             "test -z \"$AWS_SECRET_ACCESS_KEY\" && echo clean",
             &env,
             Duration::from_secs(5),
+            &Cancel::new(),
         )
         .await
         .unwrap();
@@ -532,6 +483,7 @@ mod tests {
             "sleep 30 & sleep 30; echo never",
             &scrubbed_env(),
             Duration::from_millis(300),
+            &Cancel::new(),
         )
         .await
         .unwrap();
@@ -576,6 +528,31 @@ mod tests {
         let _ = busy.wait();
     }
 
+    #[tokio::test]
+    async fn a_cancelled_job_kills_its_running_hook() {
+        let cancel = Cancel::new();
+        let run = tokio::spawn({
+            let cancel = cancel.clone();
+            async move {
+                run_shell(
+                    "sleep 30; echo never",
+                    &scrubbed_env(),
+                    Duration::from_secs(60),
+                    &cancel,
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancel.cancel(crate::cancel::Reason::Signal(15));
+        let run = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the hook died with its job")
+            .unwrap()
+            .unwrap();
+        assert!(!run.success() && run.timed_out.is_none(), "{run:?}");
+    }
+
     #[test]
     fn rows_the_client_echoes_are_redacted_and_short_values_kept() {
         let line = "ERROR 1064 (42000) at line 7: You have an error in your SQL syntax near 'INSERT INTO `invoices` VALUES (1,''ACME GmbH'',''IBAN DE89 3704 0044 0532 0130 00'',9000.00)' at line 1";
@@ -599,6 +576,7 @@ mod tests {
             "head -c 5000000 /dev/zero | tr '\\0' 'x'; echo; echo last line",
             &scrubbed_env(),
             Duration::from_secs(20),
+            &Cancel::new(),
         )
         .await
         .unwrap();

@@ -35,6 +35,9 @@ struct Marker {
     created_by: String,
 }
 
+/// The backup id that names the newest full backup ([`Repository::resolve`]).
+pub const LATEST: &str = "latest";
+
 /// A backup repository.
 #[derive(Debug)]
 pub struct Repository {
@@ -50,9 +53,11 @@ pub struct Repository {
 
 impl Repository {
     /// Opens the repository a configuration names (no I/O yet), with its signing and verify keys.
-    pub async fn open(config: &RepositoryConfig) -> Result<Self> {
-        Ok(Self::from_storage(storage::open(&config.location).await?)
-            .with_keys(config.signing_key.clone(), config.verify_key.clone()))
+    pub async fn open(config: &RepositoryConfig, stall: std::time::Duration) -> Result<Self> {
+        Ok(
+            Self::from_storage(storage::open(&config.location, stall).await?)
+                .with_keys(config.signing_key.clone(), config.verify_key.clone()),
+        )
     }
 
     /// Wraps an already opened storage (no keys: writes unsigned, reads unchecked).
@@ -171,6 +176,20 @@ impl Repository {
         Ok(manifests)
     }
 
+    /// The manifest of backup `id`, or of the newest full backup for `latest`: the one place
+    /// `latest` is resolved.
+    pub async fn resolve(&self, id: &str) -> Result<Manifest> {
+        if id != LATEST {
+            return self.manifest(id).await;
+        }
+        let manifests = self.list().await?;
+        crate::manifest::newest_full(&manifests)
+            .cloned()
+            .ok_or_else(|| {
+                Error::not_found(format!("no full backup in {}", self.storage.location()))
+            })
+    }
+
     /// The manifest of backup `id`.
     pub async fn manifest(&self, id: &str) -> Result<Manifest> {
         if !is_valid_backup_id(id) {
@@ -285,10 +304,15 @@ impl Repository {
         Ok(bytes)
     }
 
-    /// Writes a manifest: the last step of every backup. Never replaces an existing one.
-    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
-        // An interrupted job records nothing, even if its last step happened to finish.
-        crate::process::check_interrupted()?;
+    /// Writes a manifest: the last step of every backup. Never replaces an existing one, and
+    /// writes nothing once the job is cancelled.
+    pub async fn write_manifest(
+        &self,
+        manifest: &Manifest,
+        cancel: &crate::cancel::Cancel,
+    ) -> Result<()> {
+        // A cancelled job records nothing, even if its last step happened to finish.
+        cancel.check()?;
         let key = Self::manifest_key(&manifest.id);
         let body = manifest.to_json();
         // The signature first: a manifest never exists unsigned when a key is configured (an
@@ -434,6 +458,7 @@ fn check_marker(bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cancel::Cancel;
     use crate::manifest::{BackupKind, SourceInfo};
     use crate::storage::LocalStorage;
 
@@ -475,9 +500,15 @@ mod tests {
         let writer = repository(dir.path(), Some(&key), false);
         writer.ensure_initialized().await.unwrap();
         let written = manifest(ID);
-        writer.write_manifest(&written).await.unwrap();
+        writer
+            .write_manifest(&written, &Cancel::new())
+            .await
+            .unwrap();
         // A retried write of the same manifest is a success and keeps a valid signature.
-        writer.write_manifest(&written).await.unwrap();
+        writer
+            .write_manifest(&written, &Cancel::new())
+            .await
+            .unwrap();
         let stored = std::fs::read(dir.path().join(format!("manifests/{ID}.json"))).unwrap();
         let signature =
             std::fs::read(dir.path().join(format!("manifests/{ID}.json.minisig"))).unwrap();
@@ -553,14 +584,23 @@ mod tests {
         )
         .unwrap();
         let manifest = manifest(ID);
-        writer.write_manifest(&manifest).await.unwrap();
+        writer
+            .write_manifest(&manifest, &Cancel::new())
+            .await
+            .unwrap();
         // The same manifest again (a retried PUT whose first attempt landed): still fine.
-        writer.write_manifest(&manifest).await.unwrap();
+        writer
+            .write_manifest(&manifest, &Cancel::new())
+            .await
+            .unwrap();
         assert_eq!(writer.list().await.unwrap(), vec![manifest.clone()]);
         // Another manifest under the same id: refused, and the existing signature untouched.
         let signature =
             std::fs::read(dir.path().join(format!("manifests/{ID}.json.minisig"))).unwrap();
-        let err = writer.write_manifest(&earlier).await.unwrap_err();
+        let err = writer
+            .write_manifest(&earlier, &Cancel::new())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
         assert_eq!(
             std::fs::read(dir.path().join(format!("manifests/{ID}.json.minisig"))).unwrap(),
@@ -582,7 +622,10 @@ mod tests {
         );
         let writer = repository(dir.path(), None, false);
         writer.ensure_initialized().await.unwrap();
-        writer.write_manifest(&manifest(ID)).await.unwrap();
+        writer
+            .write_manifest(&manifest(ID), &Cancel::new())
+            .await
+            .unwrap();
         let marker = dir.path().join(MARKER_KEY);
         let original = std::fs::read_to_string(&marker).unwrap();
         for (bytes, says) in [
@@ -633,7 +676,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = repository(dir.path(), None, false);
         writer.ensure_initialized().await.unwrap();
-        writer.write_manifest(&manifest(ID)).await.unwrap();
+        writer
+            .write_manifest(&manifest(ID), &Cancel::new())
+            .await
+            .unwrap();
         let manifests = dir.path().join("manifests");
         let copy = manifests.join("20300101T000000Z-full-beef.json");
         std::fs::copy(manifests.join(format!("{ID}.json")), &copy).unwrap();

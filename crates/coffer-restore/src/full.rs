@@ -1,23 +1,24 @@
-//! Restoring a full backup into a server: verified first, refused onto data unless told, hooks
-//! around it, the dump streamed into the server's own `mariadb` client.
+//! Loading a full backup's dump into a server: what each database is called on the target and
+//! what it holds there now ([`plan`]), the dump streamed into the server's own `mariadb` client
+//! ([`load_dump`]), and the mark a load that stopped half-way leaves ([`mark_half_restored`]).
+//! The order around it (verify, refuse, hooks, replay) is [`crate::restore`]'s.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
-use std::time::Instant;
 
+use coffer_core::cancel::Cancel;
 use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
+use coffer_core::job::JobContext;
 use coffer_core::manifest::{BackupKind, Manifest};
 use coffer_core::names;
-use coffer_core::pipeline::{self, ArtifactReader, Progress};
+use coffer_core::pipeline::{ArtifactReader, Progress};
 use coffer_core::process::{self, Logged};
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
 use serde::Serialize;
 use sqlx::Row;
 use tokio_util::io::SyncIoBridge;
-use tracing::{Instrument, info, info_span, warn};
-
-use crate::pitr::{GtidHandling, ReplayPlan, decide_gtids, prepare_replay, replay_binlogs};
+use tracing::warn;
 
 /// What to restore where.
 #[derive(Clone)]
@@ -99,29 +100,8 @@ impl DatabaseMapping {
     }
 }
 
-/// What a restore will do (`--dry-run`) or did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreReport {
-    /// Backup restored.
-    pub backup_id: String,
-    /// `host:port` of the target.
-    pub target: String,
-    /// Databases and their target names.
-    pub databases: Vec<DatabaseMapping>,
-    /// Bytes of SQL replayed.
-    pub bytes: u64,
-    /// Wall time of the restore itself (after verification), in seconds.
-    pub seconds: f64,
-    /// With a binlog replay: `kept` (the source's GTIDs) or `domain N` (renumbered into N).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gtids: Option<GtidHandling>,
-    /// With a binlog replay: the last GTID it wrote on the target.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_gtid: Option<String>,
-}
-
 /// Only a full backup is restored by id: binlogs and segments are replayed on top of one.
-fn require_full(manifest: &Manifest) -> Result<()> {
+pub fn require_full(manifest: &Manifest) -> Result<()> {
     if manifest.kind == BackupKind::Full {
         return Ok(());
     }
@@ -148,29 +128,32 @@ pub async fn plan(manifest: &Manifest, options: &RestoreOptions) -> Result<Vec<D
     let mut mappings = Vec::new();
     for from in &manifest.databases {
         let to = options.rename_to.clone().unwrap_or_else(|| from.clone());
-        let row = sqlx::query(
+        let what = format!("inspecting {to}");
+        let query = sqlx::query(
             "SELECT CAST(COALESCE(SUM(TABLE_TYPE <> 'VIEW'), 0) AS SIGNED), CAST(COALESCE(SUM(TABLE_TYPE = 'VIEW'), 0) AS SIGNED) \
              FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
         )
-        .bind(&to)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(|e| {
-                    Error::database(format!("inspecting {to} on {}: {e}", options.target))
-                })?;
+        .bind(&to);
+        let row = options
+            .target
+            .bounded(&what, query.fetch_one(&mut conn))
+            .await?
+            .map_err(|e| Error::database(format!("{what} on {}: {e}", options.target)))?;
         let existing_tables: i64 = row.try_get(0).map_err(|e| Error::database(e.to_string()))?;
         let existing_views: i64 = row.try_get(1).map_err(|e| Error::database(e.to_string()))?;
         // MariaDB 10.5+ keeps a schema comment; elsewhere the query fails and there is none.
-        let half_restored = sqlx::query(
+        let query = sqlx::query(
             "SELECT CAST(SCHEMA_COMMENT AS CHAR) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
         )
-        .bind(&to)
-        .fetch_optional(&mut conn)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten())
-        .filter(|comment| comment.starts_with(HALF_RESTORED));
+        .bind(&to);
+        let half_restored = options
+            .target
+            .bounded(&what, query.fetch_optional(&mut conn))
+            .await?
+            .ok()
+            .flatten()
+            .and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten())
+            .filter(|comment| comment.starts_with(HALF_RESTORED));
         mappings.push(DatabaseMapping {
             from: from.clone(),
             to,
@@ -182,145 +165,26 @@ pub async fn plan(manifest: &Manifest, options: &RestoreOptions) -> Result<Vec<D
     Ok(mappings)
 }
 
-/// Restores `manifest` into the target: verifies every artifact's digest, fetches and checks the
-/// binlogs of `replay_plan` ([`prepare_replay`]), refuses non-empty target databases unless
-/// `drop_existing`, runs the hooks, replays the dump and then the binlogs.
-pub async fn restore_full(
-    repository: &Repository,
-    manifest: &Manifest,
-    options: &RestoreOptions,
-    replay_plan: Option<&ReplayPlan>,
-    progress: Progress,
-) -> Result<RestoreReport> {
-    let span = info_span!("restore.full", id = %manifest.id, target = %format!("{}:{}", options.target.host, options.target.port));
-    async {
-        require_full(manifest)?;
-        // Nothing touches the target before every artifact is proven intact: the dump here,
-        // the binlogs as they are fetched and checked for what the replay must not do.
-        for record in &manifest.artifacts {
-            pipeline::verify_stored(repository.storage(), record)
-                .await
-                .map_err(|e| e.context("refusing to restore, the target was not touched"))?;
-        }
-        info!(artifacts = manifest.artifacts.len(), "artifacts verified");
-        let prepared = match replay_plan {
-            Some(plan) => {
-                let rename = options
-                    .rename_to
-                    .as_ref()
-                    .zip(manifest.databases.first())
-                    .map(|(to, from)| (from.clone(), to.clone()));
-                let mut prepared = prepare_replay(
-                    repository,
-                    plan,
-                    options.identity.as_ref(),
-                    &manifest.databases,
-                    rename,
-                )
-                .await
-                .map_err(|e| e.context("the target was not touched"))?;
-                // The dump's load may itself write GTIDs: how the replay writes them is decided
-                // (or refused) now, before anything is dropped or loaded.
-                decide_gtids(&mut prepared, &options.target)
-                    .await
-                    .map_err(|e| e.context("the target was not touched"))?;
-                Some(prepared)
-            }
-            None => None,
-        };
-        let databases = plan(manifest, options).await?;
-        let occupied: Vec<String> = databases
-            .iter()
-            .filter(|d| d.occupied())
-            .map(|d| format!("{} ({})", d.to, d.holdings()))
-            .collect();
-        if !occupied.is_empty() && !options.drop_existing {
-            return Err(Error::refused(format!(
-                "target {}:{} already holds {}; restore elsewhere, use --database NAME, or --drop-existing to replace it",
-                options.target.host,
-                options.target.port,
-                occupied.join(", ")
-            )));
-        }
-
-        let started = Instant::now();
-        let mut load_began = false;
-        let result = async {
-            run_hooks("before", &options.before, options.hook_timeout).await?;
-            load_began = true;
-            replay(repository, manifest, options, &databases, progress.clone()).await?;
-            match &prepared {
-                Some(prepared) => replay_binlogs(prepared, &options.target, progress.clone())
-                    .await
-                    .map(Some),
-                None => Ok(None),
-            }
-        }
-        .await;
-        if load_began && let Err(e) = &result {
-            mark_half_restored(options, manifest, &databases, e).await;
-        }
-        // The application goes back up whatever happened, an interruption included.
-        let after = run_hooks("after", &options.after, options.hook_timeout).await;
-        if let Some(signal) = process::interrupted_by() {
-            let state = if result.is_ok() {
-                "the restore had finished".to_string()
-            } else {
-                format!(
-                    "the target {}:{} is half-restored: {} may hold part of the backup; rerun with --drop-existing to replace {}",
-                    options.target.host,
-                    options.target.port,
-                    databases.iter().map(|d| d.to.as_str()).collect::<Vec<_>>().join(", "),
-                    if databases.len() == 1 { "it" } else { "them" },
-                )
-            };
-            let hooks = match &after {
-                Ok(()) if options.after.is_empty() => String::new(),
-                Ok(()) => "; the after hooks ran".to_string(),
-                Err(e) => format!("; {e}"),
-            };
-            return Err(Error::new(
-                ErrorKind::Interrupted,
-                format!("interrupted by {}: {state}{hooks}", process::signal_name(signal)),
-            ));
-        }
-        let gtids = result?;
-        after?;
-        let seconds = started.elapsed().as_secs_f64();
-        info!(bytes = progress.bytes(), seconds, "restore finished");
-        Ok(RestoreReport {
-            backup_id: manifest.id.clone(),
-            target: format!("{}:{}", options.target.host, options.target.port),
-            databases,
-            bytes: progress.bytes(),
-            seconds,
-            gtids: gtids.as_ref().map(|g| g.gtids),
-            last_gtid: gtids.and_then(|g| g.last_gtid),
-        })
-    }
-    .instrument(span)
-    .await
-}
-
 /// Leaves [`HALF_RESTORED`] as the comment of each target database a failed or interrupted
 /// load may have written into. Best effort: the failure itself is what gets reported.
-async fn mark_half_restored(
+pub async fn mark_half_restored(
     options: &RestoreOptions,
     manifest: &Manifest,
     databases: &[DatabaseMapping],
     why: &Error,
+    job: &JobContext,
 ) {
     let Ok(mut conn) = client::connect(&options.target).await else {
         return;
     };
-    let reason = match process::interrupted_by() {
-        Some(signal) => format!("interrupted by {}", process::signal_name(signal)),
+    let reason = match job.cancel.reason() {
+        Some(reason) => reason.to_string(),
         None => process::cap(&why.to_string(), 120),
     };
     let note = format!(
         "{HALF_RESTORED} by a restore of {} that stopped at {}: {reason}",
         manifest.id,
-        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC")
+        job.clock.now().strftime("%Y-%m-%d %H:%M:%S UTC")
     );
     for db in databases {
         let sql = format!(
@@ -333,29 +197,15 @@ async fn mark_half_restored(
     }
 }
 
-/// Runs each hook with the scrubbed environment (no secret of coffer's reaches it) in its own
-/// process group, killed after `timeout`.
-async fn run_hooks(stage: &str, commands: &[String], timeout: std::time::Duration) -> Result<()> {
-    for command in commands {
-        info!(stage, command = %command, "running hook");
-        let run = process::run_shell(command, &process::scrubbed_env(), timeout)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Restore, format!("{stage} hook: {e}")))?;
-        if !run.success() {
-            return Err(Error::new(
-                ErrorKind::Restore,
-                format!("{stage} hook {command:?} failed: {}", run.describe()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-async fn replay(
+/// Loads the dump of `manifest` into the target under the planned names: drops the occupied
+/// target databases first when `drop_existing`, then streams the verified dump through the
+/// server's own client, killed when `cancel` fires.
+pub async fn load_dump(
     repository: &Repository,
     manifest: &Manifest,
     options: &RestoreOptions,
     databases: &[DatabaseMapping],
+    cancel: &Cancel,
     progress: Progress,
 ) -> Result<()> {
     if options.drop_existing {
@@ -381,13 +231,14 @@ async fn replay(
         let tool_path = tool.path.clone();
         let rename = rename.clone();
         let progress = progress.clone();
+        let cancel = cancel.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let reader = ArtifactReader::new(
                 Box::new(SyncIoBridge::new(object)),
                 &record,
                 identity.as_ref(),
             )?;
-            process::check_interrupted()?;
+            cancel.check()?;
             let mut child = process::tool_command(&tool_path)
                 .arg(defaults.arg())
                 .args(["--binary-mode", "--max-allowed-packet=1G"])
@@ -397,7 +248,7 @@ async fn replay(
                 .logged()
                 .spawn()
                 .map_err(|e| Error::other(format!("cannot start {}: {e}", tool_path.display())))?;
-            let group = process::Registered::new(Some(child.id()));
+            let group = process::Registered::new(Some(child.id()), &cancel);
             let mut stdin = child.stdin.take().expect("stdin is piped");
             // Drained as the load runs, keeping only its end: the client may echo rows back.
             let stderr_tail = process::drain_tail(child.stderr.take().expect("stderr is piped"));
@@ -409,7 +260,7 @@ async fn replay(
             let stderr_text = process::tail_lines(&stderr_tail.join().unwrap_or_default(), 5);
             drop(group);
             drop(defaults);
-            process::check_interrupted()?;
+            cancel.check()?;
             if !status.success() {
                 return Err(Error::new(
                     ErrorKind::Restore,

@@ -4,6 +4,7 @@ use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::Config;
 use coffer_core::dump::{DUMP_OPTIONS, run_dump};
 use coffer_core::grants::Grants;
+use coffer_core::job::JobContext;
 use coffer_core::manifest::{BackupKind, Manifest, SourceInfo, new_backup_id};
 use coffer_core::names;
 use coffer_core::pipeline::{self, Encoding, Progress};
@@ -27,13 +28,14 @@ pub const DUMP_ARTIFACT: &str = "dump.sql";
 pub async fn run_full_backup(
     config: &Config,
     repository: &Repository,
+    job: &JobContext,
     progress: Progress,
 ) -> Result<Manifest> {
-    let started_at = Timestamp::now();
+    let started_at = job.clock.now();
     let id = new_backup_id(BackupKind::Full, started_at);
     let span = info_span!("backup.full", id = %id, source = %format!("{}:{}", config.source.host, config.source.port));
     async {
-        let result = full_backup(config, repository, &id, started_at, progress).await;
+        let result = full_backup(config, repository, job, &id, started_at, progress).await;
         if let Err(err) = &result {
             // No manifest was written, so the backup does not exist; clear what it left.
             match repository.remove_data(&id).await {
@@ -52,15 +54,16 @@ pub async fn run_full_backup(
 async fn full_backup(
     config: &Config,
     repository: &Repository,
+    job: &JobContext,
     id: &str,
     started_at: Timestamp,
     progress: Progress,
 ) -> Result<Manifest> {
-    let endpoint = Endpoint::from(&config.source);
+    let endpoint = Endpoint::from(&config.source).with_stall_timeout(config.stall_timeout);
     let mut conn = client::connect(&endpoint).await?;
-    let server = client::server_info(&mut conn).await?;
+    let server = client::server_info(&mut conn, &endpoint).await?;
     // A fresh session's grants: what the dump tool's own fresh session will be allowed.
-    let grants = client::grants(&mut conn).await?;
+    let grants = client::grants(&mut conn, &endpoint).await?;
     drop(conn);
     let databases = if config.source.databases.is_empty() {
         server.user_databases.clone()
@@ -132,6 +135,7 @@ async fn full_backup(
     info!(databases = ?databases, tool = %tool.version, key = %key, "dumping");
     let tool_path = tool.path.clone();
     let stall = config.stall_timeout;
+    let cancel = job.cancel.clone();
     let (record, facts) = pipeline::store(
         repository.storage(),
         DUMP_ARTIFACT,
@@ -140,7 +144,7 @@ async fn full_backup(
         progress,
         move |writer| {
             // `defaults` lives until the dump exits, then the file is removed.
-            let facts = run_dump(&tool_path, &args, writer, stall);
+            let facts = run_dump(&tool_path, &args, writer, stall, &cancel);
             drop(defaults);
             facts
         },
@@ -160,13 +164,14 @@ async fn full_backup(
         server_id: server.server_id,
         dump_tool: tool.version,
     };
-    let mut manifest = Manifest::finished_now(id, BackupKind::Full, started_at, source);
+    let mut manifest =
+        Manifest::finished(id, BackupKind::Full, started_at, job.clock.now(), source);
     manifest.binlog = facts.binlog;
     manifest.databases = databases;
     manifest.artifacts = vec![record];
     manifest.expectations = facts.expectations;
     manifest.may_be_missing = may_be_missing;
-    repository.write_manifest(&manifest).await?;
+    repository.write_manifest(&manifest, &job.cancel).await?;
     info!(
         bytes = manifest.size_bytes(),
         stored_bytes = manifest.stored_bytes(),

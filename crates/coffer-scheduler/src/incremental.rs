@@ -2,6 +2,7 @@
 //! protocol (the backup host reads nothing from the database host's disk).
 
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_core::manifest::Manifest;
 use coffer_core::pipeline::Progress;
 use coffer_core::repository::Repository;
@@ -17,10 +18,11 @@ use crate::archiver::BinlogSource;
 pub async fn run_incremental_backup(
     config: &Config,
     repository: &Repository,
+    job: &JobContext,
     progress: Progress,
 ) -> Result<Vec<Manifest>> {
     let span = info_span!("backup.incremental", source = %format!("{}:{}", config.source.host, config.source.port));
-    async { incremental(config, repository, progress).await }
+    async { incremental(config, repository, job, progress).await }
         .instrument(span)
         .await
 }
@@ -28,9 +30,10 @@ pub async fn run_incremental_backup(
 async fn incremental(
     config: &Config,
     repository: &Repository,
+    job: &JobContext,
     progress: Progress,
 ) -> Result<Vec<Manifest>> {
-    let source = BinlogSource::connect(config, repository).await?;
+    let source = BinlogSource::connect(config, repository, job).await?;
     repository.ensure_initialized().await?;
     let manifests = repository.list().await?;
     let binlogs = source.server_binlogs(&manifests, true).await?;

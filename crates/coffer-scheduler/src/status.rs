@@ -3,6 +3,7 @@
 
 use coffer_core::archive::archived_files;
 use coffer_core::config::Config;
+use coffer_core::job::JobContext;
 use coffer_core::manifest::newest_full;
 use coffer_core::repository::Repository;
 use coffer_core::{Error, Result};
@@ -59,12 +60,13 @@ pub struct NewestBinlog {
 }
 
 /// Reads the repository (failing on its errors) and asks the source for the recovery point
-/// (recording, not failing on, the source's errors), at `now`.
-pub async fn status(config: &Config, repository: &Repository, now: Timestamp) -> Result<Status> {
+/// (recording, not failing on, the source's errors), at the job clock's now.
+pub async fn status(config: &Config, repository: &Repository, job: &JobContext) -> Result<Status> {
+    let now = job.clock.now();
     let manifests = repository.list().await?;
     let files = archived_files(&manifests);
     let newest_file = files.iter().max_by_key(|f| (f.archived_at, f.sequence));
-    let (point, failure) = match recovery_point(config, repository).await {
+    let (point, failure) = match recovery_point(config, repository, job).await {
         Ok(point) => (Some(point), None),
         Err(e) => (None, Some(e)),
     };

@@ -211,9 +211,14 @@ impl DrillReport {
     }
 
     /// Stores the report as `reports/drills/ID.json` and `ID.md`.
-    pub async fn save(&self, repository: &Repository, tz: &jiff::tz::TimeZone) -> Result<()> {
+    pub async fn save(
+        &self,
+        repository: &Repository,
+        tz: &jiff::tz::TimeZone,
+        cancel: &coffer_core::cancel::Cancel,
+    ) -> Result<()> {
         // An interrupted drill proved nothing: no report of it is kept.
-        coffer_core::process::check_interrupted()?;
+        cancel.check()?;
         let mut json = serde_json::to_vec_pretty(self).expect("a report always serializes");
         json.push(b'\n');
         // Each signed (when a signing key is configured) before it is stored.

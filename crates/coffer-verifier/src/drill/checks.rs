@@ -103,8 +103,9 @@ impl Drill<'_> {
         args.extend(["--databases".into(), "--".into()]);
         args.extend(target.names.iter().map(|(_, to)| to.clone()));
         let stall = self.config.stall_timeout;
+        let cancel = self.job.cancel.clone();
         let facts = tokio::task::spawn_blocking(move || {
-            let facts = run_dump(&tool.path, &args, &mut std::io::sink(), stall);
+            let facts = run_dump(&tool.path, &args, &mut std::io::sink(), stall, &cancel);
             drop(defaults);
             facts
         })
@@ -152,7 +153,7 @@ impl Drill<'_> {
     }
 
     pub(super) async fn check_app(&self, env: &[(String, String)]) -> (Status, Vec<String>) {
-        check_commands(&self.config.drill.app_checks, env).await
+        check_commands(&self.config.drill.app_checks, env, &self.job.cancel).await
     }
 
     pub(super) async fn check_sql(&self, target: &Target) -> (Status, Vec<String>) {
@@ -230,6 +231,7 @@ pub(super) fn short(digest: &str) -> &str {
 pub(super) async fn check_commands(
     checks: &[AppCheck],
     env: &[(String, String)],
+    cancel: &Cancel,
 ) -> (Status, Vec<String>) {
     if checks.is_empty() {
         return (
@@ -245,6 +247,7 @@ pub(super) async fn check_commands(
             &check.command,
             env,
             Duration::from_secs(check.timeout_seconds),
+            cancel,
         )
         .await
         {
@@ -370,6 +373,7 @@ mod tests {
             "echo started; sleep 30 & sleep 30",
             &[],
             Duration::from_millis(300),
+            &coffer_core::cancel::Cancel::new(),
         )
         .await
         .unwrap();

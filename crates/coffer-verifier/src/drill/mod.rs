@@ -19,14 +19,16 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use coffer_core::cancel::Cancel;
 use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::{AppCheck, Config, DrillSandbox, SqlCheck};
 use coffer_core::dump::{DUMP_OPTIONS, run_dump};
+use coffer_core::job::JobContext;
 use coffer_core::manifest::{BackupKind, Expectations, Manifest, new_backup_id};
 use coffer_core::names;
 use coffer_core::pipeline::Progress;
 use coffer_core::process;
-use coffer_core::repository::Repository;
+use coffer_core::repository::{LATEST, Repository};
 use coffer_core::secret::Secret;
 use coffer_core::{Error, Result};
 use coffer_restore::RestoreOptions;
@@ -82,28 +84,22 @@ pub struct KeptSandbox {
 pub async fn run_drill(
     config: &Config,
     repository: &Repository,
+    job: &JobContext,
     options: DrillOptions,
 ) -> Result<DrillOutcome> {
     let manifests = repository.list().await?;
-    // `latest` means the newest full backup, as for `backup show`.
-    let full = match options.backup.as_deref().filter(|id| *id != "latest") {
-        Some(id) => repository.manifest(id).await?,
-        None => coffer_core::manifest::newest_full(&manifests)
-            .cloned()
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "no full backup in {} to drill",
-                    repository.storage().location()
-                ))
-            })?,
-    };
+    // `latest` (or no id) means the newest full backup, as for `backup show`.
+    let full = repository
+        .resolve(options.backup.as_deref().unwrap_or(LATEST))
+        .await
+        .map_err(|e| e.context("nothing to drill"))?;
     if full.kind != BackupKind::Full {
         return Err(Error::config(format!(
             "{} is a {} backup; a drill restores a full backup",
             full.id, full.kind
         )));
     }
-    let started_at = Timestamp::now();
+    let started_at = job.clock.now();
     let id = new_backup_id_for_drill(started_at);
     let span = info_span!("drill", id = %id, backup = %full.id);
     async {
@@ -112,6 +108,7 @@ pub async fn run_drill(
             repository,
             full: &full,
             manifests: &manifests,
+            job,
             identity: options.identity,
             items: BTreeMap::new(),
             warnings: Vec::new(),
@@ -119,7 +116,7 @@ pub async fn run_drill(
         let (report_parts, kept) = drill.run(options.keep_sandbox).await;
         // An interrupted drill proved nothing: its sandbox is gone (run tears it down), and no
         // verdict or report of it is made.
-        if let Err(e) = process::check_interrupted() {
+        if let Err(e) = job.cancel.check() {
             drop(kept);
             return Err(e.context(format!(
                 "drill {id} of {} stopped; its sandbox was removed and no report was stored",
@@ -142,7 +139,7 @@ pub async fn run_drill(
             verdict: DrillReport::verdict_of(&items),
             backup_id: full.id.clone(),
             started_at,
-            finished_at: Timestamp::now(),
+            finished_at: job.clock.now(),
             recovery_time_seconds: report_parts.recovery_time,
             recovery_point_seconds: report_parts.recovery_point,
             replayed_to: report_parts.replayed_to,
@@ -153,7 +150,7 @@ pub async fn run_drill(
             items,
         };
         info!(verdict = ?report.verdict, "drill finished");
-        let saved = report.save(repository, &config.timezone).await;
+        let saved = report.save(repository, &config.timezone, &job.cancel).await;
         Ok(DrillOutcome {
             report,
             saved,
@@ -183,6 +180,7 @@ struct Drill<'a> {
     repository: &'a Repository,
     full: &'a Manifest,
     manifests: &'a [Manifest],
+    job: &'a JobContext,
     identity: Option<age::x25519::Identity>,
     items: BTreeMap<&'static str, Item>,
     warnings: Vec<String>,
@@ -335,7 +333,9 @@ impl Drill<'_> {
         }
         // Hooks that prepare the restored copy (or, in tests, damage it).
         for command in &self.config.drill.after_restore {
-            match process::run_shell(command, &env, Duration::from_secs(600)).await {
+            match process::run_shell(command, &env, Duration::from_secs(600), &self.job.cancel)
+                .await
+            {
                 Ok(run) if run.code == Some(0) => {
                     evidence.push(format!("after_restore `{command}`: exit 0"))
                 }
@@ -385,7 +385,7 @@ impl Drill<'_> {
                     }
                     parts.recovery_point = plan
                         .last_commit_time
-                        .map(|t| Timestamp::now().as_second() - t);
+                        .map(|t| self.job.clock.now().as_second() - t);
                     true
                 }
                 Err(e) => {
@@ -402,7 +402,7 @@ impl Drill<'_> {
                         .into(),
                 );
                 parts.recovery_point =
-                    Some(Timestamp::now().as_second() - self.full.started_at.as_second());
+                    Some(self.job.clock.now().as_second() - self.full.started_at.as_second());
                 true
             }
             Err(e) => {
@@ -463,11 +463,16 @@ impl Drill<'_> {
             };
             options.rename_to = Some(to.clone());
         }
-        coffer_restore::restore_full(
+        let plan = coffer_restore::RestorePlan {
+            manifest: self.full.clone(),
+            replay: None,
+            databases: coffer_restore::full::plan(self.full, &options).await?,
+        };
+        coffer_restore::restore::run(
             self.repository,
-            self.full,
+            &plan,
             &options,
-            None,
+            self.job,
             Progress::default(),
         )
         .await
@@ -481,7 +486,13 @@ impl Drill<'_> {
         plan: &ReplayPlan,
     ) -> Result<(String, Duration)> {
         let started = Instant::now();
-        pitr::replay_binlogs(prepared, &target.endpoint, Progress::default()).await?;
+        pitr::replay_binlogs(
+            prepared,
+            &target.endpoint,
+            &self.job.cancel,
+            Progress::default(),
+        )
+        .await?;
         let first = plan.files.first().map_or("", |f| f.file.as_str());
         let last = plan.files.last().map_or("", |f| f.file.as_str());
         let took = started.elapsed();
