@@ -19,14 +19,18 @@
 //! - [`archiver`]: what the last two share: the source's binlog list against the archive's,
 //!   fetching, storing a whole file or a segment.
 //!
-//! File, configuration and audit-log backups, and the cron loop with its missed-run and overlap
-//! rules join this crate as they are built.
+//! - [`schedule`]: when a job is due: a cron expression in the configured zone, right across
+//!   daylight-saving changes (a time in the gap runs once after it, one in the overlap once).
+//!
+//! File, configuration and audit-log backups, and the daemon's loop with its missed-run and
+//! overlap rules join this crate as they are built.
 
 pub mod archiver;
 pub mod full;
 pub mod health;
 pub mod incremental;
 pub mod recovery_point;
+pub mod schedule;
 pub mod status;
 pub mod stream;
 
