@@ -51,11 +51,15 @@ pub fn init(state_dir: Option<&Path>) -> Result<&'static Path> {
     let root = root_for(state_dir);
     let fail =
         |what: &str, e: std::io::Error| Error::other(format!("{what} {}: {e}", root.display()));
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&root)
-        .map_err(|e| fail("creating the scratch folder", e))?;
+    // Another coffer may be removing or making the same root at this moment (EEXIST from a
+    // folder that vanished in between): try again before giving up.
+    let mut attempts = 0;
+    while let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(&root) {
+        attempts += 1;
+        if e.kind() != std::io::ErrorKind::AlreadyExists || attempts == 3 {
+            return Err(fail("creating the scratch folder", e));
+        }
+    }
     check_private(&root)?;
     remove_dead_runs(&root);
     let dir = tempfile::Builder::new()
