@@ -297,7 +297,13 @@ impl Storage for LocalStorage {
                             .to_string_lossy()
                             .starts_with(".coffer-partial-")
                     {
-                        let metadata = entry.metadata()?;
+                        // Deleted since the folder was read (a lock released, a prune
+                        // running): not an object any more, not an error.
+                        let metadata = match entry.metadata() {
+                            Ok(metadata) => metadata,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e),
+                        };
                         out.push(ObjectMeta {
                             key,
                             size: metadata.len(),
