@@ -54,6 +54,54 @@ pub enum Command {
     /// Signing keys for manifests and drill reports (minisign's format).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// List and break the repository locks (`locks/`): shared for backups, restores, verify and
+    /// drills, exclusive for prune.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// Delete the backups retention no longer keeps (`[retention.*]`), manifest before data,
+    /// and the leftovers of backups that never finished. Every kept and deleted backup is
+    /// printed with its reasons.
+    Prune(PruneArgs),
+}
+
+/// `coffer prune` flags.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Print the plan; delete nothing (and take no lock).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for the repository's exclusive lock before giving up (exit 7).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub lock_wait: u64,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// `coffer lock …`
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// List every lock: id, kind, host, pid, purpose, age, heartbeat age, and whether it is
+    /// live or stale.
+    List(JsonFlag),
+    /// Remove a lock by id, or every stale lock with --stale. A live lock is removed only with
+    /// --force (its holder then stops within a minute, when its heartbeat finds it gone).
+    Break(LockBreakArgs),
+}
+
+/// `coffer lock break` flags.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "stale"])))]
+pub struct LockBreakArgs {
+    /// The lock's id (as listed).
+    pub id: Option<String>,
+    /// Remove every stale lock.
+    #[arg(long)]
+    pub stale: bool,
+    /// Remove the lock even though it is live.
+    #[arg(long, requires = "id")]
+    pub force: bool,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// `coffer key …`
@@ -262,6 +310,19 @@ pub enum BackupCommand {
         identity_file: Option<PathBuf>,
         #[command(flatten)]
         output: JsonFlag,
+    },
+    /// Keep a backup whatever retention says (a legal hold, an incident), until unpinned.
+    Pin {
+        /// Backup id (as listed), or `latest`.
+        id: String,
+        /// Why it is kept: shown by `prune` as the reason.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let retention decide about a pinned backup again.
+    Unpin {
+        /// Backup id.
+        id: String,
     },
 }
 

@@ -309,3 +309,21 @@ pub async fn verify(
         Ok(exit::VERIFY_FAILED)
     }
 }
+
+/// `backup pin ID --reason …`.
+pub async fn pin(config: &Config, job: &JobContext, id: &str, reason: &str) -> Result<u8> {
+    let repository = open_repository(config).await?;
+    let manifest = repository.resolve(id).await?;
+    let pin = coffer_core::retention::pins::pin(&repository, &manifest.id, reason, job.clock.now())
+        .await?;
+    println!("pinned {}: {}", pin.id, pin.reason);
+    Ok(exit::OK)
+}
+
+/// `backup unpin ID`.
+pub async fn unpin(config: &Config, id: &str) -> Result<u8> {
+    let repository = open_repository(config).await?;
+    coffer_core::retention::pins::unpin(&repository, id).await?;
+    println!("unpinned {id}: retention decides about it again");
+    Ok(exit::OK)
+}

@@ -6,6 +6,8 @@ mod binlog;
 mod check;
 mod drill;
 mod key;
+mod lock;
+mod prune;
 mod restore;
 mod status;
 
@@ -49,9 +51,22 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
             let config = load_config(cli.config.as_deref())?;
             status::run(&config, job, flags.json).await
         }
+        Command::Lock(command) => {
+            let config = load_config(cli.config.as_deref())?;
+            match command {
+                crate::cli::LockCommand::List(flags) => lock::list(&config, job, flags.json).await,
+                crate::cli::LockCommand::Break(args) => {
+                    lock::break_locks(&config, job, &args).await
+                }
+            }
+        }
         Command::Restore(RestoreCommand::Db(args)) => {
             let config = load_config(cli.config.as_deref())?;
             restore::run_db(&config, job, args).await
+        }
+        Command::Prune(args) => {
+            let config = load_config(cli.config.as_deref())?;
+            prune::run(&config, job, args).await
         }
         Command::Backup(command) => {
             let config = load_config(cli.config.as_deref())?;
@@ -66,6 +81,8 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
                     backup::list(&config, kind, output.json).await
                 }
                 BackupCommand::Show { id, output } => backup::show(&config, &id, output.json).await,
+                BackupCommand::Pin { id, reason } => backup::pin(&config, job, &id, &reason).await,
+                BackupCommand::Unpin { id } => backup::unpin(&config, &id).await,
                 BackupCommand::Verify {
                     id,
                     identity_file,

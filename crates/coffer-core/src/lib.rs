@@ -24,6 +24,8 @@
 //!   [`job`]: the two together, as every job is given them;
 //! - [`scratch`]: the private folder every temporary file lives in, cleaned after a dead run;
 //! - [`signing`]: minisign signatures over manifests and drill reports, and key pairs;
+//! - [`retention`]: which items of a kind a retention policy keeps (restic's rules);
+//! - [`lock`]: the repository lock, shared or exclusive, safe without conditional writes;
 //! - [`error`]: the error type and its kinds, which decide exit codes.
 //!
 //! The storage format is specified in `docs/FORMAT.md`.
@@ -40,11 +42,13 @@ pub mod dumpscan;
 pub mod error;
 pub mod grants;
 pub mod job;
+pub mod lock;
 pub mod manifest;
 pub mod names;
 pub mod pipeline;
 pub mod process;
 pub mod repository;
+pub mod retention;
 pub mod scratch;
 pub mod secret;
 pub mod signing;

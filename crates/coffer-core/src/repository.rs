@@ -35,6 +35,9 @@ struct Marker {
     created_by: String,
 }
 
+/// Where drill reports live (`ID.json`, `ID.md`, their signatures).
+pub const DRILL_REPORTS: &str = "reports/drills/";
+
 /// The backup id that names the newest full backup ([`Repository::resolve`]).
 pub const LATEST: &str = "latest";
 

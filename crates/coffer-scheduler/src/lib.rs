@@ -19,6 +19,9 @@
 //! - [`archiver`]: what the last two share: the source's binlog list against the archive's,
 //!   fetching, storing a whole file or a segment.
 //!
+//! - [`prune`]: the retention plan carried out, manifest before data, and the leftovers of
+//!   backups that never finished swept after a grace period.
+//!
 //! - [`schedule`]: when a job is due: a cron expression in the configured zone, right across
 //!   daylight-saving changes (a time in the gap runs once after it, one in the overlap once).
 //!
@@ -29,6 +32,7 @@ pub mod archiver;
 pub mod full;
 pub mod health;
 pub mod incremental;
+pub mod prune;
 pub mod recovery_point;
 pub mod schedule;
 pub mod status;
@@ -36,4 +40,5 @@ pub mod stream;
 
 pub use full::run_full_backup;
 pub use incremental::run_incremental_backup;
+pub use prune::{PruneReport, run_prune};
 pub use stream::{StreamOptions, StreamStats, run_binlog_stream};

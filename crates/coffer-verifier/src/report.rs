@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Where drill reports live in the repository: `reports/drills/ID.json` and `ID.md`.
-pub const REPORTS_PREFIX: &str = "reports/drills/";
+pub const REPORTS_PREFIX: &str = coffer_core::repository::DRILL_REPORTS;
 
 /// One item of the runbook's restore-test checklist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

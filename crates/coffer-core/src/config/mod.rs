@@ -6,7 +6,7 @@
 //! Relative paths in the file are taken relative to the file's own folder.
 //!
 //! One module per section — [`repository`](RepositoryConfig), [`source`](SourceConfig),
-//! [`restore`](RestoreConfig), [`binlog`](BinlogConfig), [`drill`](DrillConfig) — each with its
+//! [`restore`](RestoreConfig), [`binlog`](BinlogConfig), [`drill`](DrillConfig), [`retention`](RetentionConfig) — each with its
 //! typed settings, the raw form serde reads, and the function that resolves one into the other
 //! through the `Loader` (messages naming file and key, relative paths, secret files, TLS).
 
@@ -22,6 +22,7 @@ mod binlog;
 mod drill;
 mod repository;
 mod restore;
+mod retention;
 mod source;
 
 use binlog::RawBinlog;
@@ -32,6 +33,8 @@ use repository::RawRepository;
 pub use repository::{ChecksumMode, Compression, RepositoryConfig, RepositoryLocation, S3Config};
 use restore::RawRestore;
 pub use restore::RestoreConfig;
+use retention::RawRetention;
+pub use retention::RetentionConfig;
 use source::RawSource;
 pub use source::SourceConfig;
 
@@ -63,6 +66,8 @@ pub struct Config {
     pub binlog: BinlogConfig,
     /// The recovery drill (`coffer drill run`).
     pub drill: DrillConfig,
+    /// How long each kind of backup is kept (`coffer prune`).
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +81,7 @@ struct RawConfig {
     restore: Option<RawRestore>,
     binlog: Option<RawBinlog>,
     drill: Option<RawDrill>,
+    retention: Option<RawRetention>,
 }
 
 /// Reads environment variables; injected so tests can resolve a config without touching the
@@ -165,9 +171,11 @@ impl Config {
         let restore = restore::resolve(&ld, raw.restore, &source)?;
         let binlog = binlog::resolve(&ld, raw.binlog)?;
         let drill = drill::resolve(&ld, raw.drill)?;
+        let retention = retention::resolve(&ld, raw.retention)?;
 
         Ok(Config {
             restore,
+            retention,
             binlog,
             drill,
             path: path.to_path_buf(),

@@ -1,0 +1,251 @@
+//! `coffer prune`: the retention plan ([`coffer_core::retention::plan`]) carried out in the safe
+//! order, and the leftovers of backups that never finished swept.
+//!
+//! Each deleted backup loses its manifest first (so it is never listed with objects missing),
+//! then its signature, then its objects: interrupted at any point, every listed backup is still
+//! whole, and the next prune finishes what this one started. Objects under `data/ID/` with no
+//! manifest are removed only once the newest of them is older than a grace period (24 h by
+//! default): a backup in flight has no manifest yet, and its objects must survive a prune.
+
+use std::collections::BTreeSet;
+
+use coffer_core::config::Config;
+use coffer_core::job::JobContext;
+use std::sync::Arc;
+
+use coffer_core::lock::LockKind;
+use coffer_core::repository::{DRILL_REPORTS, Repository};
+use coffer_core::retention::{self, PrunePlan};
+use coffer_core::{Error, Result};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use tracing::{Instrument, info, info_span, warn};
+
+/// How old the objects of a backup without a manifest must be before a prune removes them.
+pub const ORPHAN_GRACE: SignedDuration = SignedDuration::from_hours(24);
+
+/// What a prune did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    /// Whether anything was deleted.
+    pub dry_run: bool,
+    /// Every backup, kept or deleted, with its reasons.
+    pub plan: PrunePlan,
+    /// Backups deleted.
+    pub deleted: Vec<String>,
+    /// `data/ID/` folders of backups that never got a manifest, removed (or, dry, to remove).
+    pub orphans: Vec<String>,
+    /// Drill reports under `[retention.drill]`, kept or deleted, oldest first.
+    pub drill_reports: Vec<retention::PlanItem>,
+}
+
+/// Plans the prune at the job clock's now and, unless `dry_run`, carries it out under the
+/// repository's exclusive lock (waiting at most `lock_wait` for it; exit 7 naming the holders
+/// when it is not free by then). The plan is made once the lock is held, so no backup that
+/// finished meanwhile is judged on a stale listing.
+pub async fn run_prune(
+    config: &Config,
+    repository: &Arc<Repository>,
+    job: &JobContext,
+    dry_run: bool,
+    lock_wait: std::time::Duration,
+) -> Result<PruneReport> {
+    let span = info_span!("prune", dry_run);
+    async {
+        let guard = if dry_run {
+            None
+        } else {
+            Some(
+                coffer_core::lock::acquire(
+                    repository,
+                    LockKind::Exclusive,
+                    "prune",
+                    lock_wait,
+                    &job.clock,
+                    &job.cancel,
+                )
+                .await?,
+            )
+        };
+        let result = prune(config, repository, job, dry_run, guard.as_ref()).await;
+        if let Some(guard) = guard {
+            // A lock lost half-way says so rather than "interrupted".
+            let lost = guard.check();
+            if let Err(e) = guard.release().await {
+                warn!(error = %e, "releasing the prune lock");
+            }
+            lost?;
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn prune(
+    config: &Config,
+    repository: &Repository,
+    job: &JobContext,
+    dry_run: bool,
+    guard: Option<&coffer_core::lock::LockGuard>,
+) -> Result<PruneReport> {
+    // Before each deletion: stopped, or the lock lost (someone broke it), means stop here.
+    let go_on = || -> Result<()> {
+        job.cancel.check()?;
+        guard.map_or(Ok(()), |g| g.check())
+    };
+    {
+        let now = job.clock.now();
+        let manifests = repository.list().await?;
+        let pins = retention::pins::pins(repository).await?;
+        let plan = retention::plan(&manifests, &config.retention, &pins, now, &config.timezone);
+        let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
+        let orphans = orphans(repository, &known, now).await?;
+        let drill_reports = drill_reports(repository, config, now).await?;
+        let mut report = PruneReport {
+            dry_run,
+            deleted: Vec::new(),
+            orphans: orphans.clone(),
+            plan,
+            drill_reports,
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        for id in report.plan.deletions() {
+            go_on()?;
+            repository.remove_backup(id).await?;
+            info!(id, "backup deleted");
+            report.deleted.push(id.to_string());
+        }
+        for id in &orphans {
+            go_on()?;
+            let removed = repository.remove_data(id).await?;
+            info!(
+                id,
+                objects = removed.len(),
+                "leftovers of an unfinished backup removed"
+            );
+        }
+        for item in report.drill_reports.iter().filter(|r| !r.keep) {
+            go_on()?;
+            // The JSON first: `drill history` reads it, and a Markdown copy alone is ignored.
+            for suffix in [".json", ".json.minisig", ".md", ".md.minisig"] {
+                let key = format!("{DRILL_REPORTS}{}{suffix}", item.id);
+                repository.storage().delete(&key).await?;
+            }
+            info!(id = %item.id, "drill report deleted");
+        }
+        info!(
+            deleted = report.deleted.len(),
+            kept = report.plan.items.len() - report.deleted.len(),
+            orphans = orphans.len(),
+            "prune finished"
+        );
+        Ok(report)
+    }
+}
+
+/// Ids under `data/` with no manifest whose newest object is older than [`ORPHAN_GRACE`].
+async fn orphans(
+    repository: &Repository,
+    known: &BTreeSet<&str>,
+    now: Timestamp,
+) -> Result<Vec<String>> {
+    let mut newest: std::collections::BTreeMap<String, Option<Timestamp>> = Default::default();
+    for object in repository.storage().list("data/").await? {
+        let Some((id, _)) = object
+            .key
+            .strip_prefix("data/")
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        if known.contains(id) || !coffer_core::manifest::is_valid_backup_id(id) {
+            continue;
+        }
+        let entry = newest.entry(id.to_string()).or_insert(object.last_modified);
+        *entry = match (*entry, object.last_modified) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            // A backend that does not say when: never old enough to remove.
+            _ => None,
+        };
+    }
+    let cutoff = now
+        .checked_sub(ORPHAN_GRACE)
+        .map_err(|e| Error::other(format!("grace period before {now}: {e}")))?;
+    let mut old = Vec::new();
+    for (id, at) in newest {
+        match at {
+            Some(at) if at < cutoff => old.push(id),
+            Some(_) => {}
+            None => warn!(
+                id,
+                "objects without a manifest and without a modification time are left alone"
+            ),
+        }
+    }
+    Ok(old)
+}
+
+/// Every drill report, judged by `[retention.drill]` on the time in its id; the newest is kept
+/// whatever the rule says (the last proof the backups restore).
+async fn drill_reports(
+    repository: &Repository,
+    config: &Config,
+    now: Timestamp,
+) -> Result<Vec<retention::PlanItem>> {
+    let mut reports: Vec<(String, Timestamp)> = Vec::new();
+    for object in repository.storage().list(DRILL_REPORTS).await? {
+        let Some(id) = object
+            .key
+            .strip_prefix(DRILL_REPORTS)
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        // `20261201T020000Z-drill-ab12`: the time is the id's first part.
+        let at = id
+            .split('-')
+            .next()
+            .and_then(|stamp| jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp).ok())
+            .and_then(|civil| civil.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp())
+            .or(object.last_modified);
+        if let Some(at) = at {
+            reports.push((id.to_string(), at));
+        }
+    }
+    reports.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let times: Vec<Timestamp> = reports.iter().map(|r| r.1).collect();
+    let decided = config.retention.drill.decide(&times, now, &config.timezone);
+    let last = reports.len().saturating_sub(1);
+    Ok(reports
+        .into_iter()
+        .zip(decided)
+        .enumerate()
+        .map(|(i, ((id, at), why))| {
+            let mut reasons: Vec<String> = why
+                .into_iter()
+                .map(|w| format!("[retention.drill] {w}"))
+                .collect();
+            if i == last {
+                reasons.push("the newest drill report".into());
+            }
+            let keep = !reasons.is_empty();
+            if !keep {
+                reasons.push(format!(
+                    "not kept by [retention.drill] ({})",
+                    retention::plan::describe(&config.retention.drill)
+                ));
+            }
+            retention::PlanItem {
+                id,
+                kind: "drill".into(),
+                started_at: at,
+                keep,
+                reasons,
+            }
+        })
+        .collect())
+}
