@@ -30,22 +30,7 @@ fi
 . scripts/lib/sandbox.sh
 work=$(mktemp -d /tmp/coffer-bench-index.XXXXXX)
 trap 'exec 3>&- 4>&- 2>/dev/null || true; rm -rf "$work"' EXIT
-now() { date +%s.%N; }
-# Runs "$@" and prints "seconds peak_rss_kib" (peak RSS of that process itself, not its children).
-measure() {
-  local start end pid peak=0 hwm
-  start=$(now)
-  "$@" > "$work/last-stdout" &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-    [ -n "$hwm" ] && peak=$hwm
-    sleep 0.05
-  done
-  wait "$pid"
-  end=$(now)
-  echo "$(echo "$end - $start" | bc -l) $peak"
-}
+. scripts/lib/measure.sh
 coffer() { "$bin" --config "$work/coffer.toml" "$@"; }
 mib() { echo "scale=1; $1 / 1024" | bc -l; }
 

@@ -25,23 +25,7 @@ trap 'exec 3>&- 2>/dev/null || true; rm -rf "$work"' EXIT
 results="$work/results.md"
 : > "$results"
 
-now() { date +%s.%N; }
-# Runs "$@" and prints "seconds peak_rss_kib" (peak RSS of that process itself, not its children).
-measure() {
-  local start end pid peak=0 hwm
-  start=$(now)
-  # The command's own stdout goes to a file: ours carries the measurement.
-  "$@" > "$work/last-stdout" &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-    [ -n "$hwm" ] && peak=$hwm
-    sleep 0.05
-  done
-  wait "$pid"
-  end=$(now)
-  echo "$(echo "$end - $start" | bc -l) $peak"
-}
+. scripts/lib/measure.sh
 
 for scale in $scales; do
   dir="$work/scale-$scale"
