@@ -212,7 +212,7 @@ pub struct DrillRunArgs {
 /// `coffer binlog stream` flags.
 #[derive(Debug, Args)]
 pub struct StreamArgs {
-    /// Ship the active binlog every this many seconds [default: [binlog] ship_interval_seconds,
+    /// Ship the active binlog every this many seconds [default: \[binlog\] ship_interval_seconds,
     /// else 60].
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: Option<u64>,
@@ -250,7 +250,7 @@ pub struct RestoreDbArgs {
     /// Point in time: up to and including this transaction.
     #[arg(long, value_name = "GTID")]
     pub at_gtid: Option<String>,
-    /// Target server [default: [restore] target_host/target_port, else the source's].
+    /// Target server [default: \[restore\] target_host/target_port, else the source's].
     #[arg(long, value_name = "HOST:PORT")]
     pub target: Option<String>,
     /// Restore a single-database backup under this name.

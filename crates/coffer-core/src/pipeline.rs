@@ -174,7 +174,7 @@ impl Compress {
     }
 }
 
-/// A [`Write`] that encodes and stores one artifact. Call [`ArtifactWriter::finish`]; dropping it
+/// A [`Write`] that encodes and stores one artifact. Call `finish`; dropping it
 /// unfinished aborts the upload.
 pub struct ArtifactWriter {
     inner: Compress,

@@ -42,7 +42,7 @@ pub fn root_for(state_dir: Option<&Path>) -> PathBuf {
 
 /// Sets up this process's scratch folder under [`root_for`]`(state_dir)`, removing what dead
 /// runs left there. Called once at start by the binary; later calls (and the first use of
-/// [`dir`] or [`file`] without it) return the folder already made.
+/// [`dir`] or [`file()`] without it) return the folder already made.
 pub fn init(state_dir: Option<&Path>) -> Result<&'static Path> {
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(run) = RUN.get() {

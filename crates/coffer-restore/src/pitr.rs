@@ -470,8 +470,8 @@ async fn materialize(
 
 /// Fetches and decodes the plan's binlogs once (verifying every digest) and checks, before the
 /// target is touched, everything that makes the replay unsafe: changes to databases the backup
-/// does not hold ([`refuse_foreign_changes`]) and, when restoring under another name (`rename`:
-/// from, to), statements that name the original database ([`check_replay_under_rename`]).
+/// does not hold (`refuse_foreign_changes`) and, when restoring under another name (`rename`:
+/// from, to), statements that name the original database (`check_replay_under_rename`).
 pub async fn prepare_replay(
     repository: &Repository,
     plan: &ReplayPlan,
@@ -750,7 +750,7 @@ fn choose_gtids(
 }
 
 /// Decides, before the target is touched (the dump not loaded yet), how the replay writes GTIDs
-/// (see [`choose_gtids`]), and records it for [`replay_binlogs`]. A refusal is exit 9.
+/// (see `choose_gtids`), and records it for [`replay_binlogs`]. A refusal is exit 9.
 pub async fn decide_gtids(
     prepared: &mut PreparedReplay,
     target: &coffer_core::client::Endpoint,

@@ -1,4 +1,4 @@
-//! `coffer prune`: the retention plan ([`coffer_core::retention::plan`]) carried out in the safe
+//! `coffer prune`: the retention plan ([`coffer_core::retention::plan()`]) carried out in the safe
 //! order, and the leftovers of backups that never finished swept.
 //!
 //! Each deleted backup loses its manifest first (so it is never listed with objects missing),
