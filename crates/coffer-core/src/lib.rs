@@ -24,6 +24,7 @@
 //!   [`job`]: the two together, as every job is given them;
 //! - [`scratch`]: the private folder every temporary file lives in, cleaned after a dead run;
 //! - [`signing`]: minisign signatures over manifests and drill reports, and key pairs;
+//! - [`schedule`]: when a job is due, from cron in the configured zone, right across DST;
 //! - [`retention`]: which items of a kind a retention policy keeps (restic's rules);
 //! - [`lock`]: the repository lock, shared or exclusive, safe without conditional writes;
 //! - [`error`]: the error type and its kinds, which decide exit codes.
@@ -49,6 +50,7 @@ pub mod pipeline;
 pub mod process;
 pub mod repository;
 pub mod retention;
+pub mod schedule;
 pub mod scratch;
 pub mod secret;
 pub mod signing;

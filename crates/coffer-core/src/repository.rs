@@ -11,13 +11,18 @@
 //! (so once per command), every manifest's name is compared with its id, and, with a verify key,
 //! every manifest's signature is checked before it is parsed.
 
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{Catalog, Stamp, Validator};
 use crate::config::RepositoryConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{FORMAT_VERSION, Manifest, is_valid_backup_id};
@@ -27,6 +32,8 @@ use crate::storage::{self, CreateOutcome, Storage};
 /// The key of the repository marker.
 pub const MARKER_KEY: &str = "coffer-repository.json";
 const MANIFESTS: &str = "manifests/";
+/// How many manifests [`Repository::list`] reads from storage at once.
+const CONCURRENT_READS: usize = 32;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -52,15 +59,31 @@ pub struct Repository {
     marker: Mutex<Option<bool>>,
     /// Whether the "signatures are not checked" warning was given.
     warned_unchecked: AtomicBool,
+    /// Manifests already read and checked ([`crate::catalog`]); `None`: every listing reads them
+    /// all from storage.
+    catalog: Option<Arc<Catalog>>,
 }
 
 impl Repository {
-    /// Opens the repository a configuration names (no I/O yet), with its signing and verify keys.
+    /// Opens the repository a configuration names (no I/O yet), with its signing and verify keys
+    /// and a manifest cache in memory ([`Repository::with_cache`] puts it on disk).
     pub async fn open(config: &RepositoryConfig, stall: std::time::Duration) -> Result<Self> {
         Ok(
             Self::from_storage(storage::open(&config.location, stall).await?)
-                .with_keys(config.signing_key.clone(), config.verify_key.clone()),
+                .with_keys(config.signing_key.clone(), config.verify_key.clone())
+                .with_cache(None),
         )
+    }
+
+    /// Caches the manifests [`Repository::list`] reads ([`crate::catalog`]): under
+    /// `state_dir/cache/` when a `state_dir` is given, else in this process's memory.
+    pub fn with_cache(mut self, state_dir: Option<&std::path::Path>) -> Self {
+        let catalog = match state_dir {
+            Some(dir) => Catalog::on_disk(dir, &self.storage.location()),
+            None => Catalog::in_memory(),
+        };
+        self.catalog = Some(Arc::new(catalog));
+        self
     }
 
     /// Wraps an already opened storage (no keys: writes unsigned, reads unchecked).
@@ -71,6 +94,7 @@ impl Repository {
             verify_key: None,
             marker: Mutex::new(None),
             warned_unchecked: AtomicBool::new(false),
+            catalog: None,
         }
     }
 
@@ -149,34 +173,151 @@ impl Repository {
     /// id, or (with a verify key) that is not signed by that key is an error, never skipped; so
     /// is a marker of a newer format or one that does not parse, and manifests without a marker.
     /// A manifest deleted between the listing and its reading (a concurrent cleanup) is left out.
+    ///
+    /// The listing decides what exists. With a cache ([`Repository::with_cache`]), a listed
+    /// manifest whose listing (and its signature's, with a verify key) is unchanged since it was
+    /// read and checked comes from the cache; the others are read from storage, up to
+    /// [`CONCURRENT_READS`] at a time, and the error is that of the first failing manifest in
+    /// listing order, as if they had been read one after another.
     pub async fn list(&self) -> Result<Vec<Manifest>> {
         let marker = self.marker_for_reading().await?;
         let objects = self.storage.list(MANIFESTS).await?;
-        let keys: Vec<&str> = objects
+        let signatures: HashMap<&str, Stamp> = objects
             .iter()
-            .map(|o| o.key.as_str())
-            .filter(|key| key.ends_with(".json"))
+            .filter_map(|o| {
+                let key = o.key.strip_suffix(signing::SIGNATURE_SUFFIX)?;
+                key.ends_with(".json").then(|| (key, Stamp::of(o)))
+            })
             .collect();
-        if let Some(first) = keys.first() {
+        let verified_by = self.verify_key.as_ref().map(crate::catalog::key_digest);
+        let listed: Vec<(&str, Validator)> = objects
+            .iter()
+            .filter(|o| o.key.ends_with(".json"))
+            .map(|o| {
+                let validator = Validator {
+                    manifest: Stamp::of(o),
+                    signature: signatures.get(o.key.as_str()).copied(),
+                    verified_by: verified_by.clone(),
+                };
+                (o.key.as_str(), validator)
+            })
+            .collect();
+        drop(signatures);
+        if let Some((first, _)) = listed.first() {
             refuse_without_marker(marker, first)?;
         }
-        let mut manifests = Vec::with_capacity(keys.len());
-        for key in keys {
-            let bytes = match self.storage.get_bytes(key).await {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            if self.check_signature(key, &bytes).await? == Checked::Vanished {
-                continue;
-            }
-            let manifest = Manifest::from_json(key, &bytes)?;
-            check_name(key, &manifest)?;
-            manifests.push(manifest);
+        let mut found = self.cached(&listed).await;
+        if found.iter().any(Option::is_some) {
+            // What a fresh read would have warned about, once.
+            self.warn_unchecked();
         }
+        let mut missing = listed
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| found[*i].is_none())
+            .map(|(i, (key, validator))| (i, *key, validator));
+        let mut in_flight: Vec<Pin<Box<ReadFuture<'_>>>> = Vec::new();
+        let mut first_error: Option<(usize, Error)> = None;
+        loop {
+            // After an error nothing new starts; what is running finishes, so the error
+            // reported is the first in listing order.
+            while first_error.is_none() && in_flight.len() < CONCURRENT_READS {
+                let Some((i, key, validator)) = missing.next() else {
+                    break;
+                };
+                in_flight.push(Box::pin(async move { (i, self.read_listed(key, validator).await) }));
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            let (i, read) = std::future::poll_fn(|cx| {
+                match in_flight
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(j, f)| match f.as_mut().poll(cx) {
+                        Poll::Ready(out) => Some((j, out)),
+                        Poll::Pending => None,
+                    }) {
+                    Some((j, out)) => {
+                        drop(in_flight.swap_remove(j));
+                        Poll::Ready(out)
+                    }
+                    None => Poll::Pending,
+                }
+            })
+            .await;
+            match read {
+                Ok(manifest) => found[i] = manifest,
+                Err(e) => {
+                    if first_error.as_ref().is_none_or(|(first, _)| i < *first) {
+                        first_error = Some((i, e));
+                    }
+                }
+            }
+        }
+        if let Some((_, e)) = first_error {
+            return Err(e);
+        }
+        if let Some(catalog) = &self.catalog {
+            let ids: HashSet<String> = listed
+                .iter()
+                .filter_map(|(key, _)| manifest_id(key).map(str::to_string))
+                .collect();
+            let catalog = Arc::clone(catalog);
+            // Forgetting removed backups touches one file each: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || {
+                catalog.retain(&ids.iter().map(String::as_str).collect())
+            })
+            .await;
+        }
+        let mut manifests: Vec<Manifest> = found.into_iter().flatten().collect();
         // Ids sort by second only; two backups of one second keep the order they ran in.
         manifests.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
         Ok(manifests)
+    }
+
+    /// The cached manifest of each listed key that the cache holds unchanged, in listing order.
+    async fn cached(&self, listed: &[(&str, Validator)]) -> Vec<Option<Manifest>> {
+        let Some(catalog) = &self.catalog else {
+            return vec![None; listed.len()];
+        };
+        let wanted: Vec<(String, Validator)> = listed
+            .iter()
+            .map(|(key, validator)| (key.to_string(), validator.clone()))
+            .collect();
+        let catalog = Arc::clone(catalog);
+        // Disk entries are files: read them off the async threads.
+        tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .map(|(key, validator)| {
+                    let manifest = catalog.lookup(manifest_id(key)?, key, validator)?;
+                    check_name(key, &manifest).ok()?;
+                    Some(manifest)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; listed.len()])
+    }
+
+    /// Reads and checks the listed manifest at `key` from storage, as every read does, and
+    /// caches it; `None` if it was deleted meanwhile.
+    async fn read_listed(&self, key: &str, validator: &Validator) -> Result<Option<Manifest>> {
+        let bytes = match self.storage.get_bytes(key).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if self.check_signature(key, &bytes).await? == Checked::Vanished {
+            return Ok(None);
+        }
+        let manifest = Manifest::from_json(key, &bytes)?;
+        check_name(key, &manifest)?;
+        if let Some(catalog) = &self.catalog {
+            catalog.store(&manifest.id, validator, &bytes, &manifest);
+        }
+        Ok(Some(manifest))
     }
 
     /// The manifest of backup `id`, or of the newest full backup for `latest`: the one place
@@ -246,12 +387,7 @@ impl Repository {
     /// them by that key. Without one: warns, once, that nothing is checked.
     async fn check_signature(&self, key: &str, bytes: &[u8]) -> Result<Checked> {
         let Some(verify_key) = &self.verify_key else {
-            if !self.warned_unchecked.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "signatures are not checked ([repository] verify_key is not set): a manifest \
-                     or drill report written by anyone with write access to the storage is trusted"
-                );
-            }
+            self.warn_unchecked();
             return Ok(Checked::Signed);
         };
         let signature_key = signing::signature_key(key);
@@ -279,6 +415,16 @@ impl Repository {
             ))
         })?;
         Ok(Checked::Signed)
+    }
+
+    /// Without a verify key: warns, once, that signatures are not checked.
+    fn warn_unchecked(&self) {
+        if self.verify_key.is_none() && !self.warned_unchecked.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "signatures are not checked ([repository] verify_key is not set): a manifest \
+                 or drill report written by anyone with write access to the storage is trusted"
+            );
+        }
     }
 
     /// Stores a small object that is not a backup (a drill report), signed when a signing key
@@ -402,6 +548,17 @@ impl Repository {
         }
         Ok(removed)
     }
+}
+
+/// A future of [`Repository::list`] reading one manifest: its place in the listing and what it
+/// read.
+type ReadFuture<'a> = dyn Future<Output = (usize, Result<Option<Manifest>>)> + Send + 'a;
+
+/// The id a manifest key names (`manifests/ID.json`), if it is one.
+fn manifest_id(key: &str) -> Option<&str> {
+    key.strip_prefix(MANIFESTS)?
+        .strip_suffix(".json")
+        .filter(|id| is_valid_backup_id(id))
 }
 
 /// What a signature check found.

@@ -12,8 +12,8 @@
 //! - a time in the fall-back overlap (01:30 on the night 01:00–02:00 happens twice) runs once, at
 //!   its first occurrence; the second pass through the overlap runs nothing again.
 //!
-//! Five fields (minute, hour, day of month, month, day of week) as in crontab, with croner's
-//! extensions: `L` (last day of the month, or `5L` the last Friday) and `#` (`SUN#1`, the first
+//! Five fields (minute, hour, day of month, month, day of week) as in crontab, or six with the
+//! seconds first (`*/10 * * * * *`, for tests and short intervals), with croner's extensions: `L` (last day of the month, or `5L` the last Friday) and `#` (`SUN#1`, the first
 //! Sunday). As in POSIX cron, a day of month *and* a day of week both restricted match when
 //! *either* does: "the first Sunday" is `SUN#1`, never `1-7 * SUN` (every one of the first seven
 //! days and every Sunday).
@@ -25,8 +25,15 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::{AmbiguousOffset, TimeZone};
 
-/// The names of the five fields, in order, for error messages.
-const FIELDS: [&str; 5] = ["minute", "hour", "day of month", "month", "day of week"];
+/// The names of the fields, in order, for error messages (six fields start with the seconds).
+const FIELDS: [&str; 6] = [
+    "second",
+    "minute",
+    "hour",
+    "day of month",
+    "month",
+    "day of week",
+];
 
 /// A bad cron expression: which job, which field, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +58,7 @@ pub struct Schedule {
 
 fn parser() -> CronParser {
     CronParser::builder()
-        .seconds(Seconds::Disallowed)
+        .seconds(Seconds::Optional)
         .year(Year::Disallowed)
         .build()
 }
@@ -65,22 +72,25 @@ impl Schedule {
             problem,
         };
         let fields: Vec<&str> = expression.split_whitespace().collect();
-        if fields.len() != FIELDS.len() {
-            return Err(fail(format!(
-                "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
-                fields.len()
-            )));
-        }
+        let names = match fields.len() {
+            5 => &FIELDS[1..],
+            6 => &FIELDS[..],
+            n => {
+                return Err(fail(format!(
+                    "expected 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, found {n}"
+                )));
+            }
+        };
         let cron = parser().parse(expression).map_err(|whole| {
             // Name the first field that fails on its own (the others made wildcards).
-            let field = (0..FIELDS.len()).find(|&i| {
-                let alone: Vec<&str> = (0..FIELDS.len())
+            let field = (0..fields.len()).find(|&i| {
+                let alone: Vec<&str> = (0..fields.len())
                     .map(|j| if i == j { fields[i] } else { "*" })
                     .collect();
                 parser().parse(&alone.join(" ")).is_err()
             });
             match field {
-                Some(i) => fail(format!("{} field {:?}: {whole}", FIELDS[i], fields[i])),
+                Some(i) => fail(format!("{} field {:?}: {whole}", names[i], fields[i])),
                 None => fail(whole.to_string()),
             }
         })?;
@@ -106,8 +116,9 @@ impl Schedule {
     /// a warning, since it is rarely what was meant.
     pub fn ors_days(&self) -> bool {
         let fields: Vec<&str> = self.expression.split_whitespace().collect();
+        let days = fields.len() - 3;
         let restricted = |f: &str| f != "*" && f != "?";
-        restricted(fields[2]) && restricted(fields[4])
+        restricted(fields[days]) && restricted(fields[days + 2])
     }
 
     /// The first time the job is due strictly after `after`; `None` when the expression never
@@ -321,8 +332,19 @@ mod tests {
         assert!(err.problem.starts_with("day of week field"), "{err}");
         let err = Schedule::parse("prune", "0 2 * *", tz("UTC")).unwrap_err();
         assert!(err.problem.contains("expected 5 fields"), "{err}");
-        let err = Schedule::parse("verify", "0 0 2 * * *", tz("UTC")).unwrap_err();
-        assert!(err.problem.contains("found 6"), "{err}");
+        let err = Schedule::parse("verify", "0 0 2 * * * *", tz("UTC")).unwrap_err();
+        assert!(err.problem.contains("found 7"), "{err}");
+        let err = Schedule::parse("verify", "61 0 2 * * *", tz("UTC")).unwrap_err();
+        assert!(err.problem.starts_with("second field \"61\""), "{err}");
+    }
+
+    #[test]
+    fn six_fields_start_with_the_seconds() {
+        let s = Schedule::parse("full", "*/20 * * * * *", tz("UTC")).unwrap();
+        let t = s.next_after(at("2026-12-01T00:00:05Z")).unwrap();
+        assert_eq!(t, at("2026-12-01T00:00:20Z"));
+        assert_eq!(s.next_after(t).unwrap(), at("2026-12-01T00:00:40Z"));
+        assert!(!s.ors_days());
     }
 
     #[test]

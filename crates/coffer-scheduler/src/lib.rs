@@ -22,8 +22,8 @@
 //! - [`prune`]: the retention plan carried out, manifest before data, and the leftovers of
 //!   backups that never finished swept after a grace period.
 //!
-//! - [`schedule`]: when a job is due: a cron expression in the configured zone, right across
-//!   daylight-saving changes (a time in the gap runs once after it, one in the overlap once).
+//! - [`schedule`] (re-exported from core): when a job is due: a cron expression in the
+//!   configured zone, right across daylight-saving changes.
 //!
 //! File, configuration and audit-log backups, and the daemon's loop with its missed-run and
 //! overlap rules join this crate as they are built.
@@ -34,10 +34,10 @@ pub mod health;
 pub mod incremental;
 pub mod prune;
 pub mod recovery_point;
-pub mod schedule;
 pub mod status;
 pub mod stream;
 
+pub use coffer_core::schedule;
 pub use full::run_full_backup;
 pub use incremental::run_incremental_backup;
 pub use prune::{PruneReport, run_prune};
