@@ -133,12 +133,7 @@ impl Catalog {
         };
         let identity = hex::encode(&Sha256::digest(location.as_bytes())[..16]);
         Self {
-            store: Store::Disk(
-                state_dir
-                    .join("cache")
-                    .join(identity)
-                    .join("manifests"),
-            ),
+            store: Store::Disk(state_dir.join("cache").join(identity).join("manifests")),
         }
     }
 
@@ -238,9 +233,7 @@ fn write_entry(dir: &Path, id: &str, validator: &Validator, bytes: &[u8]) -> std
         hex::encode(Sha256::digest(bytes)),
     );
     // tempfile creates 0600 whatever the umask; the rename makes the entry appear whole.
-    let mut file = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)?;
+    let mut file = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     file.write_all(header.as_bytes())?;
     file.write_all(bytes)?;
     file.persist(dir.join(format!("{id}{SUFFIX}")))
@@ -351,8 +344,16 @@ mod tests {
         // Checked entries serve unchecked reads; nothing serves another key, a changed
         // manifest or signature, or a signature no longer listed.
         assert!(catalog.lookup(ID, KEY, &validator(size, None)).is_some());
-        assert!(catalog.lookup(ID, KEY, &validator(size, Some("k2"))).is_none());
-        assert!(catalog.lookup(ID, KEY, &validator(size + 1, Some("k1"))).is_none());
+        assert!(
+            catalog
+                .lookup(ID, KEY, &validator(size, Some("k2")))
+                .is_none()
+        );
+        assert!(
+            catalog
+                .lookup(ID, KEY, &validator(size + 1, Some("k1")))
+                .is_none()
+        );
         let mut resigned = checked.clone();
         resigned.signature.as_mut().unwrap().modified = Some(9);
         assert!(catalog.lookup(ID, KEY, &resigned).is_none());
@@ -375,7 +376,11 @@ mod tests {
         catalog.store(ID, &checked, &bytes, &manifest);
         assert!(catalog.lookup(ID, KEY, &checked).is_some());
         // Under another name, an entry is not that manifest.
-        std::fs::copy(&file, dir.join(format!("20300101T000000Z-full-beef{SUFFIX}"))).unwrap();
+        std::fs::copy(
+            &file,
+            dir.join(format!("20300101T000000Z-full-beef{SUFFIX}")),
+        )
+        .unwrap();
         assert!(
             catalog
                 .lookup(

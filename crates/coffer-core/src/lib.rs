@@ -8,6 +8,7 @@
 //!   ([`pipeline::store`]) and back, verified ([`pipeline::ArtifactReader`]);
 //! - [`manifest`]: what a backup records about itself, including the expectations a restore
 //!   must meet; [`repository`]: the layout in storage and the catalog of backups;
+//! - [`catalog`]: the cache of manifests already read and checked, on the backup host;
 //! - [`dumpscan`]: reading those expectations from a dump stream as it passes; [`dump`]: running
 //!   the dump tool with coffer's options through it;
 //! - [`binlog`] and [`binlog_events`] (re-exported from the pure `coffer-binlog` crate): indexing
@@ -33,6 +34,7 @@
 
 pub mod archive;
 pub mod cancel;
+pub mod catalog;
 pub mod clock;
 pub use coffer_binlog::events as binlog_events;
 pub use coffer_binlog::index as binlog;

@@ -211,11 +211,8 @@ impl Repository {
             // What a fresh read would have warned about, once.
             self.warn_unchecked();
         }
-        let mut missing = listed
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| found[*i].is_none())
-            .map(|(i, (key, validator))| (i, *key, validator));
+        let missing: Vec<usize> = (0..listed.len()).filter(|i| found[*i].is_none()).collect();
+        let mut missing = missing.into_iter().map(|i| (i, listed[i].0, &listed[i].1));
         let mut in_flight: Vec<Pin<Box<ReadFuture<'_>>>> = Vec::new();
         let mut first_error: Option<(usize, Error)> = None;
         loop {
@@ -225,19 +222,20 @@ impl Repository {
                 let Some((i, key, validator)) = missing.next() else {
                     break;
                 };
-                in_flight.push(Box::pin(async move { (i, self.read_listed(key, validator).await) }));
+                in_flight.push(Box::pin(async move {
+                    (i, self.read_listed(key, validator).await)
+                }));
             }
             if in_flight.is_empty() {
                 break;
             }
             let (i, read) = std::future::poll_fn(|cx| {
-                match in_flight
-                    .iter_mut()
-                    .enumerate()
-                    .find_map(|(j, f)| match f.as_mut().poll(cx) {
+                match in_flight.iter_mut().enumerate().find_map(|(j, f)| {
+                    match f.as_mut().poll(cx) {
                         Poll::Ready(out) => Some((j, out)),
                         Poll::Pending => None,
-                    }) {
+                    }
+                }) {
                     Some((j, out)) => {
                         drop(in_flight.swap_remove(j));
                         Poll::Ready(out)

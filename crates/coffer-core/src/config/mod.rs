@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 mod binlog;
+mod daemon;
 mod drill;
 mod repository;
 mod restore;
@@ -27,6 +28,8 @@ mod source;
 
 use binlog::RawBinlog;
 pub use binlog::{BinlogConfig, DEFAULT_STREAM_SERVER_ID};
+pub use daemon::{DaemonConfig, JobName, RUNBOOK_SCHEDULE, ScheduleConfig, When};
+use daemon::{RawDaemon, RawSchedule};
 use drill::RawDrill;
 pub use drill::{AppCheck, DrillConfig, DrillSandbox, SqlCheck};
 use repository::RawRepository;
@@ -68,6 +71,10 @@ pub struct Config {
     pub drill: DrillConfig,
     /// How long each kind of backup is kept (`coffer prune`).
     pub retention: RetentionConfig,
+    /// When the daemon runs each job.
+    pub schedule: ScheduleConfig,
+    /// How the daemon runs them.
+    pub daemon: DaemonConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +89,8 @@ struct RawConfig {
     binlog: Option<RawBinlog>,
     drill: Option<RawDrill>,
     retention: Option<RawRetention>,
+    schedule: Option<RawSchedule>,
+    daemon: Option<RawDaemon>,
 }
 
 /// Reads environment variables; injected so tests can resolve a config without touching the
@@ -172,10 +181,14 @@ impl Config {
         let binlog = binlog::resolve(&ld, raw.binlog)?;
         let drill = drill::resolve(&ld, raw.drill)?;
         let retention = retention::resolve(&ld, raw.retention)?;
+        let schedule = daemon::resolve_schedule(&ld, raw.schedule, &timezone)?;
+        let daemon = daemon::resolve_daemon(&ld, raw.daemon)?;
 
         Ok(Config {
             restore,
             retention,
+            schedule,
+            daemon,
             binlog,
             drill,
             path: path.to_path_buf(),
@@ -332,6 +345,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("source.allow_incomplete"), "{err}");
+    }
+
+    #[test]
+    fn without_a_schedule_table_the_runbook_schedule_runs() {
+        let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
+        let jobs: Vec<JobName> = config.schedule.jobs.iter().map(|(j, _)| *j).collect();
+        assert_eq!(
+            jobs,
+            [
+                JobName::Full,
+                JobName::Incremental,
+                JobName::Drill,
+                JobName::Prune
+            ]
+        );
+        assert!(config.schedule.when(JobName::Verify).is_none());
+        assert_eq!(config.daemon, DaemonConfig::default());
+    }
+
+    #[test]
+    fn a_schedule_table_lists_exactly_its_jobs_and_each_is_checked() {
+        let config = parse(
+            "[repository]\nurl = \"repo\"\n[schedule]\nincremental = \"continuous\"\nverify = \"0 5 * * *\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            config.schedule.when(JobName::Incremental),
+            Some(When::Continuous)
+        ));
+        assert!(matches!(
+            config.schedule.when(JobName::Verify),
+            Some(When::Cron(_))
+        ));
+        assert!(config.schedule.when(JobName::Full).is_none());
+
+        let err = parse("[repository]\nurl = \"repo\"\n[schedule]\nfull = \"0 25 * * *\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/coffer/coffer.toml: key `schedule.full`: hour field \"25\""),
+            "{err}"
+        );
+        let err = parse("[repository]\nurl = \"repo\"\n[schedule]\ndrill = \"continuous\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only the incremental job"), "{err}");
+        let err = parse("[repository]\nurl = \"repo\"\n[schedule]\nbackup = \"0 2 * * *\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backup"), "{err}");
+    }
+
+    #[test]
+    fn daemon_settings_default_and_are_checked() {
+        let config = parse(
+            "[repository]\nurl = \"repo\"\n[daemon]\nlisten = \"0.0.0.0:9999\"\nmax_concurrent_jobs = 1\nshutdown_grace_seconds = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.daemon.listen.port(), 9999);
+        assert_eq!(config.daemon.max_concurrent_jobs, 1);
+        assert_eq!(config.daemon.shutdown_grace.as_secs(), 5);
+        assert_eq!(config.daemon.retries, 2);
+        let err = parse("[repository]\nurl = \"repo\"\n[daemon]\nlisten = \"nine\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `daemon.listen`"), "{err}");
+        assert!(
+            parse("[repository]\nurl = \"repo\"\n[daemon]\nmax_concurrent_jobs = 0\n").is_err()
+        );
     }
 
     #[test]
