@@ -62,6 +62,9 @@ pub enum Command {
     /// and the leftovers of backups that never finished. Every kept and deleted backup is
     /// printed with its reasons.
     Prune(PruneArgs),
+    /// Run the scheduled jobs (\[schedule\]) until SIGTERM: full and incremental backups (or the
+    /// continuous binlog stream), prune, verify and the drill, each when it is due.
+    Daemon,
 }
 
 /// `coffer prune` flags.

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     // other command is interrupted by it (children killed, cleanup, after hooks, exit 130/143).
     let stops_on_signal = matches!(
         &cli.command,
-        cli::Command::Binlog(cli::BinlogCommand::Stream(_))
+        cli::Command::Binlog(cli::BinlogCommand::Stream(_)) | cli::Command::Daemon
     ) || matches!(&cli.command, cli::Command::Drill(cli::DrillCommand::Run(args)) if args.keep_sandbox);
     // One job per run: the signal handler cancels it.
     let job = coffer_core::job::JobContext::new();

@@ -4,6 +4,7 @@
 mod backup;
 mod binlog;
 mod check;
+mod daemon;
 mod drill;
 mod key;
 mod lock;
@@ -63,6 +64,10 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
         Command::Restore(RestoreCommand::Db(args)) => {
             let config = load_config(cli.config.as_deref())?;
             restore::run_db(&config, job, args).await
+        }
+        Command::Daemon => {
+            let config = load_config(cli.config.as_deref())?;
+            daemon::run(&config, job).await
         }
         Command::Prune(args) => {
             let config = load_config(cli.config.as_deref())?;

@@ -19,6 +19,10 @@
 //! - [`archiver`]: what the last two share: the source's binlog list against the archive's,
 //!   fetching, storing a whole file or a segment.
 //!
+//! - [`daemon`]: the daemon's loop: jobs started when due, never overlapping themselves, at
+//!   most `max_concurrent_jobs` at once, retried, their last runs kept under `state/`, missed
+//!   runs caught up once, a clean shutdown.
+//!
 //! - [`prune`]: the retention plan carried out, manifest before data, and the leftovers of
 //!   backups that never finished swept after a grace period.
 //!
@@ -29,6 +33,7 @@
 //! overlap rules join this crate as they are built.
 
 pub mod archiver;
+pub mod daemon;
 pub mod full;
 pub mod health;
 pub mod incremental;

@@ -51,7 +51,7 @@ impl std::fmt::Display for JobName {
 #[derive(Debug, Clone)]
 pub enum When {
     /// At the times a cron expression names, in the configured zone.
-    Cron(Schedule),
+    Cron(Box<Schedule>),
     /// All the time: the incremental job as a supervised `binlog stream`.
     Continuous,
 }
@@ -172,7 +172,7 @@ pub(super) fn resolve_schedule(
                     "day of month and day of week are both set: cron runs when EITHER matches (for \"the first Sunday\" write SUN#1)"
                 );
             }
-            When::Cron(schedule)
+            When::Cron(Box::new(schedule))
         };
         jobs.push((job, when));
     }
