@@ -26,10 +26,33 @@ pub async fn run(config: &Config, job: &JobContext) -> Result<u8> {
     let daemon = Daemon::new(
         config.schedule.clone(),
         config.daemon.clone(),
-        repository,
+        repository.clone(),
         runner,
     );
-    daemon.run(job, super::binlog::shutdown_signal()).await?;
+    let listener = tokio::net::TcpListener::bind(config.daemon.listen)
+        .await
+        .map_err(|e| {
+            Error::config(format!(
+                "[daemon] listen {}: cannot listen there: {e}",
+                config.daemon.listen
+            ))
+        })?;
+    tracing::info!(listen = %config.daemon.listen, "serving /up and /metrics");
+    let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(coffer_scheduler::daemon::http::serve(
+        listener,
+        config.clone(),
+        repository,
+        daemon.observed(),
+        job.clock.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let result = daemon.run(job, super::binlog::shutdown_signal()).await;
+    let _ = stop_serving.send(());
+    let _ = server.await;
+    result?;
     Ok(exit::OK)
 }
 

@@ -2,7 +2,42 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Repo, Setup};
+use std::io::{Read, Write};
+
+use crate::util::{Repo, Setup, free_port};
+
+/// `GET path` on 127.0.0.1:port: (status code, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Waits until the daemon answers on `port`.
+fn wait_for(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 fn fulls(setup: &Setup) -> Vec<String> {
     setup
@@ -36,6 +71,8 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
         "\n[schedule]\nfull = \"*/3 * * * * *\"\nincremental = \"*/4 * * * * *\"\nprune = \"*/5 * * * * *\"\n\
          \n[retention.full]\nkeep_last = 2\n[retention.binlog]\nkeep_last = 1\n\n[daemon]\nshutdown_grace_seconds = 20\nretry_backoff_seconds = 1\n",
     );
+    let port = free_port();
+    setup.append_config(&format!("listen = \"127.0.0.1:{port}\"\n"));
     let mut daemon = setup.coffer(&["daemon"]).spawn().unwrap();
     let started = Instant::now();
     // Enough for several fulls, incrementals and prunes.
@@ -47,6 +84,23 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
         if pruned && full_runs && incremental && started.elapsed() > Duration::from_secs(12) {
             break;
         }
+    }
+    wait_for(port);
+    let (code, body) = get(port, "/up");
+    assert_eq!(code, 200, "{body}");
+    let up: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        up,
+        serde_json::json!({"status": "ok", "database": "connected", "queue": "running", "storage": "accessible"})
+    );
+    let (code, metrics) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "coffer_job_last_success_timestamp_seconds{job=\"full\"}",
+        "coffer_job_next_run_timestamp_seconds{job=\"prune\"}",
+        "coffer_job_failures{job=\"incremental\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
     }
     sigterm(&daemon);
     let status = daemon.wait().unwrap();
@@ -104,4 +158,33 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
         1,
         "one catch-up full, then the next is tomorrow"
     );
+}
+
+#[test]
+fn up_is_503_naming_the_database_when_the_source_does_not_answer() {
+    let setup = Setup::new(Repo::Folder, &["app"], "");
+    let port = free_port();
+    let dead = free_port();
+    setup.append_config(&format!(
+        "\n[schedule]\nprune = \"0 4 * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    // Point the source at a port nobody listens on.
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let start = config.find("port = ").unwrap();
+    let end = start + config[start..].find('\n').unwrap();
+    std::fs::write(
+        &setup.config,
+        format!("{}port = {dead}{}", &config[..start], &config[end..]),
+    )
+    .unwrap();
+    let mut daemon = setup.coffer(&["daemon"]).spawn().unwrap();
+    wait_for(port);
+    let (code, body) = get(port, "/up");
+    assert_eq!(code, 503, "{body}");
+    let up: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(up["database"], "unreachable");
+    assert_eq!(up["storage"], "accessible");
+    assert_eq!(up["queue"], "running");
+    sigterm(&daemon);
+    assert!(daemon.wait().unwrap().success());
 }

@@ -7,6 +7,7 @@
 //! prunes, verifies and drills (which live in crates this one does not depend on); time comes
 //! from the [`JobContext`]'s clock, so the loop is tested on a manual clock without sleeping.
 
+pub mod http;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,35 @@ pub struct Daemon {
     settings: DaemonConfig,
     repository: Arc<Repository>,
     runner: Arc<dyn Runner>,
+    observed: Observed,
+}
+
+/// What the daemon's loop shows the outside (`/up`, `/metrics`): updated as jobs start and end.
+#[derive(Debug, Clone, Default)]
+pub struct Observed(Arc<std::sync::RwLock<Snapshot>>);
+
+/// One look at the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Whether the loop is taking work (false before start and after shutdown began).
+    pub scheduling: bool,
+    /// The last run of each job.
+    pub states: BTreeMap<JobName, JobState>,
+    /// When each job is next due.
+    pub next: BTreeMap<JobName, Timestamp>,
+    /// The jobs running now.
+    pub running: std::collections::BTreeSet<JobName>,
+}
+
+impl Observed {
+    /// A copy of what is known now.
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Snapshot)) {
+        change(&mut self.0.write().unwrap_or_else(|e| e.into_inner()));
+    }
 }
 
 /// The outcome of one job's run, as the loop learns it.
@@ -66,7 +96,13 @@ impl Daemon {
             settings,
             repository,
             runner,
+            observed: Observed::default(),
         }
+    }
+
+    /// The view of this daemon that `/up` and `/metrics` serve.
+    pub fn observed(&self) -> Observed {
+        self.observed.clone()
     }
 
     /// Runs until `shutdown` completes, then stops as the module describes. `root` is the
@@ -104,6 +140,17 @@ impl Daemon {
 
         let mut running: BTreeMap<JobName, JobContext> = BTreeMap::new();
         let mut skipped: BTreeMap<JobName, u64> = BTreeMap::new();
+        let show = |states: &BTreeMap<JobName, JobState>,
+                    due: &BTreeMap<JobName, Timestamp>,
+                    running: &BTreeMap<JobName, JobContext>,
+                    scheduling: bool| {
+            self.observed.update(|s| {
+                s.scheduling = scheduling;
+                s.states = states.clone();
+                s.next = due.clone();
+                s.running = running.keys().copied().collect();
+            });
+        };
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         if matches!(
             self.schedule.when(JobName::Incremental),
@@ -115,6 +162,7 @@ impl Daemon {
         }
 
         loop {
+            show(&states, &due, &running, true);
             let soonest = due.values().min().copied();
             tokio::select! {
                 () = async {
@@ -164,6 +212,7 @@ impl Daemon {
         }
 
         // No new work; running jobs get the grace, then are cancelled and awaited.
+        show(&states, &due, &running, false);
         info!(
             running = running.len(),
             grace_seconds = self.settings.shutdown_grace.as_secs(),
