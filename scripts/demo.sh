@@ -71,4 +71,26 @@ expect = "0"
 TOML
 echo "==> coffer drill run (a second throwaway MariaDB: restore, replay, checklist, report)"
 $coffer drill run
+echo "==> coffer prune --dry-run: what [retention.*] keeps and why"
+$coffer prune --dry-run
+echo "==> coffer daemon for a few seconds: GET /up and GET /metrics"
+daemon_port=$((20000 + RANDOM % 20000))
+cat >> "$demo/coffer.toml" <<TOML
+
+[schedule]
+incremental = "*/5 * * * * *"
+
+[daemon]
+listen = "127.0.0.1:$daemon_port"
+TOML
+$coffer daemon 2> "$demo/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 50); do
+  curl -fsS "http://127.0.0.1:$daemon_port/up" > /dev/null 2>&1 && break
+  sleep 0.2
+done
+sleep 6
+curl -sS "http://127.0.0.1:$daemon_port/up"; echo
+curl -sS "http://127.0.0.1:$daemon_port/metrics" | grep -E '^coffer_job_(last_success|next_run)' || true
+kill -TERM "$daemon_pid"; wait "$daemon_pid"
 echo "==> done: repository in $demo/repo, drill reports in $demo/repo/reports/drills (see docs/FORMAT.md to restore by hand)"

@@ -88,6 +88,10 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
     wait_for(port);
     let (code, body) = get(port, "/up");
     assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body, r#"{"status":"ok","database":"connected","queue":"running","storage":"accessible"}"#,
+        "the runbook's shape, in its order"
+    );
     let up: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         up,

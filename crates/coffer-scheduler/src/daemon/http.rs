@@ -111,22 +111,27 @@ async fn up(State(s): State<Arc<Served>>) -> impl IntoResponse {
         "overdue"
     };
     let ok = database == "connected" && storage == "accessible" && queue == "running";
-    let body = serde_json::json!({
-        "status": if ok { "ok" } else { "unhealthy" },
-        "database": database,
-        "queue": queue,
-        "storage": storage,
-    });
+    // A struct, not `json!`: the fields in the runbook's order.
+    #[derive(serde::Serialize)]
+    struct Up<'a> {
+        status: &'a str,
+        database: &'a str,
+        queue: &'a str,
+        storage: &'a str,
+    }
+    let body = serde_json::to_string(&Up {
+        status: if ok { "ok" } else { "unhealthy" },
+        database,
+        queue,
+        storage,
+    })
+    .expect("a status always serializes");
     let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
+    (code, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
