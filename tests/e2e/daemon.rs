@@ -27,6 +27,16 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// Starts `coffer daemon`, its log in the setup's folder (`daemon.log`, read when a test fails).
+fn spawn_daemon(setup: &Setup) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(setup.dir.path().join("daemon.log"))
+        .unwrap();
+    setup.coffer(&["daemon"]).stderr(log).spawn().unwrap()
+}
+
 /// Waits until the daemon answers on `port`.
 fn wait_for(port: u16) {
     let started = Instant::now();
@@ -73,7 +83,7 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
     );
     let port = free_port();
     setup.append_config(&format!("listen = \"127.0.0.1:{port}\"\n"));
-    let mut daemon = setup.coffer(&["daemon"]).spawn().unwrap();
+    let mut daemon = spawn_daemon(&setup);
     let started = Instant::now();
     // Enough for several fulls, incrementals and prunes.
     while started.elapsed() < Duration::from_secs(40) {
@@ -149,7 +159,7 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
             .filter(|id| !before.contains(id))
             .collect()
     };
-    let mut daemon = setup.coffer(&["daemon"]).spawn().unwrap();
+    let mut daemon = spawn_daemon(&setup);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) && new(&setup).is_empty() {
         std::thread::sleep(Duration::from_millis(300));
@@ -181,7 +191,7 @@ fn up_is_503_naming_the_database_when_the_source_does_not_answer() {
         format!("{}port = {dead}{}", &config[..start], &config[end..]),
     )
     .unwrap();
-    let mut daemon = setup.coffer(&["daemon"]).spawn().unwrap();
+    let mut daemon = spawn_daemon(&setup);
     wait_for(port);
     let (code, body) = get(port, "/up");
     assert_eq!(code, 503, "{body}");
