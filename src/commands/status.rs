@@ -63,6 +63,26 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
             }
         }
     }
+    if !json {
+        for job in &status.jobs {
+            let last = match &job.last_run {
+                Some(r) => format!(
+                    "last {} {} ({})",
+                    output::local_time(r.last_started, &config.timezone),
+                    serde_json::to_value(r.outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    r.message
+                ),
+                None => "never run by the daemon".to_string(),
+            };
+            let next = job
+                .next_run
+                .map_or("-".to_string(), |t| output::local_time(t, &config.timezone));
+            println!("job {:<11} [{}] next {next}; {last}", job.job, job.schedule);
+        }
+    }
     match status.source_failure {
         None => Ok(exit::OK),
         Some(e) => Err(e.into()),

@@ -128,6 +128,20 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
         );
     }
     assert_eq!(state(&setup, "prune").unwrap()["outcome"], "succeeded");
+    // `coffer status` shows every scheduled job's last and next run.
+    let status = setup.run(&["status", "--json"]).json();
+    let jobs = status["jobs"].as_array().unwrap();
+    assert_eq!(
+        jobs.iter()
+            .map(|j| j["job"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["full", "incremental", "prune"]
+    );
+    assert!(
+        jobs.iter()
+            .all(|j| j["next_run"].is_string() && j["last_run"]["outcome"].is_string()),
+        "{status}"
+    );
     // Pruned to the newest two, give or take a full that finished after the last prune (and
     // the base of the newest binlog's window, when that is an older full).
     let kept = fulls(&setup);

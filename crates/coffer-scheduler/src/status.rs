@@ -31,6 +31,21 @@ pub struct Status {
     /// That failure itself, for its exit code.
     #[serde(skip)]
     pub source_failure: Option<Error>,
+    /// Each scheduled job: its last run as the daemon recorded it, and when it is next due.
+    pub jobs: Vec<JobStatus>,
+}
+
+/// A scheduled job as `coffer status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// `full`, `incremental`, …
+    pub job: String,
+    /// The cron expression, or `continuous`.
+    pub schedule: String,
+    /// When it is next due (a cron job).
+    pub next_run: Option<jiff::Timestamp>,
+    /// Its last run, when the daemon has run it.
+    pub last_run: Option<crate::daemon::state::JobState>,
 }
 
 /// The newest full backup and how old it is.
@@ -70,7 +85,21 @@ pub async fn status(config: &Config, repository: &Repository, job: &JobContext) 
         Ok(point) => (Some(point), None),
         Err(e) => (None, Some(e)),
     };
+    let mut jobs = Vec::new();
+    for (job, when) in &config.schedule.jobs {
+        let (schedule, next_run) = match when {
+            coffer_core::config::When::Cron(s) => (s.expression().to_string(), s.next_after(now)),
+            coffer_core::config::When::Continuous => ("continuous".to_string(), None),
+        };
+        jobs.push(JobStatus {
+            job: job.as_str().to_string(),
+            schedule,
+            next_run,
+            last_run: crate::daemon::state::load(repository, *job).await?,
+        });
+    }
     Ok(Status {
+        jobs,
         repository: repository.storage().location(),
         backups: manifests.len(),
         newest_full_backup: newest_full(&manifests).map(|m| NewestFull {
