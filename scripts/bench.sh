@@ -7,10 +7,12 @@
 #   BENCH_SCALES="186000 744000" scripts/bench.sh   # ~1 GiB and ~4 GiB
 #   BENCH_ROUNDS=3 scripts/bench.sh       # rounds per side (best is reported)
 #   scripts/bench.sh binlog               # binlog stream and point-in-time restore (bench-binlog.sh)
+#   scripts/bench.sh catalog              # backup list and status over 20,000/100,000 manifests on s3s-fs (bench-catalog.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = binlog ]; then exec scripts/bench-binlog.sh; fi
 if [ "${1:-}" = index ]; then exec scripts/bench-index.sh; fi
+if [ "${1:-}" = catalog ]; then exec scripts/bench-catalog.sh; fi
 scripts/install-deps.sh
 
 scales=${BENCH_SCALES:-"46500 186000"}

@@ -110,7 +110,9 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
 
 /// Opens the configured repository.
 pub async fn open_repository(config: &Config) -> Result<Repository> {
-    Ok(Repository::open(&config.repository, config.stall_timeout).await?)
+    Ok(Repository::open(&config.repository, config.stall_timeout)
+        .await?
+        .with_cache(config.state_dir.as_deref()))
 }
 
 /// Reads an age identity (private key) file as `age-keygen` writes it.

@@ -7,6 +7,7 @@ mod backup_s3;
 mod binlog_archive;
 mod binlog_find;
 mod binlog_stream;
+mod catalog;
 mod daemon;
 mod drill;
 mod failures;

@@ -888,6 +888,185 @@ mod tests {
         assert!(err.to_string().contains("malformed manifest"), "{err}");
     }
 
+    /// A folder that counts the manifests it is asked for.
+    #[derive(Debug)]
+    struct Counting {
+        inner: LocalStorage,
+        manifest_gets: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for Counting {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+            self.inner.put(key, body).await
+        }
+        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<CreateOutcome> {
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn put_stream(&self, key: &str, body: storage::BodyStream) -> Result<u64> {
+            self.inner.put_stream(key, body).await
+        }
+        async fn get(&self, key: &str) -> Result<storage::ObjectReader> {
+            if key.starts_with(MANIFESTS) {
+                self.manifest_gets.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            start: u64,
+            len: u64,
+        ) -> Result<storage::ObjectReader> {
+            self.inner.get_range(key, start, len).await
+        }
+        async fn head(&self, key: &str) -> Result<storage::ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<storage::ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn probe(&self) -> Result<storage::Capabilities> {
+            self.inner.probe().await
+        }
+    }
+
+    fn cached(
+        root: &std::path::Path,
+        state: Option<&std::path::Path>,
+        key: &SigningKey,
+        verify: Option<VerifyKey>,
+    ) -> (Repository, Arc<std::sync::atomic::AtomicUsize>) {
+        let manifest_gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = Counting {
+            inner: LocalStorage::new(root.to_path_buf()),
+            manifest_gets: Arc::clone(&manifest_gets),
+        };
+        let repository = Repository::from_storage(Box::new(counting))
+            .with_keys(Some(key.clone()), verify)
+            .with_cache(state);
+        (repository, manifest_gets)
+    }
+
+    fn gets(manifest_gets: &std::sync::atomic::AtomicUsize) -> usize {
+        manifest_gets.swap(0, Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn cached_manifests_are_read_once_and_only_while_the_listing_and_key_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let (_keys, key) = keys();
+        let (_other_keys, other) = keys();
+        let verify = Some(key.verify_key());
+        let (writer, _) = cached(dir.path(), None, &key, None);
+        writer.ensure_initialized().await.unwrap();
+        let ids: Vec<String> = (0..80)
+            .map(|i| format!("20261126T18{:02}{:02}Z-full-{i:04x}", i / 60, i % 60))
+            .collect();
+        for id in &ids {
+            writer
+                .write_manifest(&manifest(id), &Cancel::new())
+                .await
+                .unwrap();
+        }
+        let fresh = repository(dir.path(), Some(&key), true)
+            .list()
+            .await
+            .unwrap();
+        assert_eq!(fresh.len(), 80);
+
+        // Cold: every manifest and signature read once, concurrently, in the same order.
+        let (cold, counting) = cached(dir.path(), Some(state.path()), &key, verify.clone());
+        assert_eq!(cold.list().await.unwrap(), fresh);
+        assert_eq!(gets(&counting), 160);
+        // The same process again, and another process: nothing read but the listing.
+        assert_eq!(cold.list().await.unwrap(), fresh);
+        assert_eq!(gets(&counting), 0);
+        let (warm, counting) = cached(dir.path(), Some(state.path()), &key, verify.clone());
+        assert_eq!(warm.list().await.unwrap(), fresh);
+        assert_eq!(gets(&counting), 0);
+        let in_memory = cached(dir.path(), None, &key, verify.clone());
+        in_memory.0.list().await.unwrap();
+        in_memory.0.list().await.unwrap();
+        assert_eq!(gets(&in_memory.1), 160);
+
+        // Another verify key is not served what this one checked: refused as before.
+        let (stranger, counting) = cached(
+            dir.path(),
+            Some(state.path()),
+            &key,
+            Some(other.verify_key()),
+        );
+        let err = stranger.list().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity);
+        assert!(gets(&counting) > 0);
+
+        // A replaced manifest is read again (and refused); of two bad ones, the first in listing
+        // order is named, as a sequential read would.
+        let path = |id: &str| dir.path().join(format!("manifests/{id}.json"));
+        let original = std::fs::read_to_string(path(&ids[70])).unwrap();
+        std::fs::write(path(&ids[70]), original.replace("127.0.0.1", "10.6.6.6")).unwrap();
+        std::fs::write(path(&ids[75]), "{}").unwrap();
+        for _ in 0..3 {
+            let (reader, counting) = cached(dir.path(), Some(state.path()), &key, verify.clone());
+            let err = reader.list().await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Integrity);
+            assert!(
+                err.to_string()
+                    .contains(&format!("manifests/{}.json", ids[70])),
+                "{err}"
+            );
+            assert!(gets(&counting) >= 2);
+        }
+        std::fs::remove_file(path(&ids[75])).unwrap();
+        std::fs::remove_file(
+            dir.path()
+                .join(format!("manifests/{}.json.minisig", ids[75])),
+        )
+        .unwrap();
+        std::fs::write(path(&ids[70]), &original).unwrap();
+        // A signature removed: the cached manifest is not used, it is refused as unsigned.
+        let signature = dir
+            .path()
+            .join(format!("manifests/{}.json.minisig", ids[3]));
+        let signature_bytes = std::fs::read(&signature).unwrap();
+        std::fs::remove_file(&signature).unwrap();
+        let (reader, _) = cached(dir.path(), Some(state.path()), &key, verify.clone());
+        let err = reader.list().await.unwrap_err();
+        assert!(err.to_string().contains("is not signed"), "{err}");
+        std::fs::write(&signature, &signature_bytes).unwrap();
+
+        // Deleted backups are gone whatever the cache holds; a damaged entry is read again.
+        writer.remove_backup(&ids[0]).await.unwrap();
+        let cache = Catalog::on_disk(state.path(), &dir.path().display().to_string());
+        let entry = cache.dir().unwrap().join(format!("{}.entry", ids[1]));
+        std::fs::write(&entry, "garbage").unwrap();
+        let (reader, counting) = cached(dir.path(), Some(state.path()), &key, verify.clone());
+        let listed = reader.list().await.unwrap();
+        assert_eq!(listed.len(), 78);
+        assert!(listed.iter().all(|m| m.id != ids[0] && m.id != ids[75]));
+        // ids[1] (damaged) and ids[3] (its signature rewritten) are read again; ids[70], restored,
+        // was read again (and cached) by the listing that refused ids[3].
+        assert_eq!(gets(&counting), 4);
+        assert!(
+            !cache
+                .dir()
+                .unwrap()
+                .join(format!("{}.entry", ids[0]))
+                .exists()
+        );
+        let (reader, counting) = cached(dir.path(), Some(state.path()), &key, verify);
+        assert_eq!(reader.list().await.unwrap(), listed);
+        assert_eq!(gets(&counting), 0);
+    }
+
     #[tokio::test]
     async fn reports_are_signed_before_they_are_stored_and_checked_when_read() {
         let dir = tempfile::tempdir().unwrap();
