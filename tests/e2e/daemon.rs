@@ -50,15 +50,7 @@ fn wait_for(port: u16) {
 }
 
 fn fulls(setup: &Setup) -> Vec<String> {
-    setup
-        .run(&["backup", "list", "--json"])
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["kind"] == "full")
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
+    setup.listed(Some("full"))
 }
 
 fn state(setup: &Setup, job: &str) -> Option<serde_json::Value> {

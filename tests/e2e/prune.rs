@@ -7,17 +7,6 @@ fn full(setup: &Setup) -> String {
     manifest["id"].as_str().unwrap().to_string()
 }
 
-fn listed(setup: &Setup) -> Vec<String> {
-    setup
-        .run(&["backup", "list", "--json"])
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn keep_last_two_deletes_the_oldest_full_unless_it_is_pinned() {
     let setup = Setup::new(Repo::Folder, &["app"], "");
@@ -44,7 +33,7 @@ fn keep_last_two_deletes_the_oldest_full_unless_it_is_pinned() {
             .iter()
             .any(|r| r == "the newest full backup")
     );
-    assert_eq!(listed(&setup).len(), 3);
+    assert_eq!(setup.listed(None).len(), 3);
 
     // A pin keeps it, and says why.
     setup
@@ -63,7 +52,7 @@ fn keep_last_two_deletes_the_oldest_full_unless_it_is_pinned() {
     setup.run(&["backup", "unpin", &ids[0]]).expect_code(8);
     let done = setup.run(&["prune", "--json"]).json();
     assert_eq!(done["deleted"], serde_json::json!([ids[0]]));
-    assert_eq!(listed(&setup), ids[1..]);
+    assert_eq!(setup.listed(None), ids[1..]);
     let left = files_under(&setup.repo_dir());
     assert!(!left.iter().any(|f| f.contains(&ids[0])), "{left:?}");
     for id in &ids[1..] {
@@ -113,7 +102,7 @@ fn leftovers_of_an_unfinished_backup_are_removed_only_after_the_grace_period() {
             .exists(),
         "a backup that may be in flight keeps its objects"
     );
-    assert_eq!(listed(&setup).len(), 1);
+    assert_eq!(setup.listed(None).len(), 1);
 }
 
 #[test]
@@ -174,13 +163,13 @@ fn a_prune_waits_for_the_exclusive_lock_and_gives_up_with_exit_7() {
     let run = setup.run(&["prune", "--lock-wait", "1"]);
     run.expect_code(7);
     assert!(run.error_line().contains("backup full"), "{run:?}");
-    assert_eq!(listed(&setup), ids, "nothing deleted without the lock");
+    assert_eq!(setup.listed(None), ids, "nothing deleted without the lock");
     // A dry run takes no lock.
     setup.run(&["prune", "--dry-run"]).expect_code(0);
 
     std::fs::remove_file(locks.join(format!("{id}.json"))).unwrap();
     setup.run(&["prune"]).expect_code(0);
-    assert_eq!(listed(&setup), ids[1..]);
+    assert_eq!(setup.listed(None), ids[1..]);
     let left = files_under(&locks);
     assert!(left.is_empty(), "the prune released its lock: {left:?}");
 }

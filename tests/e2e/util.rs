@@ -452,6 +452,18 @@ impl Setup {
         Run::from(self.coffer(args).output().unwrap())
     }
 
+    /// The ids `backup list --json` shows, oldest first: every kind, or only `kind`.
+    pub fn listed(&self, kind: Option<&str>) -> Vec<String> {
+        self.run(&["backup", "list", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| kind.is_none_or(|k| b["kind"] == k))
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Appends text (a new section) to the config.
     pub fn append_config(&self, text: &str) {
         let mut config = std::fs::read_to_string(&self.config).unwrap();
