@@ -94,56 +94,54 @@ async fn prune(
         job.cancel.check()?;
         guard.map_or(Ok(()), |g| g.check())
     };
-    {
-        let now = job.clock.now();
-        let manifests = repository.list().await?;
-        let pins = retention::pins::pins(repository).await?;
-        let plan = retention::plan(&manifests, &config.retention, &pins, now, &config.timezone);
-        let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
-        let orphans = orphans(repository, &known, now).await?;
-        let drill_reports = drill_reports(repository, config, now).await?;
-        let mut report = PruneReport {
-            dry_run,
-            deleted: Vec::new(),
-            orphans: orphans.clone(),
-            plan,
-            drill_reports,
-        };
-        if dry_run {
-            return Ok(report);
-        }
-        for id in report.plan.deletions() {
-            go_on()?;
-            repository.remove_backup(id).await?;
-            info!(id, "backup deleted");
-            report.deleted.push(id.to_string());
-        }
-        for id in &orphans {
-            go_on()?;
-            let removed = repository.remove_data(id).await?;
-            info!(
-                id,
-                objects = removed.len(),
-                "leftovers of an unfinished backup removed"
-            );
-        }
-        for item in report.drill_reports.iter().filter(|r| !r.keep) {
-            go_on()?;
-            // The JSON first: `drill history` reads it, and a Markdown copy alone is ignored.
-            for suffix in [".json", ".json.minisig", ".md", ".md.minisig"] {
-                let key = format!("{DRILL_REPORTS}{}{suffix}", item.id);
-                repository.storage().delete(&key).await?;
-            }
-            info!(id = %item.id, "drill report deleted");
-        }
-        info!(
-            deleted = report.deleted.len(),
-            kept = report.plan.items.len() - report.deleted.len(),
-            orphans = orphans.len(),
-            "prune finished"
-        );
-        Ok(report)
+    let now = job.clock.now();
+    let manifests = repository.list().await?;
+    let pins = retention::pins::pins(repository).await?;
+    let plan = retention::plan(&manifests, &config.retention, &pins, now, &config.timezone);
+    let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
+    let orphans = orphans(repository, &known, now).await?;
+    let drill_reports = drill_reports(repository, config, now).await?;
+    let mut report = PruneReport {
+        dry_run,
+        deleted: Vec::new(),
+        orphans: orphans.clone(),
+        plan,
+        drill_reports,
+    };
+    if dry_run {
+        return Ok(report);
     }
+    for id in report.plan.deletions() {
+        go_on()?;
+        repository.remove_backup(id).await?;
+        info!(id, "backup deleted");
+        report.deleted.push(id.to_string());
+    }
+    for id in &orphans {
+        go_on()?;
+        let removed = repository.remove_data(id).await?;
+        info!(
+            id,
+            objects = removed.len(),
+            "leftovers of an unfinished backup removed"
+        );
+    }
+    for item in report.drill_reports.iter().filter(|r| !r.keep) {
+        go_on()?;
+        // The JSON first: `drill history` reads it, and a Markdown copy alone is ignored.
+        for suffix in [".json", ".json.minisig", ".md", ".md.minisig"] {
+            let key = format!("{DRILL_REPORTS}{}{suffix}", item.id);
+            repository.storage().delete(&key).await?;
+        }
+        info!(id = %item.id, "drill report deleted");
+    }
+    info!(
+        deleted = report.deleted.len(),
+        kept = report.plan.items.len() - report.deleted.len(),
+        orphans = orphans.len(),
+        "prune finished"
+    );
+    Ok(report)
 }
 
 /// Ids under `data/` with no manifest whose newest object is older than [`ORPHAN_GRACE`].
