@@ -67,7 +67,7 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
         }
         Command::Daemon => {
             let config = load_config(cli.config.as_deref())?;
-            daemon::run(&config, job).await
+            daemon::run(&config).await
         }
         Command::Prune(args) => {
             let config = load_config(cli.config.as_deref())?;

@@ -7,8 +7,12 @@
 //! prunes, verifies and drills (which live in crates this one does not depend on); time comes
 //! from the [`JobContext`]'s clock, so the loop is tested on a manual clock without sleeping.
 
+pub mod entry;
 pub mod http;
+pub mod jobs;
 pub mod state;
+
+pub use entry::run;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,10 +44,19 @@ pub trait Runner: Send + Sync + 'static {
     }
 }
 
-/// The daemon: its schedule, settings and where it keeps state.
+/// What the daemon runs and how; replaced as a whole when the configuration is reloaded.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// When each job is due.
+    pub schedule: ScheduleConfig,
+    /// Concurrency, retries, grace.
+    pub settings: DaemonConfig,
+}
+
+/// The daemon: its plan and where it keeps state.
 pub struct Daemon {
-    schedule: ScheduleConfig,
-    settings: DaemonConfig,
+    plan: std::sync::RwLock<Arc<Plan>>,
+    reloaded: tokio::sync::Notify,
     repository: Arc<Repository>,
     runner: Arc<dyn Runner>,
     observed: Observed,
@@ -92,12 +105,26 @@ impl Daemon {
         runner: Arc<dyn Runner>,
     ) -> Self {
         Self {
-            schedule,
-            settings,
+            plan: std::sync::RwLock::new(Arc::new(Plan { schedule, settings })),
+            reloaded: tokio::sync::Notify::new(),
             repository,
             runner,
             observed: Observed::default(),
         }
+    }
+
+    /// The plan in force now.
+    pub fn plan(&self) -> Arc<Plan> {
+        self.plan.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the plan (`SIGHUP`): jobs whose schedule changed are due at their new next
+    /// time, jobs left out are no longer started (a running one finishes), new jobs are
+    /// scheduled; running jobs keep the settings they started with.
+    pub fn reload(&self, schedule: ScheduleConfig, settings: DaemonConfig) {
+        *self.plan.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Plan { schedule, settings });
+        self.reloaded.notify_one();
     }
 
     /// The view of this daemon that `/up` and `/metrics` serve.
@@ -110,11 +137,12 @@ impl Daemon {
     pub async fn run(&self, root: &JobContext, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let clock = &root.clock;
-        let permits = Arc::new(Semaphore::new(self.settings.max_concurrent_jobs));
+        let mut plan = self.plan();
+        let permits = Arc::new(Semaphore::new(plan.settings.max_concurrent_jobs));
         let mut states: BTreeMap<JobName, JobState> = BTreeMap::new();
         let mut due: BTreeMap<JobName, Timestamp> = BTreeMap::new();
         let now = clock.now();
-        for (job, when) in &self.schedule.jobs {
+        for (job, when) in &plan.schedule.jobs {
             let When::Cron(schedule) = when else { continue };
             let last = state::load(&self.repository, *job).await?;
             // Missed while down: due at once, one run whatever the number of missed times.
@@ -134,7 +162,7 @@ impl Daemon {
             }
         }
         info!(
-            jobs = ?self.schedule.jobs.iter().map(|(j, _)| j.as_str()).collect::<Vec<_>>(),
+            jobs = ?plan.schedule.jobs.iter().map(|(j, _)| j.as_str()).collect::<Vec<_>>(),
             "daemon started"
         );
 
@@ -153,7 +181,7 @@ impl Daemon {
         };
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         if matches!(
-            self.schedule.when(JobName::Incremental),
+            plan.schedule.when(JobName::Incremental),
             Some(When::Continuous)
         ) {
             let ctx = root.child();
@@ -175,7 +203,7 @@ impl Daemon {
                     let ready: Vec<JobName> =
                         due.iter().filter(|(_, at)| **at <= now).map(|(j, _)| *j).collect();
                     for job in ready {
-                        let next = match self.schedule.when(job) {
+                        let next = match plan.schedule.when(job) {
                             Some(When::Cron(s)) => s.next_after(now),
                             _ => None,
                         };
@@ -207,6 +235,11 @@ impl Daemon {
                         states.insert(job, state);
                     }
                 }
+                () = self.reloaded.notified() => {
+                    let new = self.plan();
+                    self.apply_reload(&plan, &new, root, &mut due, &mut running, &mut tasks, &permits);
+                    plan = new;
+                }
                 () = &mut shutdown => break,
             }
         }
@@ -215,16 +248,16 @@ impl Daemon {
         show(&states, &due, &running, false);
         info!(
             running = running.len(),
-            grace_seconds = self.settings.shutdown_grace.as_secs(),
+            grace_seconds = plan.settings.shutdown_grace.as_secs(),
             "daemon stopping"
         );
-        let grace = SignedDuration::try_from(self.settings.shutdown_grace)
+        let grace = SignedDuration::try_from(plan.settings.shutdown_grace)
             .unwrap_or(SignedDuration::from_secs(60));
         let deadline = clock.now().saturating_add(grace).unwrap_or(Timestamp::MAX);
         // The continuous stream stops at once: its shutdown ships what it holds.
         if let Some(stream) = running.get(&JobName::Incremental)
             && matches!(
-                self.schedule.when(JobName::Incremental),
+                plan.schedule.when(JobName::Incremental),
                 Some(When::Continuous)
             )
         {
@@ -244,7 +277,7 @@ impl Daemon {
                         warn!(job = %job, "still running after the shutdown grace: cancelling it");
                         ctx.cancel.cancel(Reason::Stopped(format!(
                             "daemon shutting down (shutdown_grace of {} s passed)",
-                            self.settings.shutdown_grace.as_secs()
+                            plan.settings.shutdown_grace.as_secs()
                         )));
                     }
                     while let Some(next) = tasks.join_next().await {
@@ -260,6 +293,85 @@ impl Daemon {
         Ok(())
     }
 
+    /// Moves the loop from plan `old` to plan `new` at the clock's now.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_reload(
+        &self,
+        old: &Plan,
+        new: &Plan,
+        root: &JobContext,
+        due: &mut BTreeMap<JobName, Timestamp>,
+        running: &mut BTreeMap<JobName, JobContext>,
+        tasks: &mut JoinSet<Finished>,
+        permits: &Arc<Semaphore>,
+    ) {
+        let now = root.clock.now();
+        let expression = |plan: &Plan, job: JobName| match plan.schedule.when(job) {
+            Some(When::Cron(s)) => Some(s.expression().to_string()),
+            Some(When::Continuous) => Some("continuous".to_string()),
+            None => None,
+        };
+        for job in JobName::ALL {
+            let (was, is) = (expression(old, job), expression(new, job));
+            if was == is {
+                continue;
+            }
+            info!(job = %job, was = ?was, now = ?is, "schedule changed");
+            let continuous = |plan: &Plan| matches!(plan.schedule.when(job), Some(When::Continuous));
+            if continuous(old)
+                && let Some(stream) = running.get(&job)
+            {
+                stream
+                    .cancel
+                    .cancel(Reason::Stopped("the configuration no longer runs it".into()));
+            }
+            match new.schedule.when(job) {
+                Some(When::Cron(s)) => match s.next_after(now) {
+                    Some(next) => {
+                        due.insert(job, next);
+                    }
+                    None => {
+                        due.remove(&job);
+                    }
+                },
+                Some(When::Continuous) => {
+                    due.remove(&job);
+                    match running.entry(job) {
+                        std::collections::btree_map::Entry::Occupied(_) => warn!(
+                            job = %job,
+                            "still running: the continuous stream starts after a restart"
+                        ),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            let ctx = root.child();
+                            slot.insert(ctx.clone());
+                            tasks.spawn(self.continuous(ctx));
+                        }
+                    }
+                }
+                None => {
+                    due.remove(&job);
+                }
+            }
+        }
+        let (was, is) = (
+            old.settings.max_concurrent_jobs,
+            new.settings.max_concurrent_jobs,
+        );
+        if is > was {
+            permits.add_permits(is - was);
+        } else if was > is {
+            // Taken back as running jobs release them.
+            let permits = permits.clone();
+            let fewer = u32::try_from(was - is).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                if let Ok(taken) = permits.acquire_many_owned(fewer).await {
+                    taken.forget();
+                }
+            });
+        }
+        info!("configuration reloaded");
+    }
+
     /// One due run of `job`: a permit, then up to `1 + retries` attempts with backoff; the
     /// result recorded in the repository.
     fn attempts(
@@ -271,7 +383,8 @@ impl Daemon {
     ) -> impl Future<Output = Finished> + Send + 'static {
         let runner = self.runner.clone();
         let repository = self.repository.clone();
-        let (retries, backoff) = (self.settings.retries, self.settings.retry_backoff);
+        let settings = self.plan().settings.clone();
+        let (retries, backoff) = (settings.retries, settings.retry_backoff);
         let span = info_span!("job", job = %job);
         async move {
             let _permit = tokio::select! {
@@ -339,7 +452,7 @@ impl Daemon {
     /// until cancelled.
     fn continuous(&self, ctx: JobContext) -> impl Future<Output = Finished> + Send + 'static {
         let runner = self.runner.clone();
-        let backoff = self.settings.retry_backoff;
+        let backoff = self.plan().settings.retry_backoff;
         async move {
             let started = ctx.clock.now();
             let mut restarts = 0u32;

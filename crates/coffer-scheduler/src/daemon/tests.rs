@@ -314,3 +314,73 @@ async fn on_shutdown_a_running_job_gets_the_grace_then_is_cancelled() {
         state.message
     );
 }
+
+#[tokio::test]
+async fn a_reload_moves_a_changed_job_adds_a_new_one_and_drops_a_removed_one() {
+    let h = Harness::new("2026-12-01T00:30:00Z");
+    let daemon = Arc::new(h.daemon(
+        &[(JobName::Full, "0 2 * * *"), (JobName::Verify, "0 5 * * *")],
+        quick(),
+    ));
+    let task = {
+        let (daemon, root, stop) = (daemon.clone(), h.root.clone(), h.stop.clone());
+        tokio::spawn(async move { daemon.run(&root, stop.notified()).await })
+    };
+    settle().await;
+    // The new file: full moves to 03:00, prune is added at 04:00, verify is left out.
+    let reloaded = h.daemon(
+        &[(JobName::Full, "0 3 * * *"), (JobName::Prune, "0 4 * * *")],
+        quick(),
+    );
+    let plan = reloaded.plan();
+    daemon.reload(plan.schedule.clone(), plan.settings.clone());
+    settle().await;
+    assert!(
+        daemon.observed().snapshot().next.get(&JobName::Verify).is_none(),
+        "verify is no longer due"
+    );
+    h.advance_to("2026-12-01T01:00:00Z").await; // 02:00 in Berlin: the old time
+    assert!(h.recorder.runs_of(JobName::Full).is_empty());
+    h.advance_to("2026-12-01T02:00:00Z").await; // 03:00
+    h.advance_to("2026-12-01T03:00:00Z").await; // 04:00
+    h.advance_to("2026-12-01T04:00:00Z").await; // 05:00: verify's old time
+    assert_eq!(
+        h.recorder.runs_of(JobName::Full),
+        [at("2026-12-01T02:00:00Z")]
+    );
+    assert_eq!(
+        h.recorder.runs_of(JobName::Prune),
+        [at("2026-12-01T03:00:00Z")]
+    );
+    assert!(h.recorder.runs_of(JobName::Verify).is_empty());
+    h.stop.notify_one();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_with_more_slots_lets_waiting_jobs_start() {
+    let h = Harness::new("2026-12-01T00:59:00Z");
+    let gate = Arc::new(tokio::sync::Notify::new());
+    *h.recorder.blocked.lock().unwrap() = Some(gate.clone());
+    let jobs = [(JobName::Full, "0 2 * * *"), (JobName::Prune, "0 2 * * *")];
+    let one = DaemonConfig {
+        max_concurrent_jobs: 1,
+        ..quick()
+    };
+    let daemon = Arc::new(h.daemon(&jobs, one));
+    let task = {
+        let (daemon, root, stop) = (daemon.clone(), h.root.clone(), h.stop.clone());
+        tokio::spawn(async move { daemon.run(&root, stop.notified()).await })
+    };
+    settle().await;
+    h.advance_to("2026-12-01T01:00:00Z").await;
+    assert_eq!(h.recorder.runs.lock().unwrap().len(), 1, "one slot");
+    let plan = h.daemon(&jobs, quick()).plan();
+    daemon.reload(plan.schedule.clone(), plan.settings.clone());
+    settle().await;
+    assert_eq!(h.recorder.runs.lock().unwrap().len(), 2, "two slots now");
+    *h.recorder.blocked.lock().unwrap() = None;
+    gate.notify_waiters();
+    h.stop.notify_one();
+    task.await.unwrap().unwrap();
+}

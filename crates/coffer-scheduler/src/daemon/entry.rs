@@ -1,0 +1,87 @@
+//! [`run`]: the whole daemon (the loop, its real jobs, `/up` and `/metrics`) as one function
+//! that the binary and the end-to-end tests call alike.
+
+use std::sync::Arc;
+
+use coffer_core::config::Config;
+use coffer_core::job::JobContext;
+use coffer_core::repository::Repository;
+use coffer_core::Result;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::Daemon;
+use super::jobs::ConfiguredRunner;
+
+/// Runs the daemon for `config` until `shutdown` completes, serving `/up` and `/metrics` on
+/// `listener`. Each new value sent into `config` is a reload (`SIGHUP`): schedules, settings
+/// and what jobs read apply at once; the repository, the state directory and the listen
+/// address are those the daemon started with (a change to them is logged and waits for a
+/// restart).
+pub async fn run(
+    mut config: watch::Receiver<Config>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let started = config.borrow_and_update().clone();
+    let repository = Arc::new(
+        Repository::open(&started.repository, started.stall_timeout)
+            .await?
+            .with_cache(started.state_dir.as_deref()),
+    );
+    repository.ensure_initialized().await?;
+    let runner = Arc::new(ConfiguredRunner::new(started.clone(), repository.clone()));
+    let daemon = Daemon::new(
+        started.schedule.clone(),
+        started.daemon.clone(),
+        repository.clone(),
+        runner.clone(),
+    );
+    let root = JobContext::new();
+    let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(super::http::serve(
+        listener,
+        started.clone(),
+        repository,
+        daemon.observed(),
+        root.clock.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let reloads = async {
+        while config.changed().await.is_ok() {
+            let new = config.borrow_and_update().clone();
+            for (part, changed) in restart_only_changes(&started, &new) {
+                if changed {
+                    warn!(part, "changed in the reloaded configuration: takes effect after a restart");
+                }
+            }
+            runner.set_config(new.clone());
+            daemon.reload(new.schedule.clone(), new.daemon.clone());
+        }
+        std::future::pending::<()>().await;
+    };
+    let result = tokio::select! {
+        result = daemon.run(&root, shutdown) => result,
+        () = reloads => unreachable!("reloads never end"),
+    };
+    let _ = stop_serving.send(());
+    let _ = server.await;
+    info!("daemon exited");
+    result
+}
+
+/// The parts of a configuration that a running daemon does not change, and whether `new`
+/// changes each.
+fn restart_only_changes(old: &Config, new: &Config) -> [(&'static str, bool); 3] {
+    [
+        (
+            "repository",
+            format!("{:?}", old.repository) != format!("{:?}", new.repository),
+        ),
+        ("state_dir", old.state_dir != new.state_dir),
+        ("daemon.listen", old.daemon.listen != new.daemon.listen),
+    ]
+}
