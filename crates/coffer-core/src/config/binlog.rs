@@ -17,7 +17,7 @@ pub struct BinlogConfig {
 impl Default for BinlogConfig {
     fn default() -> Self {
         Self {
-            ship_interval: std::time::Duration::from_secs(60),
+            ship_interval: std::time::Duration::from_secs(5),
             stream_server_id: DEFAULT_STREAM_SERVER_ID,
         }
     }

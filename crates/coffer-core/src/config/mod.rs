@@ -420,10 +420,10 @@ mod tests {
     fn binlog_stream_settings_default_and_are_checked() {
         let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
         assert_eq!(config.binlog, BinlogConfig::default());
-        assert_eq!(config.binlog.ship_interval.as_secs(), 60);
-        let set = parse("[repository]\nurl = \"repo\"\n[binlog]\nship_interval_seconds = 5\nstream_server_id = 77\n")
+        assert_eq!(config.binlog.ship_interval.as_secs(), 5);
+        let set = parse("[repository]\nurl = \"repo\"\n[binlog]\nship_interval_seconds = 7\nstream_server_id = 77\n")
             .unwrap();
-        assert_eq!(set.binlog.ship_interval.as_secs(), 5);
+        assert_eq!(set.binlog.ship_interval.as_secs(), 7);
         assert_eq!(set.binlog.stream_server_id, 77);
         let zero = parse("[repository]\nurl = \"repo\"\n[binlog]\nship_interval_seconds = 0\n")
             .unwrap_err()
