@@ -185,8 +185,10 @@ fn up_is_503_naming_the_database_when_the_source_does_not_answer() {
     let setup = Setup::new(Repo::Folder, &["app"], "");
     let port = free_port();
     let dead = free_port();
+    let (hook, received) = receiver();
     setup.append_config(&format!(
-        "\n[schedule]\nprune = \"0 4 * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n"
+        "\n[schedule]\nfull = \"*/2 * * * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nretries = 0\n\n\
+         [[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/alerts\"\n"
     ));
     // Point the source at a port nobody listens on.
     let config = std::fs::read_to_string(&setup.config).unwrap();
@@ -204,7 +206,200 @@ fn up_is_503_naming_the_database_when_the_source_does_not_answer() {
     let up: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(up["database"], "unreachable");
     assert_eq!(up["storage"], "accessible");
-    assert_eq!(up["queue"], "running");
+    // The full fails every two seconds: one alert for the change, not one per failure.
+    let started = Instant::now();
+    while received.lock().unwrap().is_empty() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(5));
     sigterm(&daemon);
     assert!(daemon.wait().unwrap().success());
+    let alerts = received.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert: serde_json::Value = serde_json::from_str(&alerts[0]).unwrap();
+    assert_eq!(alert["event"], "failure", "{alert}");
+    assert_eq!(alert["job"], "full", "{alert}");
+    let state = state(&setup, "full").unwrap();
+    assert!(state["failures_total"].as_u64().unwrap() >= 2, "{state}");
+    assert!(!alerts[0].contains("secret"), "{alerts:?}");
+}
+
+/// A webhook receiver on a free port: every request body it gets, answered 200.
+fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                store
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, received)
+}
+
+/// `kill SIGNAL pid`.
+fn signal(signal: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Polls `/up` until its status code is `code` (or 30 s pass): the last body.
+fn up_until(port: u16, code: u16) -> String {
+    let started = Instant::now();
+    loop {
+        let (got, body) = get(port, "/up");
+        if got == code {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "/up stayed {got}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_frozen_source_turns_up_503_a_sighup_reloads_and_sigterm_mid_backup_lists_nothing() {
+    let source = crate::util::private_source(coffer_verifier::SandboxOptions {
+        server_id: 1701,
+        ..Default::default()
+    });
+    crate::util::load_bulk(&source, 60000);
+    let server = crate::util::s3s();
+    let setup = Setup::with_source(
+        &source,
+        Repo::S3 {
+            server,
+            bucket: server.new_bucket("daemon-frozen"),
+            prefix: "repo".into(),
+        },
+        &["bulk"],
+        crate::util::SLOW_COMPRESSION,
+    );
+    let port = free_port();
+    setup.append_config(&format!(
+        "\n[schedule]\nverify = \"0 4 * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_seconds = 1\n"
+    ));
+    let mut daemon = spawn_daemon(&setup);
+    wait_for(port);
+    up_until(port, 200);
+
+    // SIGSTOP: the server keeps its connections and answers nothing, as a hung host does.
+    let pid = std::fs::read_to_string(source.dir().join("data/mariadbd.pid"))
+        .or_else(|_| std::fs::read_to_string(source.dir().join("mariadbd.pid")))
+        .unwrap();
+    let pid = pid.trim().to_string();
+    signal("-STOP", &pid);
+    let frozen = std::panic::catch_unwind(|| up_until(port, 503));
+    signal("-CONT", &pid);
+    let body = frozen.unwrap();
+    let up: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(up["database"], "unreachable", "{body}");
+    assert_eq!(up["storage"], "accessible", "{body}");
+    up_until(port, 200);
+
+    // An invalid file on SIGHUP is logged and the running configuration kept.
+    let good = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        format!("{good}\n[schedule]\nfull = \"nope\"\n"),
+    )
+    .unwrap();
+    signal("-HUP", &daemon.id().to_string());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(daemon.try_wait().unwrap().is_none(), "still running");
+    let log = std::fs::read_to_string(setup.dir.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("the new configuration is invalid; keeping the running one"),
+        "{log}"
+    );
+    up_until(port, 200);
+
+    // A valid one schedules a full every two seconds; SIGTERM arrives while it dumps.
+    std::fs::write(
+        &setup.config,
+        good.replace("verify = \"0 4 * * *\"", "full = \"*/2 * * * * *\""),
+    )
+    .unwrap();
+    signal("-HUP", &daemon.id().to_string());
+    let started = Instant::now();
+    let dumps = loop {
+        let out = std::process::Command::new("pgrep")
+            .args([
+                "-P",
+                &daemon.id().to_string(),
+                "-f",
+                "mariadb-dump|mysqldump",
+            ])
+            .output()
+            .unwrap();
+        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the reloaded schedule never started a full: {}",
+            std::fs::read_to_string(setup.dir.path().join("daemon.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    sigterm(&daemon);
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "daemon exit: {status:?}");
+    assert!(
+        fulls(&setup).is_empty(),
+        "nothing half-written is listed: {:?}",
+        fulls(&setup)
+    );
+    let full = setup.run(&["status", "--json"]).json();
+    let last = full["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "full")
+        .map(|j| j["last_run"].clone())
+        .unwrap();
+    assert_eq!(last["outcome"], "cancelled", "{last}");
+    // No dump outlived the daemon.
+    for pid in dumps {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.contains(") Z "),
+            "dump {pid} still running: {state}"
+        );
+    }
 }

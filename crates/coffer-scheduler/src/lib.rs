@@ -23,6 +23,9 @@
 //!   most `max_concurrent_jobs` at once, retried, their last runs kept under `state/`, missed
 //!   runs caught up once, a clean shutdown.
 //!
+//! - [`notify`]: the daemon's alerts (`[[notify]]`): failure, recovery, staleness, drill
+//!   results and full disks, once per change, to webhooks, Slack, email and healthchecks pings.
+//!
 //! - [`prune`]: the retention plan carried out, manifest before data, and the leftovers of
 //!   backups that never finished swept after a grace period.
 //!
@@ -37,6 +40,7 @@ pub mod daemon;
 pub mod full;
 pub mod health;
 pub mod incremental;
+pub mod notify;
 pub mod prune;
 pub mod recovery_point;
 pub mod status;

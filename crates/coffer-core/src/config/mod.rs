@@ -6,7 +6,7 @@
 //! Relative paths in the file are taken relative to the file's own folder.
 //!
 //! One module per section — [`repository`](RepositoryConfig), [`source`](SourceConfig),
-//! [`restore`](RestoreConfig), [`binlog`](BinlogConfig), [`drill`](DrillConfig), [`retention`](RetentionConfig) — each with its
+//! [`restore`](RestoreConfig), [`binlog`](BinlogConfig), [`drill`](DrillConfig), [`retention`](RetentionConfig), [`notify`](NotifyConfig) — each with its
 //! typed settings, the raw form serde reads, and the function that resolves one into the other
 //! through the `Loader` (messages naming file and key, relative paths, secret files, TLS).
 
@@ -21,6 +21,7 @@ use crate::secret::Secret;
 mod binlog;
 mod daemon;
 mod drill;
+mod notify;
 mod repository;
 mod restore;
 mod retention;
@@ -32,6 +33,8 @@ pub use daemon::{DaemonConfig, JobName, RUNBOOK_SCHEDULE, ScheduleConfig, When};
 use daemon::{RawDaemon, RawSchedule};
 use drill::RawDrill;
 pub use drill::{AppCheck, DrillConfig, DrillSandbox, SqlCheck};
+use notify::RawNotify;
+pub use notify::{EmailConfig, NotifyConfig, NotifyEvent, NotifyTarget, SmtpTls, check_url};
 use repository::RawRepository;
 pub use repository::{ChecksumMode, Compression, RepositoryConfig, RepositoryLocation, S3Config};
 use restore::RawRestore;
@@ -75,6 +78,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// How the daemon runs them.
     pub daemon: DaemonConfig,
+    /// Where the daemon sends alerts (`[[notify]]`); empty: nowhere.
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +96,7 @@ struct RawConfig {
     retention: Option<RawRetention>,
     schedule: Option<RawSchedule>,
     daemon: Option<RawDaemon>,
+    notify: Option<Vec<RawNotify>>,
 }
 
 /// Reads environment variables; injected so tests can resolve a config without touching the
@@ -183,12 +189,14 @@ impl Config {
         let retention = retention::resolve(&ld, raw.retention)?;
         let schedule = daemon::resolve_schedule(&ld, raw.schedule, &timezone)?;
         let daemon = daemon::resolve_daemon(&ld, raw.daemon)?;
+        let notify = notify::resolve(&ld, raw.notify)?;
 
         Ok(Config {
             restore,
             retention,
             schedule,
             daemon,
+            notify,
             binlog,
             drill,
             path: path.to_path_buf(),
@@ -510,6 +518,165 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{key} not in {err}");
         }
+    }
+
+    #[test]
+    fn notify_targets_resolve_with_defaults_and_secrets_stay_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("coffer.toml");
+        std::fs::write(
+            dir.path().join("slack-url"),
+            "https://hooks.slack.example/services/T0/B0/sekrit\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("smtp-password"), "hunter2\n").unwrap();
+        let text = "[repository]\nurl = \"r\"\n\
+            [[notify]]\nkind = \"webhook\"\nurl = \"https://hooks.example/x\"\nevents = [\"failure\", \"disk\"]\n\
+            [[notify]]\nkind = \"slack\"\nurl_file = \"slack-url\"\n\
+            [[notify]]\nkind = \"email\"\nsmtp_host = \"smtp.example.com\"\nusername = \"coffer\"\npassword_file = \"smtp-password\"\nfrom = \"coffer@example.com\"\nto = [\"oncall@example.com\"]\n\
+            [[notify]]\nkind = \"healthchecks\"\nurl = \"https://hc-ping.com/0b1c\"\njobs = [\"full\"]\n";
+        let config = Config::parse(text, &config_path, &no_env).unwrap();
+        assert_eq!(config.notify.len(), 4);
+        assert_eq!(
+            config.notify[0].events,
+            [NotifyEvent::Failure, NotifyEvent::Disk]
+        );
+        assert_eq!(config.notify[1].events, NotifyEvent::ALL);
+        let NotifyTarget::Slack { url } = &config.notify[1].target else {
+            panic!("slack")
+        };
+        assert_eq!(
+            url.expose(),
+            "https://hooks.slack.example/services/T0/B0/sekrit"
+        );
+        let NotifyTarget::Email(email) = &config.notify[2].target else {
+            panic!("email")
+        };
+        assert_eq!((email.smtp_port, email.tls), (587, SmtpTls::Starttls));
+        assert_eq!(email.password.as_ref().unwrap().expose(), "hunter2");
+        assert_eq!(config.notify[3].jobs, [JobName::Full]);
+        assert!(config.notify[3].pings_for(JobName::Full));
+        assert!(!config.notify[3].pings_for(JobName::Prune));
+        let debug = format!("{config:?}");
+        for secret in ["sekrit", "hunter2", "0b1c", "hooks.example"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(
+            parse("[repository]\nurl = \"r\"\n")
+                .unwrap()
+                .notify
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn notify_errors_name_the_entry_and_key() {
+        let base = "[repository]\nurl = \"r\"\n[[notify]]\nkind = \"webhook\"\nurl = \"https://ok.example/\"\n[[notify]]\n";
+        let email = "kind = \"email\"\nsmtp_host = \"mx\"\nfrom = \"a@b\"\n";
+        for (text, expect) in [
+            (
+                "url = \"https://x.example\"\n",
+                "key `notify[1].kind`: missing",
+            ),
+            (
+                "kind = \"pager\"\n",
+                "key `notify[1].kind`: \"pager\" is not one of",
+            ),
+            ("kind = \"slack\"\n", "key `notify[1].url`: missing"),
+            (
+                "kind = \"slack\"\nurl = \"ftp://x.example/t0k3n\"\n",
+                "key `notify[1].url`: not an http:// or https:// URL",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https:///path\"\n",
+                "notify[1].url`: the URL has no host",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https://a.example\"\nurl_file = \"f\"\n",
+                "notify[1].url_file`: set `url` or `url_file`, not both",
+            ),
+            (
+                "kind = \"webhook\"\nurl_file = \"nope\"\n",
+                "notify[1].url_file`: cannot read secret file",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https://a.example\"\nsmtp_host = \"mx\"\n",
+                "notify[1].smtp_host`: not a key of a \"webhook\" target",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https://a.example\"\njobs = [\"full\"]\n",
+                "notify[1].jobs`: not a key of a \"webhook\" target",
+            ),
+            (
+                "kind = \"healthchecks\"\nurl = \"https://a.example\"\njobs = [\"backup\"]\n",
+                "notify[1].jobs`: \"backup\" is not a job",
+            ),
+            (
+                "kind = \"healthchecks\"\nurl = \"https://a.example\"\nevents = [\"failure\"]\n",
+                "notify[1].events`: not a key of a \"healthchecks\" target",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https://a.example\"\nevents = []\n",
+                "notify[1].events`: empty",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https://a.example\"\nevents = [\"sometimes\"]\n",
+                "notify[1].events",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https://a.example\"\nsecret = 1\n",
+                "secret",
+            ),
+            (
+                "kind = \"email\"\nfrom = \"a@b\"\nto = [\"c@d\"]\n",
+                "notify[1].smtp_host`: missing",
+            ),
+            (email, "notify[1].to`: missing"),
+            (
+                &format!("{email}to = [\"oncall\"]\n"),
+                "notify[1].to`: \"oncall\" is not an address",
+            ),
+            (
+                &format!("{email}to = [\"c@d\"]\ntls = \"maybe\"\n"),
+                "notify[1].tls",
+            ),
+            (
+                &format!("{email}to = [\"c@d\"]\nurl = \"https://a.example\"\n"),
+                "notify[1].url`: not a key of a \"email\" target",
+            ),
+            (
+                &format!("{email}to = [\"c@d\"]\nsmtp_port = 0\n"),
+                "notify[1].smtp_port",
+            ),
+        ] {
+            let err = parse(&format!("{base}{text}")).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config, "{text}");
+            let err = err.to_string();
+            assert!(err.contains(expect), "{text}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+            assert!(!err.contains("t0k3n"), "the URL is not repeated: {err}");
+        }
+    }
+
+    #[test]
+    fn an_smtp_password_is_never_sent_in_clear_to_another_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("coffer.toml");
+        std::fs::write(dir.path().join("pw"), "hunter2").unwrap();
+        let entry = |host: &str| {
+            format!(
+                "[repository]\nurl = \"r\"\n[[notify]]\nkind = \"email\"\nsmtp_host = \"{host}\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"pw\"\nfrom = \"a@b\"\nto = [\"c@d\"]\n"
+            )
+        };
+        let err = Config::parse(&entry("smtp.example.com"), &config_path, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `notify[0].tls`"), "{err}");
+        let local = Config::parse(&entry("127.0.0.1"), &config_path, &no_env).unwrap();
+        let NotifyTarget::Email(email) = &local.notify[0].target else {
+            panic!("email")
+        };
+        assert_eq!((email.smtp_port, email.tls), (25, SmtpTls::None));
     }
 
     #[test]

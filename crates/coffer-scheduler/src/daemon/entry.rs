@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
+use coffer_core::Result;
 use coffer_core::config::Config;
 use coffer_core::job::JobContext;
 use coffer_core::repository::Repository;
-use coffer_core::Result;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::Daemon;
 use super::jobs::ConfiguredRunner;
+use crate::notify::{self, Notifier};
 
 /// Runs the daemon for `config` until `shutdown` completes, serving `/up` and `/metrics` on
 /// `listener`. Each new value sent into `config` is a reload (`SIGHUP`): schedules, settings
@@ -32,13 +33,27 @@ pub async fn run(
     );
     repository.ensure_initialized().await?;
     let runner = Arc::new(ConfiguredRunner::new(started.clone(), repository.clone()));
+    let root = JobContext::new();
+    let notifier =
+        Notifier::new(&started.notify, notify::this_host())?.with_clock(root.clock.clone());
     let daemon = Daemon::new(
         started.schedule.clone(),
         started.daemon.clone(),
         repository.clone(),
         runner.clone(),
-    );
-    let root = JobContext::new();
+    )
+    .with_notifier(notifier.clone());
+    // Staleness and disk, judged by the configuration in force: restarted on each reload.
+    let watcher = |config: Config| {
+        tokio::spawn(notify::watch(
+            notifier.clone(),
+            config,
+            daemon.observed(),
+            root.clock.clone(),
+            std::future::pending(),
+        ))
+    };
+    let watching = std::sync::Mutex::new(watcher(started.clone()));
     let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(super::http::serve(
         listener,
@@ -55,11 +70,20 @@ pub async fn run(
             let new = config.borrow_and_update().clone();
             for (part, changed) in restart_only_changes(&started, &new) {
                 if changed {
-                    warn!(part, "changed in the reloaded configuration: takes effect after a restart");
+                    warn!(
+                        part,
+                        "changed in the reloaded configuration: takes effect after a restart"
+                    );
                 }
             }
             runner.set_config(new.clone());
             daemon.reload(new.schedule.clone(), new.daemon.clone());
+            if let Err(e) = notifier.reconfigure(&new.notify) {
+                warn!(error = %e, "[[notify]]: keeping the previous targets");
+            }
+            let mut current = watching.lock().unwrap_or_else(|e| e.into_inner());
+            current.abort();
+            *current = watcher(new);
         }
         std::future::pending::<()>().await;
     };
@@ -67,8 +91,11 @@ pub async fn run(
         result = daemon.run(&root, shutdown) => result,
         () = reloads => unreachable!("reloads never end"),
     };
+    watching.lock().unwrap_or_else(|e| e.into_inner()).abort();
     let _ = stop_serving.send(());
     let _ = server.await;
+    // What the last jobs raised is delivered before the process ends, within the bound.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), notifier.flush()).await;
     info!("daemon exited");
     result
 }

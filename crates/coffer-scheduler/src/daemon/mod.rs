@@ -3,9 +3,11 @@
 //! repository; a job whose time passed while the daemon was down runs once on start; on
 //! shutdown no new work is taken, running jobs get `shutdown_grace`, then are cancelled cleanly.
 //!
-//! What a job *does* is a [`Runner`]'s business: the binary's runner calls the real backups,
-//! prunes, verifies and drills (which live in crates this one does not depend on); time comes
-//! from the [`JobContext`]'s clock, so the loop is tested on a manual clock without sleeping.
+//! What a job *does* is a [`Runner`]'s business: [`jobs::ConfiguredRunner`] runs the real
+//! backups, prunes, verifies and drills; the loop's tests use a recording one. Time comes from
+//! the [`JobContext`]'s clock, so the loop is tested on a manual clock without sleeping.
+//! [`run`] ([`entry`]) is the whole daemon: this loop, its real jobs, `/up` and `/metrics`, and
+//! reloads ([`Daemon::reload`]).
 
 pub mod entry;
 pub mod http;
@@ -60,6 +62,7 @@ pub struct Daemon {
     repository: Arc<Repository>,
     runner: Arc<dyn Runner>,
     observed: Observed,
+    notifier: Option<crate::notify::Notifier>,
 }
 
 /// What the daemon's loop shows the outside (`/up`, `/metrics`): updated as jobs start and end.
@@ -110,7 +113,14 @@ impl Daemon {
             repository,
             runner,
             observed: Observed::default(),
+            notifier: None,
         }
+    }
+
+    /// Tells `notifier` when each run starts and ends (alerts and healthchecks pings).
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// The plan in force now.
@@ -385,12 +395,18 @@ impl Daemon {
         let repository = self.repository.clone();
         let settings = self.plan().settings.clone();
         let (retries, backoff) = (settings.retries, settings.retry_backoff);
+        let notifier = self.notifier.clone();
         let span = info_span!("job", job = %job);
         async move {
             let _permit = tokio::select! {
                 permit = permits.acquire_owned() => permit.ok(),
                 () = ctx.cancel.cancelled() => None,
             };
+            if let Some(notifier) = &notifier
+                && _permit.is_some()
+            {
+                notifier.job_started(job);
+            }
             let started = ctx.clock.now();
             let mut attempt = 0;
             let (outcome, message) = loop {
@@ -442,6 +458,9 @@ impl Daemon {
             };
             if let Err(e) = state::save(&repository, job, &state).await {
                 warn!(error = %e, "recording the job's state");
+            }
+            if let Some(notifier) = &notifier {
+                notifier.job_finished(job, &state, previous);
             }
             Finished { job, state }
         }
