@@ -1,7 +1,7 @@
 //! `coffer daemon`: [`coffer_scheduler::daemon::run`] on the configured listen address, stopped
 //! by SIGTERM or SIGINT, its configuration reloaded on SIGHUP.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Result;
 use coffer_core::Error;
@@ -50,6 +50,6 @@ pub async fn run(config: &Config) -> Result<u8> {
 }
 
 /// The configuration file read again, validated as at start.
-fn reloaded(path: &PathBuf) -> coffer_core::Result<Config> {
+fn reloaded(path: &Path) -> coffer_core::Result<Config> {
     Config::load(path, &ProcessEnv)
 }
