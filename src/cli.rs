@@ -209,6 +209,8 @@ pub struct DrillRunArgs {
     #[arg(long, value_name = "PATH")]
     pub identity_file: Option<PathBuf>,
     #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
     pub output: JsonFlag,
 }
 
@@ -219,6 +221,8 @@ pub struct StreamArgs {
     /// else 60].
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: Option<u64>,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
 }
 
 /// `coffer restore …`
@@ -265,12 +269,40 @@ pub struct RestoreDbArgs {
     /// Do not ask for confirmation (needed for --drop-existing without a terminal).
     #[arg(long)]
     pub yes: bool,
-    /// Print what would be restored where, and change nothing.
+    /// Print what would be restored where, and change nothing (and take no lock).
     #[arg(long)]
     pub dry_run: bool,
     /// age identity file (private key), for encrypted backups.
     #[arg(long, value_name = "PATH")]
     pub identity_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// `--lock-wait`, on every command that takes the repository's shared lock.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LockWaitArg {
+    /// How long to wait while a prune holds the repository's exclusive lock before giving up
+    /// (exit 7, naming the holder) [default: \[daemon\] lock_wait_seconds, else 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+}
+
+impl LockWaitArg {
+    /// The wait: the flag, else the configuration's `[daemon] lock_wait_seconds`.
+    pub fn or_config(self, config: &coffer_core::config::Config) -> std::time::Duration {
+        self.lock_wait
+            .map_or(config.daemon.lock_wait, std::time::Duration::from_secs)
+    }
+}
+
+/// `backup run full|incremental` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub lock: LockWaitArg,
     #[command(flatten)]
     pub output: JsonFlag,
 }
@@ -312,6 +344,8 @@ pub enum BackupCommand {
         #[arg(long, value_name = "PATH")]
         identity_file: Option<PathBuf>,
         #[command(flatten)]
+        lock: LockWaitArg,
+        #[command(flatten)]
         output: JsonFlag,
     },
     /// Keep a backup whatever retention says (a legal hold, an incident), until unpinned.
@@ -333,10 +367,10 @@ pub enum BackupCommand {
 #[derive(Debug, Subcommand)]
 pub enum RunCommand {
     /// A full logical backup of the source databases.
-    Full(JsonFlag),
+    Full(RunArgs),
     /// Archive every closed binary log the repository lacks (rotating the active one first when
     /// it holds unarchived transactions).
-    Incremental(JsonFlag),
+    Incremental(RunArgs),
 }
 
 /// Backup kinds on the command line.

@@ -1,6 +1,8 @@
 //! `coffer backup run|list|show|verify`.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use coffer_core::config::Config;
@@ -10,15 +12,17 @@ use coffer_core::pipeline::Progress;
 use serde::Serialize;
 
 use super::{open_repository, read_identity};
-use crate::cli::KindArg;
+use crate::cli::{KindArg, RunArgs};
 use crate::{exit, output};
 
 /// `backup run full`.
-pub async fn run_full(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
-    let repository = open_repository(config).await?;
+pub async fn run_full(config: &Config, job: &JobContext, args: &RunArgs) -> Result<u8> {
+    let json = args.output.json;
+    let repository = Arc::new(open_repository(config).await?);
     let progress = Progress::default();
     let spinner = output::Spinner::start("dumping", progress.clone());
-    let result = coffer_scheduler::run_full_backup(config, &repository, job, progress).await;
+    let wait = args.lock.or_config(config);
+    let result = coffer_scheduler::run_full_backup(config, &repository, job, progress, wait).await;
     if let Some(spinner) = spinner {
         spinner.finish();
     }
@@ -59,11 +63,14 @@ pub async fn run_full(config: &Config, job: &JobContext, json: bool) -> Result<u
 }
 
 /// `backup run incremental`.
-pub async fn run_incremental(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
-    let repository = open_repository(config).await?;
+pub async fn run_incremental(config: &Config, job: &JobContext, args: &RunArgs) -> Result<u8> {
+    let json = args.output.json;
+    let repository = Arc::new(open_repository(config).await?);
     let progress = Progress::default();
     let spinner = output::Spinner::start("archiving binlogs", progress.clone());
-    let result = coffer_scheduler::run_incremental_backup(config, &repository, job, progress).await;
+    let wait = args.lock.or_config(config);
+    let result =
+        coffer_scheduler::run_incremental_backup(config, &repository, job, progress, wait).await;
     if let Some(spinner) = spinner {
         spinner.finish();
     }
@@ -271,17 +278,19 @@ pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// `backup verify`.
+/// `backup verify`: under the repository's shared lock, waiting at most `lock_wait` for it.
 pub async fn verify(
     config: &Config,
+    job: &JobContext,
     id: &str,
     identity_file: Option<&Path>,
+    lock_wait: Duration,
     json: bool,
 ) -> Result<u8> {
     let identity = identity_file.map(read_identity).transpose()?;
-    let repository = open_repository(config).await?;
-    let manifest = repository.resolve(id).await?;
-    let report = coffer_restore::verify_backup(&repository, &manifest, identity.as_ref()).await?;
+    let repository = Arc::new(open_repository(config).await?);
+    let (manifest, report) =
+        coffer_restore::verify_id(&repository, id, identity.as_ref(), job, lock_wait).await?;
     if json {
         output::json(&report)?;
     } else {

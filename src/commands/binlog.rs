@@ -6,6 +6,7 @@ use coffer_core::job::JobContext;
 use coffer_restore::pitr;
 
 use super::open_repository;
+use crate::cli::StreamArgs;
 use crate::{exit, output};
 
 /// Prints the recoverable windows and the archive's gaps; exit 6 when there is a gap.
@@ -109,16 +110,23 @@ pub async fn find(config: &Config, args: crate::cli::FindArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// Runs the continuous binlog stream until SIGTERM or Ctrl-C.
-pub async fn stream(config: &Config, job: &JobContext, interval: Option<u64>) -> Result<u8> {
-    let repository = super::open_repository(config).await?;
+/// Runs the continuous binlog stream until SIGTERM or Ctrl-C, holding the repository's shared
+/// lock (exit 7 when a prune keeps it past `--lock-wait`, or when the lock is lost).
+pub async fn stream(config: &Config, job: &JobContext, args: &StreamArgs) -> Result<u8> {
+    let repository = std::sync::Arc::new(super::open_repository(config).await?);
     let mut options = coffer_scheduler::StreamOptions::from_config(config);
-    if let Some(seconds) = interval {
+    if let Some(seconds) = args.interval {
         options.ship_interval = std::time::Duration::from_secs(seconds);
     }
-    let stats =
-        coffer_scheduler::run_binlog_stream(config, &repository, job, &options, shutdown_signal())
-            .await?;
+    let stats = coffer_scheduler::run_binlog_stream(
+        config,
+        &repository,
+        job,
+        &options,
+        shutdown_signal(),
+        args.lock.or_config(config),
+    )
+    .await?;
     eprintln!(
         "binlog stream stopped: {} file(s) archived, {} segment(s) shipped",
         stats.files_archived, stats.segments_shipped

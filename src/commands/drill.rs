@@ -13,7 +13,7 @@ use crate::{exit, output};
 
 /// Runs a drill, prints its report (Markdown, or the JSON with `--json`), exit 10 on a failed item.
 pub async fn run(config: &Config, job: &JobContext, args: DrillRunArgs) -> Result<u8> {
-    let repository = open_repository(config).await?;
+    let repository = std::sync::Arc::new(open_repository(config).await?);
     let identity = match &args.identity_file {
         Some(path) => Some(read_identity(path)?),
         None => None,
@@ -27,6 +27,7 @@ pub async fn run(config: &Config, job: &JobContext, args: DrillRunArgs) -> Resul
             keep_sandbox: args.keep_sandbox,
             identity,
         },
+        args.lock.or_config(config),
     )
     .await?;
     let report = &outcome.report;

@@ -34,7 +34,7 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
         }
         Command::Binlog(BinlogCommand::Stream(args)) => {
             let config = load_config(cli.config.as_deref())?;
-            binlog::stream(&config, job, args.interval).await
+            binlog::stream(&config, job, &args).await
         }
         Command::Binlog(BinlogCommand::Find(args)) => {
             let config = load_config(cli.config.as_deref())?;
@@ -76,11 +76,11 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
         Command::Backup(command) => {
             let config = load_config(cli.config.as_deref())?;
             match command {
-                BackupCommand::Run(RunCommand::Full(flags)) => {
-                    backup::run_full(&config, job, flags.json).await
+                BackupCommand::Run(RunCommand::Full(args)) => {
+                    backup::run_full(&config, job, &args).await
                 }
-                BackupCommand::Run(RunCommand::Incremental(flags)) => {
-                    backup::run_incremental(&config, job, flags.json).await
+                BackupCommand::Run(RunCommand::Incremental(args)) => {
+                    backup::run_incremental(&config, job, &args).await
                 }
                 BackupCommand::List { kind, output } => {
                     backup::list(&config, kind, output.json).await
@@ -91,8 +91,20 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
                 BackupCommand::Verify {
                     id,
                     identity_file,
+                    lock,
                     output,
-                } => backup::verify(&config, &id, identity_file.as_deref(), output.json).await,
+                } => {
+                    let wait = lock.or_config(&config);
+                    backup::verify(
+                        &config,
+                        job,
+                        &id,
+                        identity_file.as_deref(),
+                        wait,
+                        output.json,
+                    )
+                    .await
+                }
             }
         }
     }

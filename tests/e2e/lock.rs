@@ -1,9 +1,15 @@
-//! `coffer lock list|break` on a folder repository, with lock objects written by hand as another
-//! coffer would have left them. Needs no database: the config names one that is never reached.
+//! The repository lock end to end. `coffer lock list|break` on a folder repository, with lock
+//! objects written by hand as another coffer would have left them (no database: the config names
+//! one that is never reached); every locking command meeting a prune's lock; a prune meeting a
+//! running backup's; two daemons on one repository, one backing up, one pruning.
 
 use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use crate::util::{Run, coffer_command};
+use crate::util::{
+    Repo as SetupRepo, Run, SLOW_COMPRESSION, Setup, coffer_command, files_under, free_port,
+};
 
 struct Repo {
     dir: tempfile::TempDir,
@@ -152,4 +158,260 @@ fn a_lock_of_a_dead_process_on_this_host_is_stale() {
     );
     repo.run(&["lock", "break", id]).expect_code(0);
     assert!(!exists(&repo.locks().join(format!("{id}.json"))));
+}
+
+/// Waits until `child` has a child process whose command line matches `pattern`.
+fn wait_for_child(child: &mut std::process::Child, pattern: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new("pgrep")
+            .args(["-P", &child.id().to_string(), "-f", pattern])
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "it finished before {pattern} was seen"
+        );
+        assert!(Instant::now() < deadline, "no child matching {pattern}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The lock objects of a folder repository.
+fn lock_files(repo: &Path) -> Vec<String> {
+    files_under(&repo.join("locks"))
+}
+
+#[test]
+fn a_prune_while_a_full_backup_runs_exits_7_naming_the_backups_lock() {
+    let setup = Setup::new(SetupRepo::Folder, &["bulk"], SLOW_COMPRESSION);
+    let mut backup = setup
+        .coffer(&["backup", "run", "full", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_child(&mut backup, "mariadb-dump|mysqldump");
+    let held = setup.run(&["lock", "list", "--json"]).json();
+    assert_eq!(held.as_array().unwrap().len(), 1, "{held:#}");
+    assert_eq!(held[0]["kind"], "shared");
+    assert_eq!(held[0]["purpose"], "backup full");
+    assert_eq!(held[0]["pid"], backup.id());
+
+    let prune = setup.run(&["prune", "--lock-wait", "0"]);
+    prune.expect_code(7);
+    let line = prune.error_line();
+    let id = held[0]["id"].as_str().unwrap();
+    for part in [
+        "exclusive repository lock for prune",
+        "shared lock",
+        id,
+        "(backup full)",
+        &format!("of {} pid {}", host_name(), backup.id()),
+    ] {
+        assert!(line.contains(part), "{part:?} not in {line}");
+    }
+    assert_eq!(
+        prune
+            .stderr
+            .lines()
+            .filter(|l| l.contains("coffer: error"))
+            .count(),
+        1
+    );
+
+    // The backup was not disturbed, and let go of its lock when done.
+    let run = Run::from(backup.wait_with_output().unwrap());
+    run.expect_code(0);
+    assert!(
+        lock_files(&setup.repo_dir()).is_empty(),
+        "{:?}",
+        lock_files(&setup.repo_dir())
+    );
+    setup.run(&["backup", "verify", "latest"]).expect_code(0);
+    setup.run(&["prune", "--lock-wait", "0"]).expect_code(0);
+}
+
+#[test]
+fn while_a_prune_holds_the_lock_every_locking_command_exits_7_after_its_lock_wait() {
+    let repo = Repo::new();
+    // As a prune of this (live) process would hold it.
+    let id = "20261202T010000Z-0000000prune";
+    repo.plant(
+        id,
+        "exclusive",
+        &host_name(),
+        std::process::id(),
+        jiff::Timestamp::now(),
+    );
+    let path = repo.locks().join(format!("{id}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("backup full", "prune");
+    std::fs::write(&path, text).unwrap();
+    for args in [
+        &["backup", "run", "full"][..],
+        &["backup", "run", "incremental"],
+        &["backup", "verify", "latest"],
+        &["binlog", "stream"],
+        &["restore", "db", "--latest", "--target", "127.0.0.1:9"],
+        &["drill", "run"],
+    ] {
+        let mut with_flag = args.to_vec();
+        with_flag.extend(["--lock-wait", "0"]);
+        let run = repo.run(&with_flag);
+        run.expect_code(7);
+        let line = run.error_line();
+        assert!(
+            line.contains("shared repository lock")
+                && line.contains(&format!(
+                    "exclusive lock {id} (prune) of {} pid {}",
+                    host_name(),
+                    std::process::id()
+                )),
+            "{args:?}: {line}"
+        );
+        assert_eq!(
+            std::fs::read_dir(repo.locks()).unwrap().count(),
+            1,
+            "{args:?} left its lock object"
+        );
+    }
+    // Without the flag, `[daemon] lock_wait_seconds` decides how long to wait.
+    let config = repo.dir.path().join("coffer.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[daemon]\nlock_wait_seconds = 2\n");
+    std::fs::write(&config, text).unwrap();
+    let started = Instant::now();
+    let run = repo.run(&["backup", "verify", "latest"]);
+    run.expect_code(7);
+    assert!(
+        run.error_line().contains("not obtained within 2 s"),
+        "{run:#?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // A flag of 1 s overrides it.
+    let run = repo.run(&["backup", "verify", "latest", "--lock-wait", "1"]);
+    run.expect_code(7);
+    assert!(
+        run.error_line().contains("not obtained within 1 s"),
+        "{run:#?}"
+    );
+    // Read-only listings take no lock.
+    repo.run(&["backup", "list"]).expect_code(0);
+    repo.run(&["lock", "list"]).expect_code(0);
+}
+
+/// `coffer daemon` for `setup`, its stderr in `NAME.log` of the setup's folder.
+fn spawn_daemon(setup: &Setup, name: &str) -> std::process::Child {
+    let log = std::fs::File::create(setup.dir.path().join(format!("{name}.log"))).unwrap();
+    setup.coffer(&["daemon"]).stderr(log).spawn().unwrap()
+}
+
+fn daemon_log(setup: &Setup, name: &str) -> String {
+    std::fs::read_to_string(setup.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn two_daemons_on_one_repository_prune_waits_for_the_others_backups_and_deletes_nothing_in_flight()
+{
+    // Daemon A backs up every 2 s (each backup takes a few seconds through gzip -9); daemon B,
+    // another process with its own config on the same repository, prunes to the newest full
+    // every 3 s.
+    let a = Setup::new(SetupRepo::Folder, &["bulk"], SLOW_COMPRESSION);
+    let b = Setup::new(SetupRepo::Folder, &["bulk"], "");
+    b.edit_config(
+        "url = \"repo\"",
+        &format!("url = \"{}\"", a.repo_dir().display()),
+    );
+    a.append_config(&format!(
+        "\n[schedule]\nfull = \"*/2 * * * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace_seconds = 5\nretry_backoff_seconds = 1\n",
+        free_port()
+    ));
+    b.append_config(&format!(
+        "\n[schedule]\nprune = \"*/3 * * * * *\"\n\n[retention.full]\nkeep_last = 1\n\n[daemon]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace_seconds = 5\nretry_backoff_seconds = 1\nlock_wait_seconds = 30\n",
+        free_port()
+    ));
+    let mut daemon_a = spawn_daemon(&a, "a");
+    let mut daemon_b = spawn_daemon(&b, "b");
+    let fail = |why: String| -> ! {
+        panic!(
+            "{why}\n--- daemon A:\n{}\n--- daemon B:\n{}",
+            daemon_log(&a, "a"),
+            daemon_log(&b, "b")
+        )
+    };
+    // Every backup the repository lists, while both run, verifies: a prune deletes only whole
+    // backups (gone from the listing first), never what a backup is writing. `latest` is
+    // resolved under the shared lock, so it cannot vanish while it is read.
+    let started = Instant::now();
+    let mut verified = std::collections::BTreeSet::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(700));
+        let run = a.run(&["backup", "verify", "latest", "--json", "--lock-wait", "30"]);
+        match run.code {
+            0 => {
+                verified.insert(run.json()["backup_id"].as_str().unwrap().to_string());
+            }
+            8 if verified.is_empty() => {} // no backup finished yet
+            _ => fail(format!(
+                "verifying the newest backup while both run: {run:#?}"
+            )),
+        }
+        assert!(daemon_a.try_wait().unwrap().is_none(), "daemon A stopped");
+        assert!(daemon_b.try_wait().unwrap().is_none(), "daemon B stopped");
+    }
+    for daemon in [&daemon_a, &daemon_b] {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    assert!(daemon_a.wait().unwrap().success(), "daemon A's exit");
+    assert!(daemon_b.wait().unwrap().success(), "daemon B's exit");
+
+    let (log_a, log_b) = (daemon_log(&a, "a"), daemon_log(&b, "b"));
+    if verified.len() < 2 {
+        fail(format!("too few backups seen: {verified:?}"));
+    }
+    // B's prunes waited while A's backups held their shared locks, then deleted old backups.
+    let waited = log_b
+        .lines()
+        .find(|l| l.contains("waiting up to 30 s for the repository lock"))
+        .unwrap_or_else(|| fail("prune never waited for a backup's lock".into()));
+    assert!(
+        waited.contains("(backup full)") && waited.contains(&format!("pid {}", daemon_a.id())),
+        "{waited}"
+    );
+    if !log_b.contains("backup deleted") {
+        fail("prune never deleted anything".into());
+    }
+    assert!(!log_a.contains("panicked") && !log_b.contains("panicked"));
+    // Both let go of their locks; every backup listed now verifies, and every object under
+    // data/ belongs to a listed backup: nothing of one in flight was deleted or left half.
+    let repo = a.repo_dir();
+    assert!(lock_files(&repo).is_empty(), "{:?}", lock_files(&repo));
+    let listed = a.listed(None);
+    assert!(!listed.is_empty());
+    for id in &listed {
+        let run = a.run(&["backup", "verify", id]);
+        if run.code != 0 {
+            fail(format!("backup {id} no longer verifies: {run:#?}"));
+        }
+    }
+    for file in files_under(&repo.join("data")) {
+        let id = file.split('/').next().unwrap();
+        assert!(
+            listed.iter().any(|l| l == id),
+            "data/{file} belongs to no listed backup"
+        );
+    }
 }

@@ -52,9 +52,10 @@
 //! already `stale_after` old (the process was suspended) it is lost too, since someone may have
 //! taken it over; and when refreshing keeps failing for `stale_after / 2` it is lost before others
 //! may call it stale. A lost lock cancels [`LockGuard::cancel`] and [`LockGuard::check`] fails
-//! with [`ErrorKind::Locked`], so a job run under the guard's `Cancel` stops. Such a job fails
-//! with the cancellation's error (`Interrupted`); its caller should report `guard.check()`'s
-//! error instead when there is one, so the command exits 7 and says the lock was lost.
+//! with [`ErrorKind::Locked`], so a job run under the guard's `Cancel` ([`LockGuard::job`])
+//! stops. Such a job fails with the cancellation's error (`Interrupted`); its caller should
+//! report it as [`ErrorKind::Locked`] instead, so the command exits 7 and says the lock was lost:
+//! [`LockGuard::finish`] does that, and releases the lock.
 //!
 //! **Assumptions and limits.** Host identity is the host name (containers sharing one must not
 //! share a repository under the same name); a pid reused by another process on the same host
@@ -78,6 +79,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cancel::{Cancel, Reason};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
+use crate::job::JobContext;
 use crate::repository::Repository;
 
 /// The folder lock objects live in.
@@ -253,6 +255,7 @@ pub async fn acquire_with(
     let deadline = tokio::time::Instant::now() + wait;
     let mut own: Option<LockRecord> = None;
     let mut attempt: u32 = 0;
+    let mut said_waiting = false;
     loop {
         if let Err(e) = cancel.check() {
             withdraw(repository, own.take()).await;
@@ -338,6 +341,19 @@ pub async fn acquire_with(
         if tokio::time::Instant::now() >= deadline && (attempt > 0 || keep.is_none()) {
             withdraw(repository, keep).await;
             return Err(not_obtained(kind, purpose, wait, &conflicts, clock.now()));
+        }
+        // Once per acquire, so a job that waits says for whom (the daemon's log, `--lock-wait`).
+        if !said_waiting && !conflicts.is_empty() {
+            said_waiting = true;
+            let now = clock.now();
+            let holders: Vec<String> = conflicts.iter().map(|c| c.describe(now)).collect();
+            tracing::info!(
+                %kind,
+                purpose,
+                "waiting up to {} for the repository lock, held by {}",
+                human(signed(wait)),
+                holders.join("; ")
+            );
         }
         // Past the deadline only the first contender gets here, for one more look: long enough
         // for the later ones it saw to withdraw.
@@ -497,6 +513,43 @@ impl LockGuard {
                 ErrorKind::Locked,
                 format!("the repository lock {} was lost: {why}", self.record.id),
             )),
+        }
+    }
+
+    /// The context to run the locked work in: `job`'s clock, and [`LockGuard::cancel`], so the
+    /// work stops when `job` is cancelled or the lock is lost.
+    pub fn job(&self, job: &JobContext) -> JobContext {
+        JobContext {
+            cancel: self.cancel.clone(),
+            clock: job.clock.clone(),
+        }
+    }
+
+    /// Releases the lock once the work it protected ended with `result`, and returns what the
+    /// caller should report. A lock lost while the work failed makes the failure an
+    /// [`ErrorKind::Locked`] one (exit 7): the cancellation the loss caused keeps its message,
+    /// which names the lock and says what the work left (a restore's half-restored target);
+    /// another failure is reported after the loss. Work that succeeded all the same stands, with
+    /// a warning. A release that fails is a warning: the object goes stale on its own.
+    pub async fn finish<T>(self, result: Result<T>) -> Result<T> {
+        let lost = self.check();
+        let id = self.record.id.clone();
+        if let Err(e) = self.release().await {
+            tracing::warn!(error = %e, "could not release the repository lock {id}");
+        }
+        match (result, lost) {
+            (Err(work), Err(_)) if work.kind() == ErrorKind::Interrupted => {
+                Err(Error::new(ErrorKind::Locked, work))
+            }
+            (Err(work), Err(lost)) => Err(Error::new(
+                ErrorKind::Locked,
+                format!("{lost} (and the work failed: {work})"),
+            )),
+            (Ok(value), Err(lost)) => {
+                tracing::warn!("the work finished, but {lost}");
+                Ok(value)
+            }
+            (result, Ok(())) => result,
         }
     }
 
@@ -759,7 +812,11 @@ fn not_obtained(
     Error::new(
         ErrorKind::Locked,
         format!(
-            "getting a {kind} repository lock for {purpose}: not obtained within {}; {holders}",
+            "getting {} {kind} repository lock for {purpose}: not obtained within {}; {holders}",
+            match kind {
+                LockKind::Shared => "a",
+                LockKind::Exclusive => "an",
+            },
             human(signed(wait))
         ),
     )
@@ -1261,6 +1318,66 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(ids(&repo, &clock).await.is_empty());
         guard.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn work_run_under_the_guard_stops_when_the_lock_is_lost_and_finish_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repository(&dir);
+        let clock = manual();
+        let job = JobContext {
+            cancel: Cancel::new(),
+            clock: clock.clone(),
+        };
+        // Kept: the work's own result, and the object is gone.
+        let guard = acquire_with(
+            &repo,
+            LockKind::Shared,
+            "backup full",
+            Duration::ZERO,
+            &job.clock,
+            &job.cancel,
+            &fast(),
+        )
+        .await
+        .unwrap();
+        let failed: Result<()> = Err(Error::new(ErrorKind::Backup, "the dump failed"));
+        let err = guard.finish(failed).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Backup, "{err}");
+        assert!(ids(&repo, &clock).await.is_empty());
+
+        let guard = acquire_with(
+            &repo,
+            LockKind::Shared,
+            "backup full",
+            Duration::ZERO,
+            &job.clock,
+            &job.cancel,
+            &fast(),
+        )
+        .await
+        .unwrap();
+        let locked = guard.job(&job);
+        assert_eq!(locked.clock.now(), clock.now());
+        break_lock(
+            &repo,
+            BreakTarget::Id(guard.id()),
+            true,
+            &clock,
+            DEFAULT_STALE_AFTER,
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), locked.cancel.cancelled())
+            .await
+            .expect("the work is cancelled");
+        assert!(!job.cancel.is_cancelled(), "the caller's job goes on");
+        let stopped = locked.cancel.check();
+        assert_eq!(stopped.as_ref().unwrap_err().kind(), ErrorKind::Interrupted);
+        let err = guard.finish(stopped).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
+        assert!(err.to_string().contains("was lost"), "{err}");
+        assert!(ids(&repo, &clock).await.is_empty());
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //!
 //! - [`verify`]: [`verify_backup`] re-reads every artifact of a backup, checks its size and
 //!   SHA-256, decodes it, and for a dump re-derives the expectations and compares them with the
-//!   manifest's.
+//!   manifest's; [`verify_id`] does it for `backup verify ID` under a shared repository lock
+//!   ([`read_locked`]).
 //! - [`restore`]: the restore from request to report: a [`RestoreRequest`] (a backup id,
 //!   `latest` or a point in time) resolved into a [`RestorePlan`], then run in the order that
 //!   keeps the target safe: every digest verified before the target is touched, non-empty
@@ -25,4 +26,4 @@ pub mod verify;
 
 pub use full::RestoreOptions;
 pub use restore::{RestorePlan, RestoreReport, RestoreRequest, RestoreSource};
-pub use verify::{VerifyReport, verify_backup};
+pub use verify::{VerifyReport, read_locked, verify_backup, verify_id};

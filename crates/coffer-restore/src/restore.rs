@@ -118,6 +118,10 @@ pub async fn plan(
 
 /// Runs a plan in the order the module describes. A cancelled job stops its children, runs the
 /// `after` hooks, and fails saying what state it left the target in.
+///
+/// The caller holds a shared repository lock from [`plan`] to the end, and runs both under the
+/// guard's job ([`coffer_core::lock::LockGuard::job`]) so that a lost lock stops the restore like
+/// a cancellation: `restore db` and the drill do.
 pub async fn run(
     repository: &Repository,
     plan: &RestorePlan,

@@ -1,8 +1,13 @@
 //! `backup verify`: read every artifact of a backup back from storage and prove it intact.
 
+use std::future::Future;
 use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
 
 use coffer_core::dumpscan::DumpScanner;
+use coffer_core::job::JobContext;
+use coffer_core::lock::{self, LockKind};
 use coffer_core::manifest::Manifest;
 use coffer_core::pipeline::{self, ArtifactReader, ArtifactRecord};
 use coffer_core::repository::Repository;
@@ -52,8 +57,59 @@ impl VerifyReport {
     }
 }
 
+/// `backup verify ID`: resolves `id` (`latest` too) and reads back every artifact of that
+/// backup ([`verify_backup`]), all under a shared repository lock (`verify`; see
+/// [`read_locked`]), so no prune deletes the backup while it is read.
+pub async fn verify_id(
+    repository: &Arc<Repository>,
+    id: &str,
+    identity: Option<&age::x25519::Identity>,
+    job: &JobContext,
+    lock_wait: Duration,
+) -> Result<(Manifest, VerifyReport)> {
+    read_locked(repository, "verify", lock_wait, job, async {
+        let manifest = repository.resolve(id).await?;
+        let report = verify_backup(repository, &manifest, identity).await?;
+        Ok((manifest, report))
+    })
+    .await
+}
+
+/// Runs `work`, which only reads the repository, under a shared repository lock for `purpose`:
+/// waits at most `lock_wait` while a prune holds the exclusive one ([`ErrorKind::Locked`],
+/// exit 7, naming the holder), releases it however `work` ends, and stops `work` (dropping it:
+/// it holds nothing that needs undoing) when `job` is cancelled or the lock is lost, with the
+/// error that says which.
+pub async fn read_locked<T>(
+    repository: &Arc<Repository>,
+    purpose: &str,
+    lock_wait: Duration,
+    job: &JobContext,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let guard = lock::acquire(
+        repository,
+        LockKind::Shared,
+        purpose,
+        lock_wait,
+        &job.clock,
+        &job.cancel,
+    )
+    .await?;
+    let stop = guard.cancel().clone();
+    let result = tokio::select! {
+        result = work => result,
+        () = stop.cancelled() => Err(stop
+            .check()
+            .err()
+            .unwrap_or_else(|| Error::new(ErrorKind::Interrupted, "stopped"))),
+    };
+    guard.finish(result).await
+}
+
 /// Reads back every artifact of `manifest`. With `identity`, encrypted artifacts are decrypted
-/// too; without, their stored bytes are still checked against the recorded digest.
+/// too; without, their stored bytes are still checked against the recorded digest. The caller
+/// holds a shared repository lock ([`verify_id`] and the daemon's verify job take one).
 pub async fn verify_backup(
     repository: &Repository,
     manifest: &Manifest,

@@ -1,10 +1,14 @@
 //! The full backup: one consistent logical dump of the source, streamed into the repository.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use coffer_core::client::{self, DefaultsFile, Endpoint, Tool};
 use coffer_core::config::Config;
 use coffer_core::dump::{DUMP_OPTIONS, run_dump};
 use coffer_core::grants::Grants;
 use coffer_core::job::JobContext;
+use coffer_core::lock::{self, LockKind};
 use coffer_core::manifest::{BackupKind, Manifest, SourceInfo, new_backup_id};
 use coffer_core::names;
 use coffer_core::pipeline::{self, Encoding, Progress};
@@ -18,24 +22,44 @@ pub const DUMP_ARTIFACT: &str = "dump.sql";
 
 /// Runs a full backup of the configured source into `repository` and returns its manifest.
 ///
+/// The whole backup runs under a shared repository lock (`backup full`), waiting at most
+/// `lock_wait` while a prune holds the exclusive one ([`ErrorKind::Locked`], exit 7, naming the
+/// holder, when it is not free by then); the lock is released on every way out, and a lock lost
+/// half-way stops the backup like a cancellation (nothing is recorded) and is what the error
+/// says.
+///
 /// The dump runs over TCP with `--single-transaction` (no global lock on InnoDB), recording the
 /// snapshot's binlog coordinates and GTID position; routines, triggers and events are included and
 /// blobs written in hex. Before it starts, the account's grants are checked: a dump that could
 /// not see some objects fails the backup unless `[source] allow_incomplete` is set, which records
 /// them in the manifest instead. Its output is scanned for expectations as it streams through the
 /// pipeline. The manifest is written only after the artifact is stored; on any failure there is
-/// no manifest, and whatever was stored under the backup's data folder is removed.
+/// no manifest, and whatever was stored under the backup's data folder is removed (still under
+/// the lock).
 pub async fn run_full_backup(
     config: &Config,
-    repository: &Repository,
+    repository: &Arc<Repository>,
     job: &JobContext,
     progress: Progress,
+    lock_wait: Duration,
 ) -> Result<Manifest> {
-    let started_at = job.clock.now();
-    let id = new_backup_id(BackupKind::Full, started_at);
-    let span = info_span!("backup.full", id = %id, source = %format!("{}:{}", config.source.host, config.source.port));
+    let span = info_span!("backup.full", id = tracing::field::Empty, source = %format!("{}:{}", config.source.host, config.source.port));
     async {
-        let result = full_backup(config, repository, job, &id, started_at, progress).await;
+        let guard = lock::acquire(
+            repository,
+            LockKind::Shared,
+            "backup full",
+            lock_wait,
+            &job.clock,
+            &job.cancel,
+        )
+        .await?;
+        let locked = guard.job(job);
+        // The backup starts once the lock is held: its id and start time say when it ran.
+        let started_at = locked.clock.now();
+        let id = new_backup_id(BackupKind::Full, started_at);
+        tracing::Span::current().record("id", tracing::field::display(&id));
+        let result = full_backup(config, repository, &locked, &id, started_at, progress).await;
         if let Err(err) = &result {
             // No manifest was written, so the backup does not exist; clear what it left.
             match repository.remove_data(&id).await {
@@ -45,7 +69,7 @@ pub async fn run_full_backup(
             }
             warn!(error = %err, "full backup failed");
         }
-        result
+        guard.finish(result).await
     }
     .instrument(span)
     .await

@@ -1,8 +1,12 @@
 //! The incremental backup: archive every closed binary log of the source over the replication
 //! protocol (the backup host reads nothing from the database host's disk).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use coffer_core::config::Config;
 use coffer_core::job::JobContext;
+use coffer_core::lock::{self, LockKind};
 use coffer_core::manifest::Manifest;
 use coffer_core::pipeline::Progress;
 use coffer_core::repository::Repository;
@@ -15,16 +19,34 @@ use crate::archiver::BinlogSource;
 /// kind `binlog` each. The active binlog is rotated first (`FLUSH BINARY LOGS`) when it holds
 /// transactions the archive lacks, so a run leaves nothing committed unarchived; a run with
 /// nothing new changes nothing. Returns the new manifests.
+///
+/// The run holds a shared repository lock (`backup incremental`) throughout, waiting at most
+/// `lock_wait` for a prune's exclusive one (exit 7 naming the holder when it is not free by
+/// then), released on every way out; a lock lost half-way stops the run, and the error says so.
 pub async fn run_incremental_backup(
     config: &Config,
-    repository: &Repository,
+    repository: &Arc<Repository>,
     job: &JobContext,
     progress: Progress,
+    lock_wait: Duration,
 ) -> Result<Vec<Manifest>> {
     let span = info_span!("backup.incremental", source = %format!("{}:{}", config.source.host, config.source.port));
-    async { incremental(config, repository, job, progress).await }
-        .instrument(span)
-        .await
+    async {
+        let guard = lock::acquire(
+            repository,
+            LockKind::Shared,
+            "backup incremental",
+            lock_wait,
+            &job.clock,
+            &job.cancel,
+        )
+        .await?;
+        let locked = guard.job(job);
+        let result = incremental(config, repository, &locked, progress).await;
+        guard.finish(result).await
+    }
+    .instrument(span)
+    .await
 }
 
 async fn incremental(

@@ -16,12 +16,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coffer_core::archive::binlog_sequence;
 use coffer_core::binlog::{BinlogIndexer, IndexHeader};
 use coffer_core::config::Config;
 use coffer_core::job::JobContext;
+use coffer_core::lock::{self, LockKind};
 use coffer_core::pipeline::Progress;
 use coffer_core::repository::Repository;
 use coffer_core::{Error, ErrorKind, Result};
@@ -67,50 +69,89 @@ pub struct StreamStats {
 /// Streams the source's binlogs into the repository until `shutdown` completes, reconnecting
 /// after every network or server failure. Returns only on shutdown, or on an error that a retry
 /// cannot cure (a bad configuration).
+///
+/// The stream holds a shared repository lock (`binlog stream`) for its whole life, kept fresh by
+/// the guard's heartbeat, so no prune runs while it archives (a prune waits, or gives up with
+/// exit 7). Getting it waits at most `lock_wait` for a prune's exclusive lock. When the lock is
+/// lost (broken by hand, or taken over as stale after the process was suspended) the stream
+/// stops as on shutdown and returns the [`ErrorKind::Locked`] error saying so; the lock is
+/// released on every way out.
 pub async fn run_binlog_stream(
+    config: &Config,
+    repository: &Arc<Repository>,
+    job: &JobContext,
+    options: &StreamOptions,
+    shutdown: impl Future<Output = ()>,
+    lock_wait: Duration,
+) -> Result<StreamStats> {
+    let span = info_span!("binlog.stream", source = %format!("{}:{}", config.source.host, config.source.port));
+    async {
+        let guard = lock::acquire(
+            repository,
+            LockKind::Shared,
+            "binlog stream",
+            lock_wait,
+            &job.clock,
+            &job.cancel,
+        )
+        .await?;
+        let locked = guard.job(job);
+        let lost = guard.cancel().clone();
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = lost.cancelled() => {}
+            }
+        };
+        // A stream that stopped because the lock went did not shut down cleanly: say why.
+        let result = stream(config, repository, &locked, options, shutdown)
+            .await
+            .and_then(|stats| guard.check().map(|()| stats));
+        guard.finish(result).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn stream(
     config: &Config,
     repository: &Repository,
     job: &JobContext,
     options: &StreamOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<StreamStats> {
-    let span = info_span!("binlog.stream", source = %format!("{}:{}", config.source.host, config.source.port));
-    async {
-        tokio::pin!(shutdown);
-        let mut stats = StreamStats::default();
-        let mut backoff = Duration::from_secs(1);
-        repository.ensure_initialized().await?;
-        loop {
-            let began = Instant::now();
-            stats.sessions += 1;
-            match session(config, repository, job, options, &mut shutdown, &mut stats).await {
-                Ok(SessionEnd::Shutdown) => {
-                    info!(?stats, "binlog stream stopped");
-                    return Ok(stats);
-                }
-                Ok(SessionEnd::Disconnected(why)) => {
-                    warn!(reason = %why, "binlog stream disconnected; reconnecting")
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::Config | ErrorKind::Refused) => {
-                    return Err(e);
-                }
-                Err(e) => error!(error = %e, "binlog stream failed; retrying"),
+    tokio::pin!(shutdown);
+    let mut stats = StreamStats::default();
+    let mut backoff = Duration::from_secs(1);
+    repository.ensure_initialized().await?;
+    loop {
+        let began = Instant::now();
+        stats.sessions += 1;
+        match session(config, repository, job, options, &mut shutdown, &mut stats).await {
+            Ok(SessionEnd::Shutdown) => {
+                info!(?stats, "binlog stream stopped");
+                return Ok(stats);
             }
-            if began.elapsed() > Duration::from_secs(60) {
-                backoff = Duration::from_secs(1);
+            Ok(SessionEnd::Disconnected(why)) => {
+                warn!(reason = %why, "binlog stream disconnected; reconnecting")
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = &mut shutdown => {
-                    info!(?stats, "binlog stream stopped");
-                    return Ok(stats);
-                }
+            Err(e) if matches!(e.kind(), ErrorKind::Config | ErrorKind::Refused) => {
+                return Err(e);
             }
-            backoff = (backoff * 2).min(options.max_backoff);
+            Err(e) => error!(error = %e, "binlog stream failed; retrying"),
         }
+        if began.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = &mut shutdown => {
+                info!(?stats, "binlog stream stopped");
+                return Ok(stats);
+            }
+        }
+        backoff = (backoff * 2).min(options.max_backoff);
     }
-    .instrument(span)
-    .await
 }
 
 enum SessionEnd {

@@ -1,7 +1,9 @@
 //! The repository's disk fills up or turns read-only: a backup (full or incremental) fails with
-//! exit 4 naming the object, a drill keeps its verdict but stores no report (exit 4), the binlog
+//! exit 4 naming the object (on a disk already broken, the first object is its lock: every
+//! command that locks, `backup verify` included, fails there, and the listings, which take no
+//! lock, still read), a drill keeps its verdict but stores no report (exit 4), the binlog
 //! stream logs the failure and retries until the disk heals; nothing half-written is left or
-//! listed, and what was stored before still reads.
+//! listed, and what was stored before still reads and, once the disk heals, verifies.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -114,10 +116,23 @@ fn a_read_only_repository_refuses_new_backups_and_still_reads_the_old_ones() {
     mount.read_only();
     let run = setup.run(&["backup", "run", "full"]);
     run.expect_code(4);
-    assert!(run.error_line().contains("Read-only"), "{run:#?}");
+    // The backup's shared lock is the first object it writes: that is what fails.
+    assert!(
+        run.error_line().contains("Read-only") && run.error_line().contains("locks/"),
+        "{run:#?}"
+    );
+    // Listing and showing take no lock.
     let list = setup.run(&["backup", "list", "--json"]).json();
     assert_eq!(list.as_array().unwrap().len(), 1);
+    setup.run(&["backup", "show", "latest"]).expect_code(0);
+    // Verifying takes the shared lock, which cannot be written here either: a storage error
+    // naming it (as restic without --no-lock). Once writable, the old backup verifies.
+    let verify = setup.run(&["backup", "verify", "latest"]);
+    verify.expect_code(4);
+    assert!(verify.error_line().contains("locks/"), "{verify:#?}");
+    mount.read_write();
     setup.run(&["backup", "verify", "latest"]).expect_code(0);
+    assert!(files_under(&setup.repo_dir().join("locks")).is_empty());
 }
 
 /// A private source writing row events (so the binlogs hold what the test wrote, byte for byte),
@@ -257,14 +272,17 @@ fn a_full_or_read_only_disk_fails_the_incremental_backup_with_exit_4_and_the_nex
         let run = run_in(&setup, &tmp, &["backup", "run", "incremental"]);
         run.expect_code(4);
         let line = run.error_line();
+        // The disk broke before the run: its first write, the shared lock, is what fails.
         assert!(
-            line.contains("data/") && line.contains(says),
+            line.contains("locks/") && line.contains(says),
             "the error names the object and the cause: {run:#?}"
         );
         assert_eq!(binlogs(&setup, &tmp), archived, "nothing new may be listed");
-        for (id, _) in &archived {
-            run_in(&setup, &tmp, &["backup", "verify", id]).expect_code(0);
-        }
+        // Verifying needs the lock too (exit 4 naming it); what was archived verifies below,
+        // once the disk healed.
+        let verify = run_in(&setup, &tmp, &["backup", "verify", &archived[0].0]);
+        verify.expect_code(4);
+        assert!(verify.error_line().contains("locks/"), "{verify:#?}");
         assert_nothing_half_written(&setup.repo_dir());
         let left = files_under(&tmp);
         assert!(left.is_empty(), "left in the scratch folder: {left:?}");
@@ -276,6 +294,9 @@ fn a_full_or_read_only_disk_fails_the_incremental_backup_with_exit_4_and_the_nex
         }
     }
 
+    for (id, _) in &archived {
+        run_in(&setup, &tmp, &["backup", "verify", id]).expect_code(0);
+    }
     // The disk healed: the next run archives everything the failed ones could not, once.
     run_in(&setup, &tmp, &["backup", "run", "incremental"]).expect_code(0);
     let after = binlogs(&setup, &tmp);
@@ -298,8 +319,22 @@ fn a_drill_whose_report_cannot_be_stored_exits_4_and_stores_no_half_report() {
         (Mounted::fill as fn(&Mounted), "No space left on device"),
         (Mounted::read_only, "Read-only file system"),
     ] {
+        // The disk breaks once the drill holds its shared lock (the first thing it writes; on a
+        // disk broken before, that write fails with exit 4): what then fails is the report.
+        let child = setup
+            .coffer(&["drill", "run", "--json"])
+            .env("TMPDIR", &tmp)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while files_under(&setup.repo_dir().join("locks")).is_empty() {
+            assert!(Instant::now() < deadline, "the drill never took its lock");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         break_disk(&mount);
-        let run = run_in(&setup, &tmp, &["drill", "run", "--json"]);
+        let run = Run::from(child.wait_with_output().unwrap());
         run.expect_code(4);
         // The verdict is printed: the drill proved the backup, only its record is missing.
         let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -325,10 +360,24 @@ fn a_drill_whose_report_cannot_be_stored_exits_4_and_stores_no_half_report() {
         );
         let left = files_under(&tmp);
         assert!(left.is_empty(), "left in the scratch folder: {left:?}");
-        run_in(&setup, &tmp, &["backup", "verify", "latest"]).expect_code(0);
+        let locks = files_under(&setup.repo_dir().join("locks"));
         if says.starts_with("No space") {
+            // Removing an object needs no space: the lock was released.
+            assert!(locks.is_empty(), "{locks:?}");
             mount.free();
+        } else {
+            // A read-only disk keeps the lock object; its process is gone, so the next
+            // command takes it over as stale.
+            assert_eq!(locks.len(), 1, "{locks:?}");
+            mount.read_write();
         }
+        let verify = run_in(&setup, &tmp, &["backup", "verify", "latest"]);
+        verify.expect_code(0);
+        assert!(
+            says.starts_with("No space") || verify.stderr.contains("taking over stale"),
+            "{verify:#?}"
+        );
+        assert!(files_under(&setup.repo_dir().join("locks")).is_empty());
     }
 }
 
@@ -472,6 +521,10 @@ fn a_full_or_read_only_disk_under_binlog_stream_is_logged_and_retried_until_it_h
     let (code, log) = stream.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+    // The stream held its shared lock throughout (its heartbeat outlives a broken disk for
+    // stale_after / 2) and released it on SIGTERM.
+    let locks = files_under(&setup.repo_dir().join("locks"));
+    assert!(locks.is_empty(), "{locks:?}");
 
     let window = run_in(&setup, &tmp, &["binlog", "window", "--json"]).json();
     assert_eq!(window["gaps"], serde_json::json!([]), "{window:#}");
@@ -513,9 +566,19 @@ fn sigterm_while_the_stream_cannot_store_its_last_shipment_stops_it_cleanly() {
     assert_nothing_half_written(&setup.repo_dir());
     let left = files_under(&tmp);
     assert!(left.is_empty(), "left in the scratch folder: {left:?}");
+    // Its lock could not be removed from the read-only disk: it stays, says so, and (its
+    // process gone) is taken over by the next run.
+    assert!(
+        log.contains("could not release the repository lock"),
+        "{log}"
+    );
+    assert_eq!(files_under(&setup.repo_dir().join("locks")).len(), 1);
     // What the stream could not ship, the next run archives.
     mount.read_write();
-    run_in(&setup, &tmp, &["backup", "run", "incremental"]).expect_code(0);
+    let next = run_in(&setup, &tmp, &["backup", "run", "incremental"]);
+    next.expect_code(0);
+    assert!(next.stderr.contains("taking over stale"), "{next:#?}");
+    assert!(files_under(&setup.repo_dir().join("locks")).is_empty());
     assert!(fully_archived(&setup, &tmp));
     let window = run_in(&setup, &tmp, &["binlog", "window", "--json"]).json();
     assert_eq!(window["gaps"], serde_json::json!([]), "{window:#}");

@@ -1,6 +1,8 @@
 //! SIGINT and SIGTERM stop every command cleanly: children killed, temp files (the client option
 //! file with the password) removed, no manifest written, `after` hooks run, the state of the
-//! target named, exit 130/143. Hooks see none of coffer's secrets.
+//! target named, the repository lock released, exit 130/143. Hooks see none of coffer's secrets.
+//! `kill -9` leaves its lock object behind, stale at once (its process is gone), and the next
+//! command takes it over.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +28,12 @@ fn wait_for_child(child: &Child, pattern: &str) {
         assert!(Instant::now() < deadline, "no child matching {pattern}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// No lock object is left in the (folder) repository.
+fn assert_no_lock(setup: &Setup) {
+    let locks = files_under(&setup.repo_dir().join("locks"));
+    assert!(locks.is_empty(), "a lock was left: {locks:?}");
 }
 
 fn signal(child: &Child, name: &str) {
@@ -79,6 +87,7 @@ fn sigint_during_a_restore_runs_the_after_hook_and_names_the_half_restored_targe
         "{run:#?}"
     );
     assert!(dir.join("after.ran").exists(), "the after hook did not run");
+    assert_no_lock(&setup);
     let env = std::fs::read_to_string(dir.join("before.env")).unwrap();
     assert!(
         !env.contains("must-not-reach-hooks") && !env.contains("COFFER_TARGET_PASSWORD"),
@@ -126,6 +135,7 @@ fn sigterm_during_a_full_backup_records_nothing_and_leaves_no_option_file() {
     );
     let list = setup.run(&["backup", "list", "--json"]).json();
     assert_eq!(list.as_array().unwrap().len(), 0, "{list:#}");
+    assert_no_lock(&setup);
     let stored = files_under(&setup.repo_dir());
     assert!(
         stored.iter().all(|f| f.ends_with("coffer-repository.json")),
@@ -169,6 +179,7 @@ fn sigterm_during_a_drill_stores_no_report_and_leaves_no_sandbox() {
     signal(&child, "TERM");
     let run = Run::from(child.wait_with_output().unwrap());
     run.expect_code(143);
+    assert_no_lock(&setup);
     let history = setup.run(&["drill", "history", "--json"]).json();
     assert_eq!(history.as_array().unwrap().len(), 0, "{history:#}");
     // The sandbox's server and files are gone with the drill.
@@ -310,8 +321,9 @@ fn sigterm_or_sigint_during_an_incremental_backup_records_nothing_and_the_next_r
                 .contains(&format!("interrupted by SIG{name}")),
             "{run:#?}"
         );
-        // Nothing archived, nothing half-stored, nothing left in the scratch folder.
+        // Nothing archived, nothing half-stored, no lock, nothing left in the scratch folder.
         assert_eq!(binlogs(&setup), vec![], "SIG{name}");
+        assert_no_lock(&setup);
         let stored = files_under(&setup.repo_dir());
         assert!(
             stored.iter().all(|f| f.ends_with("coffer-repository.json")),
@@ -358,8 +370,21 @@ fn kill_9_during_an_incremental_backup_keeps_what_was_archived_and_the_next_run_
         .unwrap();
     // kill -9 once the first file is archived and the big one is being written to the repository.
     wait_until_storing(&mut child, &setup.repo_dir(), true);
+    let killed = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
+    // Its lock object stays, stale at once: its process is gone from this host.
+    let locks = setup.run(&["lock", "list", "--json"]).json();
+    assert_eq!(locks.as_array().unwrap().len(), 1, "{locks:#}");
+    assert_eq!(locks[0]["pid"], killed);
+    assert_eq!(locks[0]["state"], "stale", "{locks:#}");
+    assert!(
+        locks[0]["stale_reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("process {killed} is not running")),
+        "{locks:#}"
+    );
 
     // Listed: the full backup and the one file archived whole; each verifies.
     let list = setup.run(&["backup", "list", "--json"]).json();
@@ -375,6 +400,8 @@ fn kill_9_during_an_incremental_backup_keeps_what_was_archived_and_the_next_run_
             .run(&["backup", "verify", backup["id"].as_str().unwrap()])
             .expect_code(0);
     }
+    // The first of those took the stale lock over.
+    assert_no_lock(&setup);
     // Left behind (documented, not yet cleaned up): the unfinished write of the big file, never
     // listed; the killed run's scratch folder, removed by the next coffer to start.
     let leftovers: Vec<String> = files_under(&setup.repo_dir().join("data"))

@@ -45,10 +45,15 @@ impl ConfiguredRunner {
 impl Runner for ConfiguredRunner {
     async fn run(&self, job: JobName, ctx: &JobContext) -> Result<String> {
         let config = self.config();
-        let (config, repository) = (&*config, &*self.repository);
+        let (config, repository) = (&*config, &self.repository);
+        // Every job but prune holds the shared repository lock while it runs (prune the
+        // exclusive one), waiting at most `[daemon] lock_wait_seconds` for it.
+        let lock_wait = config.daemon.lock_wait;
         match job {
             JobName::Full => {
-                let m = crate::run_full_backup(config, repository, ctx, Progress::default()).await?;
+                let m =
+                    crate::run_full_backup(config, repository, ctx, Progress::default(), lock_wait)
+                        .await?;
                 Ok(format!(
                     "backup {} stored ({} bytes)",
                     m.id,
@@ -56,33 +61,41 @@ impl Runner for ConfiguredRunner {
                 ))
             }
             JobName::Incremental => {
-                let archived =
-                    crate::run_incremental_backup(config, repository, ctx, Progress::default())
-                        .await?;
+                let archived = crate::run_incremental_backup(
+                    config,
+                    repository,
+                    ctx,
+                    Progress::default(),
+                    lock_wait,
+                )
+                .await?;
                 Ok(format!("{} binlog file(s) archived", archived.len()))
             }
             JobName::Prune => {
-                let report = crate::run_prune(
-                    config,
-                    &self.repository,
-                    ctx,
-                    false,
-                    config.daemon.lock_wait,
-                )
-                .await?;
+                let report = crate::run_prune(config, repository, ctx, false, lock_wait).await?;
                 Ok(format!(
                     "{} of {} backups deleted",
                     report.deleted.len(),
                     report.plan.items.len()
                 ))
             }
-            JobName::Verify => verify_newest(repository).await,
+            JobName::Verify => {
+                coffer_restore::read_locked(
+                    repository,
+                    "verify",
+                    lock_wait,
+                    ctx,
+                    verify_newest(repository),
+                )
+                .await
+            }
             JobName::Drill => {
                 let outcome = coffer_verifier::run_drill(
                     config,
                     repository,
                     ctx,
                     coffer_verifier::DrillOptions::default(),
+                    lock_wait,
                 )
                 .await?;
                 outcome.saved?;
@@ -108,6 +121,7 @@ impl Runner for ConfiguredRunner {
             ctx,
             &options,
             ctx.cancel.cancelled(),
+            config.daemon.lock_wait,
         )
         .await?;
         Ok(format!(
@@ -118,7 +132,8 @@ impl Runner for ConfiguredRunner {
 }
 
 /// Re-reads the newest full backup and the newest binlog backup (restic's `check` for what a
-/// restore would need first): every artifact's size and SHA-256.
+/// restore would need first): every artifact's size and SHA-256. Run under the shared
+/// repository lock, from the listing on, so no prune deletes what it is about to read.
 async fn verify_newest(repository: &Repository) -> Result<String> {
     let manifests = repository.list().await?;
     let newest = |kind: BackupKind| -> Option<&Manifest> {

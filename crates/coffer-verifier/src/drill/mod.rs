@@ -17,6 +17,7 @@ mod target;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coffer_core::cancel::Cancel;
@@ -81,7 +82,33 @@ pub struct KeptSandbox {
 
 /// Runs a drill of `config`'s repository. Errors only when there is nothing to drill (no such
 /// backup); everything that goes wrong during the drill is a failed item in the report.
+///
+/// The drill holds a shared repository lock (`drill`) from choosing the backup to storing the
+/// report, so no prune deletes what it restores; getting it waits at most `lock_wait` while a
+/// prune holds the exclusive one (exit 7, naming the holder). A kept sandbox outlives the lock.
+/// A lock lost half-way stops the drill like a cancellation (no report), and the error says so.
 pub async fn run_drill(
+    config: &Config,
+    repository: &Arc<Repository>,
+    job: &JobContext,
+    options: DrillOptions,
+    lock_wait: Duration,
+) -> Result<DrillOutcome> {
+    let guard = coffer_core::lock::acquire(
+        repository,
+        coffer_core::lock::LockKind::Shared,
+        "drill",
+        lock_wait,
+        &job.clock,
+        &job.cancel,
+    )
+    .await?;
+    let locked = guard.job(job);
+    let result = drill(config, repository, &locked, options).await;
+    guard.finish(result).await
+}
+
+async fn drill(
     config: &Config,
     repository: &Repository,
     job: &JobContext,
