@@ -415,3 +415,53 @@ fn two_daemons_on_one_repository_prune_waits_for_the_others_backups_and_deletes_
         );
     }
 }
+
+#[test]
+fn a_prune_runs_beside_a_binlog_stream_which_ships_before_and_after_it() {
+    let source = crate::util::private_source(coffer_verifier::SandboxOptions {
+        server_id: 1711,
+        binlog_format: coffer_verifier::BinlogFormat::Row,
+        ..Default::default()
+    });
+    source
+        .sql("CREATE DATABASE app; CREATE TABLE app.notes (id INT PRIMARY KEY) ENGINE=InnoDB;")
+        .unwrap();
+    let setup = Setup::with_source(&source, SetupRepo::Folder, &["app"], "");
+    setup.run(&["backup", "run", "full"]).expect_code(0);
+    let log = setup.dir.path().join("stream.log");
+    let mut stream = setup
+        .coffer(&["binlog", "stream", "--interval", "1"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let segments = || setup.listed(Some("segment")).len();
+    let wait_for_segments = |at_least: usize| {
+        let started = Instant::now();
+        while segments() < at_least {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no segment shipped: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    source.sql("INSERT INTO app.notes VALUES (1);").unwrap();
+    wait_for_segments(1);
+    // The stream holds no lock between shipments: the prune gets its exclusive one.
+    let prune = setup.run(&["prune", "--lock-wait", "10"]);
+    prune.expect_code(0);
+    let before = segments();
+    source.sql("INSERT INTO app.notes VALUES (2);").unwrap();
+    wait_for_segments(before + 1);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &stream.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(stream.wait().unwrap().success());
+    assert!(files_under(&setup.repo_dir().join("locks")).is_empty());
+    for id in setup.listed(None) {
+        setup.run(&["backup", "verify", &id]).expect_code(0);
+    }
+}

@@ -70,12 +70,12 @@ pub struct StreamStats {
 /// after every network or server failure. Returns only on shutdown, or on an error that a retry
 /// cannot cure (a bad configuration).
 ///
-/// The stream holds a shared repository lock (`binlog stream`) for its whole life, kept fresh by
-/// the guard's heartbeat, so no prune runs while it archives (a prune waits, or gives up with
-/// exit 7). Getting it waits at most `lock_wait` for a prune's exclusive lock. When the lock is
-/// lost (broken by hand, or taken over as stale after the process was suspended) the stream
-/// stops as on shutdown and returns the [`ErrorKind::Locked`] error saying so; the lock is
-/// released on every way out.
+/// Each shipment holds the repository's shared lock (`binlog stream`) while it writes, so a
+/// prune (exclusive) never runs in the middle of one, and a stream that runs for months never
+/// keeps a prune from running: a shipment due while a prune holds the lock waits at most
+/// `lock_wait` or the ship interval, whichever is shorter, and is otherwise made at the next
+/// interval (the spool keeps what arrives meanwhile). At start the stream waits at most
+/// `lock_wait` for the repository to be free, and exits 7 naming the holder when it is not.
 pub async fn run_binlog_stream(
     config: &Config,
     repository: &Arc<Repository>,
@@ -86,31 +86,45 @@ pub async fn run_binlog_stream(
 ) -> Result<StreamStats> {
     let span = info_span!("binlog.stream", source = %format!("{}:{}", config.source.host, config.source.port));
     async {
-        let guard = lock::acquire(
+        // Not while a prune runs: wait for it, or say who holds the repository.
+        let guard = ShipLock {
             repository,
-            LockKind::Shared,
-            "binlog stream",
-            lock_wait,
-            &job.clock,
-            &job.cancel,
-        )
+            job,
+            wait: lock_wait,
+        }
+        .acquire()
         .await?;
-        let locked = guard.job(job);
-        let lost = guard.cancel().clone();
-        let shutdown = async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = lost.cancelled() => {}
-            }
+        guard.finish(Ok(())).await?;
+        let ship_lock = ShipLock {
+            repository,
+            job,
+            wait: lock_wait.min(options.ship_interval),
         };
-        // A stream that stopped because the lock went did not shut down cleanly: say why.
-        let result = stream(config, repository, &locked, options, shutdown)
-            .await
-            .and_then(|stats| guard.check().map(|()| stats));
-        guard.finish(result).await
+        stream(config, repository, job, options, shutdown, &ship_lock).await
     }
     .instrument(span)
     .await
+}
+
+/// How a shipment takes the repository's shared lock.
+struct ShipLock<'a> {
+    repository: &'a Arc<Repository>,
+    job: &'a JobContext,
+    wait: Duration,
+}
+
+impl ShipLock<'_> {
+    async fn acquire(&self) -> Result<lock::LockGuard> {
+        lock::acquire(
+            self.repository,
+            LockKind::Shared,
+            "binlog stream",
+            self.wait,
+            &self.job.clock,
+            &self.job.cancel,
+        )
+        .await
+    }
 }
 
 async fn stream(
@@ -119,6 +133,7 @@ async fn stream(
     job: &JobContext,
     options: &StreamOptions,
     shutdown: impl Future<Output = ()>,
+    ship_lock: &ShipLock<'_>,
 ) -> Result<StreamStats> {
     tokio::pin!(shutdown);
     let mut stats = StreamStats::default();
@@ -127,7 +142,17 @@ async fn stream(
     loop {
         let began = Instant::now();
         stats.sessions += 1;
-        match session(config, repository, job, options, &mut shutdown, &mut stats).await {
+        match session(
+            config,
+            repository,
+            job,
+            options,
+            &mut shutdown,
+            &mut stats,
+            ship_lock,
+        )
+        .await
+        {
             Ok(SessionEnd::Shutdown) => {
                 info!(?stats, "binlog stream stopped");
                 return Ok(stats);
@@ -166,6 +191,7 @@ async fn session<F: Future<Output = ()>>(
     options: &StreamOptions,
     shutdown: &mut std::pin::Pin<&mut F>,
     stats: &mut StreamStats,
+    ship_lock: &ShipLock<'_>,
 ) -> Result<SessionEnd> {
     let source = BinlogSource::connect(config, repository, job).await?;
     if u64::from(options.server_id) == source.server.server_id {
@@ -208,6 +234,7 @@ async fn session<F: Future<Output = ()>>(
         .map(|pipe| tokio::spawn(coffer_core::process::read_tail(pipe)));
     info!(from = %first, interval_s = options.ship_interval.as_secs(), "streaming binlogs");
     let mut spooler = Spooler {
+        lock: ship_lock,
         source: &source,
         dir: spool.path().to_path_buf(),
         tailers: BTreeMap::new(),
@@ -218,10 +245,10 @@ async fn session<F: Future<Output = ()>>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         tokio::select! {
-            _ = ticker.tick() => spooler.ship(stats).await?,
+            _ = ticker.tick() => spooler.ship_unless_locked(stats).await?,
             status = child.wait() => {
                 // The child wrote all it received before exiting: archive that, then reconnect.
-                spooler.ship(stats).await?;
+                spooler.ship_unless_locked(stats).await?;
                 let stderr = match stderr {
                     Some(task) => coffer_core::process::tail_lines(&task.await.unwrap_or_default(), 5),
                     None => String::new(),
@@ -251,6 +278,7 @@ async fn session<F: Future<Output = ()>>(
 
 /// Follows the files in the spool folder.
 struct Spooler<'a> {
+    lock: &'a ShipLock<'a>,
     source: &'a BinlogSource<'a>,
     dir: PathBuf,
     tailers: BTreeMap<String, Tailer>,
@@ -261,8 +289,34 @@ struct Spooler<'a> {
 }
 
 impl Spooler<'_> {
-    /// Archives every closed file, ships the active file's new transactions.
+    /// [`Spooler::ship`], except that a repository a prune holds is not an error: what is due
+    /// is shipped at the next interval.
+    async fn ship_unless_locked(&mut self, stats: &mut StreamStats) -> Result<()> {
+        match self.ship(stats).await {
+            Err(e) if e.kind() == ErrorKind::Locked => {
+                warn!(error = %e, "not shipping now: trying again at the next interval");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Archives every closed file, ships the active file's new transactions, under the shared
+    /// lock, taken at the first write and released at the end.
     async fn ship(&mut self, stats: &mut StreamStats) -> Result<()> {
+        let mut held = None;
+        let result = self.ship_holding(&mut held, stats).await;
+        match held {
+            Some(guard) => guard.finish(result).await,
+            None => result,
+        }
+    }
+
+    async fn ship_holding(
+        &mut self,
+        held: &mut Option<lock::LockGuard>,
+        stats: &mut StreamStats,
+    ) -> Result<()> {
         let mut files: Vec<(u64, String)> = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::other(format!("{}: {e}", self.dir.display())))?
             .filter_map(|entry| {
@@ -287,6 +341,9 @@ impl Spooler<'_> {
             let complete = i + 1 < files.len() || tailer.indexer.snapshot().closed;
             if complete {
                 if !self.archived_whole.contains(file) {
+                    if held.is_none() {
+                        *held = Some(self.lock.acquire().await?);
+                    }
                     let manifest = self
                         .source
                         .archive_whole(file, &path, Progress::default())
@@ -309,7 +366,14 @@ impl Spooler<'_> {
                 std::fs::remove_file(&path)
                     .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
                 self.tailers.remove(file);
-            } else if let Some((header, transactions)) = tailer.segment() {
+            } else if tailer.has_segment() {
+                // The lock first: taking the segment empties what is pending.
+                if held.is_none() {
+                    *held = Some(self.lock.acquire().await?);
+                }
+                let Some((header, transactions)) = tailer.segment() else {
+                    continue;
+                };
                 let start = tailer.shipped;
                 let end = header.end_position;
                 let last = header.last_event_time;
@@ -377,6 +441,14 @@ impl Tailer {
     /// The index of the next segment (its header fields and its transactions), taken out of the
     /// tailer: from `shipped` to the end of the last whole transaction, or `None` when no
     /// transaction completed since.
+    /// Whether there are whole transactions to ship as a segment.
+    fn has_segment(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| {
+            let summary = p.summary();
+            summary.first.is_some() && summary.last.is_some()
+        })
+    }
+
     fn segment(&mut self) -> Option<(IndexHeader, IndexSpool)> {
         let summary = self.pending.as_ref()?.summary();
         let (first, last) = (summary.first.as_ref()?, summary.last.as_ref()?);

@@ -495,7 +495,9 @@ fn a_full_or_read_only_disk_under_binlog_stream_is_logged_and_retried_until_it_h
         // configuration stops the stream.
         let line = stream.wait_for_line(says, Duration::from_secs(30));
         assert!(
-            line.contains("binlog stream failed; retrying") && line.contains("data/"),
+            // The shipment's lock is its first write; its data the next.
+            line.contains("binlog stream failed; retrying")
+                && (line.contains("data/") || line.contains("locks/")),
             "{line}"
         );
         assert!(
@@ -521,8 +523,7 @@ fn a_full_or_read_only_disk_under_binlog_stream_is_logged_and_retried_until_it_h
     let (code, log) = stream.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("panicked"), "{log}");
-    // The stream held its shared lock throughout (its heartbeat outlives a broken disk for
-    // stale_after / 2) and released it on SIGTERM.
+    // Each shipment released its shared lock, the failed ones included.
     let locks = files_under(&setup.repo_dir().join("locks"));
     assert!(locks.is_empty(), "{locks:?}");
 
@@ -566,18 +567,13 @@ fn sigterm_while_the_stream_cannot_store_its_last_shipment_stops_it_cleanly() {
     assert_nothing_half_written(&setup.repo_dir());
     let left = files_under(&tmp);
     assert!(left.is_empty(), "left in the scratch folder: {left:?}");
-    // Its lock could not be removed from the read-only disk: it stays, says so, and (its
-    // process gone) is taken over by the next run.
-    assert!(
-        log.contains("could not release the repository lock"),
-        "{log}"
-    );
-    assert_eq!(files_under(&setup.repo_dir().join("locks")).len(), 1);
+    // The last shipment's lock was its first write, refused by the read-only disk: no lock
+    // object was made, so none is left.
+    assert!(files_under(&setup.repo_dir().join("locks")).is_empty());
     // What the stream could not ship, the next run archives.
     mount.read_write();
     let next = run_in(&setup, &tmp, &["backup", "run", "incremental"]);
     next.expect_code(0);
-    assert!(next.stderr.contains("taking over stale"), "{next:#?}");
     assert!(files_under(&setup.repo_dir().join("locks")).is_empty());
     assert!(fully_archived(&setup, &tmp));
     let window = run_in(&setup, &tmp, &["binlog", "window", "--json"]).json();
