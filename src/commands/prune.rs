@@ -30,6 +30,21 @@ pub async fn run(config: &Config, job: &JobContext, args: PruneArgs) -> Result<u
     for id in &report.orphans {
         println!("{verb} the leftovers of unfinished backup {id} (data/{id}/, no manifest)");
     }
+    for upload in &report.abandoned_uploads {
+        let verb = if args.dry_run {
+            "would abort"
+        } else {
+            "aborted"
+        };
+        println!(
+            "{verb} the abandoned upload of {} (begun {})",
+            upload.key,
+            upload.started.map_or_else(
+                || "at an unknown time".into(),
+                |t| output::local_time(t, &config.timezone)
+            )
+        );
+    }
     let deletions = report.plan.deletions().len();
     println!(
         "{verb} {deletions} of {} backups; {} kept",

@@ -171,3 +171,76 @@ fn s3_upload_dropped_mid_way_aborts_its_multipart_upload() {
     assert!(runtime.block_on(upload).unwrap_err().is_cancelled());
     assert!(!data.join(&bucket).join("repo/data/big").exists());
 }
+
+/// Starts an upload that never ends and abandons it as a killed writer would: the future is
+/// forgotten, so nothing aborts it. Returns once `storage` shows it begun.
+async fn abandon_an_upload(storage: &(dyn Storage + Sync), key: &str) {
+    let (writer, silent) = tokio::io::duplex(64);
+    let body = body_from_reader(tokio::io::repeat(b'x').take(6 * 1024 * 1024).chain(silent));
+    let mut upload = Box::pin(storage.put_stream(key, body));
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Drive the upload a little, then look for it.
+        let _ = tokio::time::timeout(Duration::from_millis(200), &mut upload).await;
+        if !storage.abandoned_uploads(later).await.unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never began");
+    }
+    std::mem::forget(upload);
+    std::mem::forget(writer);
+}
+
+/// Abandoned uploads are found only once older than the cut-off, aborted, and gone after.
+async fn sweep(storage: &(dyn Storage + Sync), key: &str) {
+    abandon_an_upload(storage, key).await;
+    let earlier = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    assert!(
+        storage.abandoned_uploads(earlier).await.unwrap().is_empty(),
+        "an upload begun just now is work in flight, not abandoned"
+    );
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let found = storage.abandoned_uploads(later).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].key.starts_with("data/abandoned/"), "{found:?}");
+    assert!(found[0].started.is_some());
+    storage.abort_upload(&found[0]).await.unwrap();
+    storage.abort_upload(&found[0]).await.unwrap(); // gone already: not an error
+    assert!(storage.abandoned_uploads(later).await.unwrap().is_empty());
+    assert!(storage.list("data/abandoned/").await.unwrap().is_empty());
+}
+
+#[test]
+fn uploads_a_killed_writer_left_are_found_and_aborted_on_garage_and_a_folder() {
+    let runtime = runtime();
+    let garage = util::garage();
+    let bucket = garage.new_bucket("abandoned");
+    let s3 = S3Storage::new(garage.s3_config(&bucket, "abandoned-uploads-test"));
+    runtime.block_on(sweep(&s3, "data/abandoned/dump.sql.zst"));
+    let dir = tempfile::tempdir().unwrap();
+    let folder = LocalStorage::new(dir.path().join("repo"));
+    runtime.block_on(sweep(&folder, "data/abandoned/dump.sql.zst"));
+    // Nothing but partial files is ever removed by an abort in a folder.
+    let forged = coffer_core::storage::AbandonedUpload {
+        key: "manifests/x.json".into(),
+        upload_id: "x".into(),
+        started: None,
+    };
+    assert!(runtime.block_on(folder.abort_upload(&forged)).is_err());
+}
+
+#[test]
+fn a_server_that_cannot_list_uploads_reports_none() {
+    let runtime = runtime();
+    let server = util::s3s();
+    let bucket = server.new_bucket("no-upload-listing");
+    let s3 = S3Storage::new(server.s3_config(&bucket, "repo"));
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    assert!(
+        runtime
+            .block_on(s3.abandoned_uploads(later))
+            .unwrap()
+            .is_empty()
+    );
+}

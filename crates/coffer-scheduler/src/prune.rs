@@ -37,6 +37,9 @@ pub struct PruneReport {
     pub orphans: Vec<String>,
     /// Drill reports under `[retention.drill]`, kept or deleted, oldest first.
     pub drill_reports: Vec<retention::PlanItem>,
+    /// Uploads begun more than the grace period ago and never finished (an S3 multipart upload
+    /// or a folder's partial file a killed writer left), aborted (or, dry, to abort).
+    pub abandoned_uploads: Vec<coffer_core::storage::AbandonedUpload>,
 }
 
 /// Plans the prune at the job clock's now and, unless `dry_run`, carries it out under the
@@ -101,7 +104,12 @@ async fn prune(
     let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
     let orphans = orphans(repository, &known, now).await?;
     let drill_reports = drill_reports(repository, config, now).await?;
+    let abandoned_uploads = repository
+        .storage()
+        .abandoned_uploads(grace_cutoff(now)?)
+        .await?;
     let mut report = PruneReport {
+        abandoned_uploads,
         dry_run,
         deleted: Vec::new(),
         orphans: orphans.clone(),
@@ -126,6 +134,11 @@ async fn prune(
             "leftovers of an unfinished backup removed"
         );
     }
+    for upload in &report.abandoned_uploads {
+        go_on()?;
+        repository.storage().abort_upload(upload).await?;
+        info!(key = %upload.key, started = ?upload.started, "abandoned upload aborted");
+    }
     for item in report.drill_reports.iter().filter(|r| !r.keep) {
         go_on()?;
         // The JSON first: `drill history` reads it, and a Markdown copy alone is ignored.
@@ -139,6 +152,7 @@ async fn prune(
         deleted = report.deleted.len(),
         kept = report.plan.items.len() - report.deleted.len(),
         orphans = orphans.len(),
+        abandoned_uploads = report.abandoned_uploads.len(),
         "prune finished"
     );
     Ok(report)
@@ -169,9 +183,7 @@ async fn orphans(
             _ => None,
         };
     }
-    let cutoff = now
-        .checked_sub(ORPHAN_GRACE)
-        .map_err(|e| Error::other(format!("grace period before {now}: {e}")))?;
+    let cutoff = grace_cutoff(now)?;
     let mut old = Vec::new();
     for (id, at) in newest {
         match at {
@@ -184,6 +196,12 @@ async fn orphans(
         }
     }
     Ok(old)
+}
+
+/// What began before this is old enough to be a leftover rather than work in flight.
+fn grace_cutoff(now: Timestamp) -> Result<Timestamp> {
+    now.checked_sub(ORPHAN_GRACE)
+        .map_err(|e| Error::other(format!("grace period before {now}: {e}")))
 }
 
 /// Every drill report, judged by `[retention.drill]` on the time in its id; the newest is kept

@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 
 use super::{
-    BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key,
-    range_past_end, stall,
+    AbandonedUpload, BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage,
+    check_key, range_past_end, stall,
 };
 use crate::error::{Error, Result};
 
@@ -354,6 +354,82 @@ impl Storage for LocalStorage {
             folder = dir.parent();
         }
         Ok(())
+    }
+
+    /// Partial files (`.coffer-partial-*`) a killed writer left beside their targets.
+    async fn abandoned_uploads(&self, before: jiff::Timestamp) -> Result<Vec<AbandonedUpload>> {
+        let root = self.root.clone();
+        let walk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<AbandonedUpload>> {
+            let mut found = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let file_type = entry.file_type()?;
+                    if file_type.is_dir() {
+                        stack.push(entry.path());
+                        continue;
+                    }
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !file_type.is_file() || !name.starts_with(".coffer-partial-") {
+                        continue;
+                    }
+                    let Ok(metadata) = entry.metadata() else {
+                        continue;
+                    };
+                    let started = modified(&metadata);
+                    if started.is_none_or(|at| at >= before) {
+                        continue;
+                    }
+                    let path = entry.path();
+                    let Some(key) = path
+                        .strip_prefix(&root)
+                        .ok()
+                        .and_then(|rel| rel.to_str())
+                        .map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"))
+                    else {
+                        continue;
+                    };
+                    found.push(AbandonedUpload {
+                        key,
+                        upload_id: name,
+                        started,
+                    });
+                }
+            }
+            found.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(found)
+        });
+        self.bounded("listing", "partial files", walk)
+            .await?
+            .map_err(|e| Error::storage(format!("listing partial files: {e}")))?
+            .map_err(|e| {
+                Error::storage(format!(
+                    "listing partial files in {}: {e}",
+                    self.root.display()
+                ))
+            })
+    }
+
+    async fn abort_upload(&self, upload: &AbandonedUpload) -> Result<()> {
+        // The key is the partial file's own path; only such a file is ever removed here.
+        let name = upload.key.rsplit('/').next().unwrap_or_default();
+        if !name.starts_with(".coffer-partial-") || upload.key.split('/').any(|c| c == "..") {
+            return Err(Error::storage(format!(
+                "{}: not a partial file of this repository",
+                upload.key
+            )));
+        }
+        match tokio::fs::remove_file(self.root.join(&upload.key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error("removing partial file", &upload.key, e)),
+        }
     }
 
     async fn probe(&self) -> Result<Capabilities> {

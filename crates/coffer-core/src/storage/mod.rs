@@ -49,6 +49,19 @@ pub struct ObjectMeta {
     pub last_modified: Option<Timestamp>,
 }
 
+/// An upload begun and never completed nor aborted: what a writer killed mid-way leaves (an S3
+/// multipart upload, a folder's partial file). It is invisible to [`Storage::list`] but may
+/// hold data (and cost) until it is aborted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AbandonedUpload {
+    /// The key it was for, relative to the repository root.
+    pub key: String,
+    /// The backend's handle for it (an S3 upload id; a partial file's name).
+    pub upload_id: String,
+    /// When it began; `None` when the backend does not say.
+    pub started: Option<Timestamp>,
+}
+
 /// Turns a reader (a file, a pipe) into a [`BodyStream`] for [`Storage::put_stream`], read in
 /// chunks of 256 KiB.
 pub fn body_from_reader(reader: impl AsyncRead + Send + 'static) -> BodyStream {
@@ -140,6 +153,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Probes what the backend can do, writing and removing a few small objects under `probe/`.
     async fn probe(&self) -> Result<Capabilities>;
+
+    /// Uploads under the repository begun before `before` and never finished. A backend that
+    /// cannot list them (s3s-fs answers 501) returns none, with a warning.
+    async fn abandoned_uploads(&self, before: Timestamp) -> Result<Vec<AbandonedUpload>> {
+        let _ = before;
+        Ok(Vec::new())
+    }
+
+    /// Aborts an upload [`Storage::abandoned_uploads`] found; one already gone is not an error.
+    async fn abort_upload(&self, upload: &AbandonedUpload) -> Result<()> {
+        let _ = upload;
+        Ok(())
+    }
 }
 
 /// Opens the storage a repository location names; a request or read that waits `stall` for the

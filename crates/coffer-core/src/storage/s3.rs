@@ -39,8 +39,8 @@ use bytes::{Bytes, BytesMut};
 use tokio_stream::StreamExt;
 
 use super::{
-    BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage, check_key,
-    range_past_end, stall,
+    AbandonedUpload, BodyStream, Capabilities, CreateOutcome, ObjectMeta, ObjectReader, Storage,
+    check_key, range_past_end, stall,
 };
 use crate::config::{ChecksumMode, S3Config};
 use crate::error::{Error, Result};
@@ -834,6 +834,83 @@ impl Storage for S3Storage {
             }
         }
         Ok(())
+    }
+
+    async fn abandoned_uploads(&self, before: jiff::Timestamp) -> Result<Vec<AbandonedUpload>> {
+        let root = self.root();
+        let mut found = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let request = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.config.bucket)
+                .prefix(&root)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send();
+            let page = match self
+                .bounded("listing", "multipart uploads", request)
+                .await?
+            {
+                Ok(page) => page,
+                Err(e) if not_implemented(&e) => {
+                    tracing::warn!(
+                        location = %self.root_location(),
+                        "the server cannot list multipart uploads: abandoned ones are left to the bucket's lifecycle rules"
+                    );
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(self.error("listing", "multipart uploads", e)),
+            };
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (
+                    upload.key().and_then(|k| k.strip_prefix(&root)),
+                    upload.upload_id(),
+                ) else {
+                    continue;
+                };
+                let started = upload.initiated().and_then(timestamp);
+                // An upload the server does not date is never old enough.
+                if started.is_some_and(|at| at < before) {
+                    found.push(AbandonedUpload {
+                        key: key.to_string(),
+                        upload_id: id.to_string(),
+                        started,
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(String::from);
+            id_marker = page.next_upload_id_marker().map(String::from);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn abort_upload(&self, upload: &AbandonedUpload) -> Result<()> {
+        let full = self.full_key(&upload.key)?;
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(&full)
+            .upload_id(&upload.upload_id)
+            .send();
+        match self
+            .bounded("aborting multipart upload of", &upload.key, request)
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(&e, SdkError::ServiceError(s) if s.raw().status().as_u16() == 404) => {
+                Ok(())
+            }
+            Err(e) => Err(self.error("aborting multipart upload of", &upload.key, e)),
+        }
     }
 
     async fn probe(&self) -> Result<Capabilities> {
