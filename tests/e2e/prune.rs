@@ -173,3 +173,56 @@ fn a_prune_waits_for_the_exclusive_lock_and_gives_up_with_exit_7() {
     let left = files_under(&locks);
     assert!(left.is_empty(), "the prune released its lock: {left:?}");
 }
+
+#[test]
+fn a_prune_killed_at_any_point_leaves_every_listed_backup_whole_and_the_next_finishes() {
+    let server = crate::util::s3s();
+    let setup = Setup::new(
+        Repo::S3 {
+            server,
+            bucket: server.new_bucket("prune-killed"),
+            prefix: "repo".into(),
+        },
+        &["app"],
+        "",
+    );
+    let ids: Vec<String> = (0..6).map(|_| full(&setup)).collect();
+    setup.run(&["backup", "run", "incremental"]).expect_code(0);
+    setup.append_config("\n[retention.full]\nkeep_last = 1\n[retention.binlog]\nkeep_last = 1\n");
+    // SIGKILL after a growing delay: the first kills land before or during the deletions, the
+    // last prune runs to its end. Each kill leaves a stale lock the next prune takes over.
+    let mut delay_ms = 60;
+    let finished = loop {
+        let mut prune = setup
+            .coffer(&["prune"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let killed = prune.try_wait().unwrap().is_none();
+        if killed {
+            prune.kill().unwrap();
+        }
+        let status = prune.wait().unwrap();
+        // Whatever the point: every backup still listed is whole.
+        for id in setup.listed(None) {
+            setup.run(&["backup", "verify", &id]).expect_code(0);
+        }
+        if !killed {
+            assert!(status.success(), "prune: {status:?}");
+            break delay_ms;
+        }
+        assert!(delay_ms < 20_000, "prune never finished");
+        delay_ms += 40;
+    };
+    assert!(finished > 60, "at least one prune was killed");
+    let kept = setup.listed(Some("full"));
+    assert_eq!(kept.last(), ids.last(), "the newest full is kept");
+    // Give or take the base of the kept binlog's window.
+    assert!(kept.len() <= 2, "{kept:?}");
+    // And a prune after that has nothing left to do.
+    let again = setup.run(&["prune", "--json"]).json();
+    assert_eq!(again["deleted"], serde_json::json!([]), "{again}");
+    assert_eq!(again["orphans"], serde_json::json!([]), "{again}");
+}
