@@ -1,4 +1,4 @@
-//! `coffer status`: prints [`coffer_scheduler::status::Status`].
+//! `coffer status`: prints [`coffer_scheduler::status::Status`], one line per part.
 
 use anyhow::Result;
 use coffer_core::config::Config;
@@ -9,8 +9,9 @@ use jiff::Timestamp;
 use super::open_repository;
 use crate::{exit, output};
 
-/// Prints the repository's newest full backup and archived binlog, then the recovery point
-/// against the source (exit 3 when the source cannot be reached).
+/// Prints the repository's newest full backup and archived binlog, the recovery point against
+/// the source, the point-in-time window, what each kind of backup stores, the last drill, the
+/// locks held and every scheduled job (exit 3 when the source cannot be reached).
 pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
     let repository = open_repository(config).await?;
     let status = status(config, &repository, job).await?;
@@ -62,6 +63,79 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
                 None => println!("recovery point age: unknown (nothing archived yet)"),
             }
         }
+        match &status.point_in_time_window {
+            Some(w) => println!(
+                "point-in-time window: {} .. {} (from {}{})",
+                output::local_time(w.start, &config.timezone),
+                output::local_time(w.end, &config.timezone),
+                w.full_backup,
+                match w.gaps {
+                    0 => String::new(),
+                    n => format!("; {n} gap(s) in the archive: see `coffer binlog window`"),
+                }
+            ),
+            None => println!(
+                "point-in-time window: none (no full backup rolled forward by an archived binlog)"
+            ),
+        }
+        let kinds: Vec<String> = status
+            .by_kind
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {} in {}",
+                    k.backups,
+                    k.kind,
+                    output::bytes(k.stored_bytes)
+                )
+            })
+            .collect();
+        if !kinds.is_empty() {
+            println!("stored: {}", kinds.join(", "));
+        }
+        match &status.last_drill {
+            Some(d) => println!(
+                "last drill: {} {} finished {} (recovery time {}; backup {})",
+                d.id,
+                serde_json::to_value(d.verdict)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_uppercase))
+                    .unwrap_or_default(),
+                output::local_time(d.finished_at, &config.timezone),
+                d.recovery_time_seconds
+                    .map_or("-".to_string(), |s| format!("{s:.0} s")),
+                d.backup_id
+            ),
+            None => println!("last drill: none"),
+        }
+        let live: Vec<String> = status
+            .locks
+            .iter()
+            .filter(|l| !l.stale)
+            .map(|l| {
+                format!(
+                    "{} {} ({} on {} pid {})",
+                    l.kind,
+                    l.id,
+                    l.purpose.as_deref().unwrap_or("unreadable"),
+                    l.host.as_deref().unwrap_or("?"),
+                    l.pid.map_or("?".to_string(), |p| p.to_string())
+                )
+            })
+            .collect();
+        let stale = status.locks.iter().filter(|l| l.stale).count();
+        println!(
+            "locks held: {}{}",
+            if live.is_empty() {
+                "none".to_string()
+            } else {
+                live.join(", ")
+            },
+            match stale {
+                0 => String::new(),
+                n => format!(" ({n} stale: `coffer lock break --stale`)"),
+            }
+        );
     }
     if !json {
         for job in &status.jobs {

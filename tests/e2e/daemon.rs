@@ -104,10 +104,36 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
     for line in [
         "coffer_job_last_success_timestamp_seconds{job=\"full\"}",
         "coffer_job_next_run_timestamp_seconds{job=\"prune\"}",
-        "coffer_job_failures{job=\"incremental\"} 0",
+        "coffer_job_failures_total{job=\"incremental\"} 0",
     ] {
         assert!(metrics.contains(line), "{line} not in {metrics}");
     }
+    // The repository's status, refreshed in the background, not read at the scrape.
+    let value = |name: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    assert!(
+        value("coffer_backup_stored_bytes{kind=\"full\"}").is_some_and(|b| b > 0.0),
+        "{metrics}"
+    );
+    assert!(
+        value("coffer_backups{kind=\"full\"}").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        value("coffer_backup_last_success_timestamp_seconds{kind=\"full\"}").is_some(),
+        "{metrics}"
+    );
+    assert!(
+        value("coffer_recovery_point_age_seconds").is_some(),
+        "{metrics}"
+    );
+    assert!(
+        value("coffer_locks_held{kind=\"exclusive\"}").is_some(),
+        "{metrics}"
+    );
     sigterm(&daemon);
     let status = daemon.wait().unwrap();
     assert!(status.success(), "daemon exit: {status:?}");
@@ -132,6 +158,37 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
     assert!(
         jobs.iter()
             .all(|j| j["next_run"].is_string() && j["last_run"]["outcome"].is_string()),
+        "{status}"
+    );
+    // What each kind stores, the window, no drill yet, and no live lock once the daemon is gone.
+    let full = status["by_kind"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "full")
+        .unwrap_or_else(|| panic!("no full backups in {status}"));
+    assert!(full["stored_bytes"].as_u64().unwrap() > 0, "{status}");
+    assert!(full["last_success"].is_string(), "{status}");
+    let window = &status["point_in_time_window"];
+    if !window.is_null() {
+        let (start, end): (jiff::Timestamp, jiff::Timestamp) = (
+            window["start"].as_str().unwrap().parse().unwrap(),
+            window["end"].as_str().unwrap().parse().unwrap(),
+        );
+        // The end is in whole seconds.
+        assert!(start.as_second() <= end.as_second(), "{window}");
+        assert!(
+            fulls(&setup).contains(&window["full_backup"].as_str().unwrap().to_string()),
+            "{window}"
+        );
+    }
+    assert!(status["last_drill"].is_null(), "{status}");
+    assert!(
+        status["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["stale"] == true),
         "{status}"
     );
     // Pruned to the newest two, give or take a full that finished after the last prune (and
@@ -307,7 +364,7 @@ fn a_frozen_source_turns_up_503_a_sighup_reloads_and_sigterm_mid_backup_lists_no
     );
     let port = free_port();
     setup.append_config(&format!(
-        "\n[schedule]\nverify = \"0 4 * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_seconds = 1\n"
+        "\n[schedule]\nverify = \"0 4 * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_seconds = 0\n"
     ));
     let mut daemon = spawn_daemon(&setup);
     wait_for(port);

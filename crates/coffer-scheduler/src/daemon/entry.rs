@@ -53,12 +53,24 @@ pub async fn run(
             std::future::pending(),
         ))
     };
-    let watching = std::sync::Mutex::new(watcher(started.clone()));
+    // The repository's status for /metrics, refreshed in the background, never at a scrape.
+    let refresher = |config: Config| {
+        tokio::spawn(super::view::keep_status_fresh(
+            config,
+            repository.clone(),
+            root.clone(),
+            daemon.observed(),
+            super::view::DEFAULT_REFRESH_EVERY,
+            std::future::pending(),
+        ))
+    };
+    let watching = std::sync::Mutex::new((watcher(started.clone()), refresher(started.clone())));
+    let (serving, served) = watch::channel(started.clone());
     let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(super::http::serve(
         listener,
-        started.clone(),
-        repository,
+        served,
+        repository.clone(),
         daemon.observed(),
         root.clock.clone(),
         async move {
@@ -82,8 +94,11 @@ pub async fn run(
                 warn!(error = %e, "[[notify]]: keeping the previous targets");
             }
             let mut current = watching.lock().unwrap_or_else(|e| e.into_inner());
-            current.abort();
-            *current = watcher(new);
+            current.0.abort();
+            current.1.abort();
+            *current = (watcher(new.clone()), refresher(new.clone()));
+            drop(current);
+            let _ = serving.send(new);
         }
         std::future::pending::<()>().await;
     };
@@ -91,7 +106,11 @@ pub async fn run(
         result = daemon.run(&root, shutdown) => result,
         () = reloads => unreachable!("reloads never end"),
     };
-    watching.lock().unwrap_or_else(|e| e.into_inner()).abort();
+    {
+        let current = watching.lock().unwrap_or_else(|e| e.into_inner());
+        current.0.abort();
+        current.1.abort();
+    }
     let _ = stop_serving.send(());
     let _ = server.await;
     // What the last jobs raised is delivered before the process ends, within the bound.

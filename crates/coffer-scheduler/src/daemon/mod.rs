@@ -13,6 +13,7 @@ pub mod entry;
 pub mod http;
 pub mod jobs;
 pub mod state;
+pub mod view;
 
 pub use entry::run;
 
@@ -66,8 +67,12 @@ pub struct Daemon {
 }
 
 /// What the daemon's loop shows the outside (`/up`, `/metrics`): updated as jobs start and end.
+/// The second part counts the loop's updates, so [`view::keep_status_fresh`] can wait for one.
 #[derive(Debug, Clone, Default)]
-pub struct Observed(Arc<std::sync::RwLock<Snapshot>>);
+pub struct Observed(
+    Arc<std::sync::RwLock<Snapshot>>,
+    tokio::sync::watch::Sender<u64>,
+);
 
 /// One look at the daemon.
 #[derive(Debug, Clone, Default)]
@@ -80,6 +85,11 @@ pub struct Snapshot {
     pub next: BTreeMap<JobName, Timestamp>,
     /// The jobs running now.
     pub running: std::collections::BTreeSet<JobName>,
+    /// The repository's status as last refreshed ([`view::refresh_status`]); `None` until the
+    /// first refresh succeeds.
+    pub status: Option<Arc<crate::status::Status>>,
+    /// When it was refreshed (the daemon clock's now).
+    pub status_refreshed_at: Option<Timestamp>,
 }
 
 impl Observed {
@@ -90,6 +100,7 @@ impl Observed {
 
     fn update(&self, change: impl FnOnce(&mut Snapshot)) {
         change(&mut self.0.write().unwrap_or_else(|e| e.into_inner()));
+        self.1.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -327,13 +338,14 @@ impl Daemon {
                 continue;
             }
             info!(job = %job, was = ?was, now = ?is, "schedule changed");
-            let continuous = |plan: &Plan| matches!(plan.schedule.when(job), Some(When::Continuous));
+            let continuous =
+                |plan: &Plan| matches!(plan.schedule.when(job), Some(When::Continuous));
             if continuous(old)
                 && let Some(stream) = running.get(&job)
             {
-                stream
-                    .cancel
-                    .cancel(Reason::Stopped("the configuration no longer runs it".into()));
+                stream.cancel.cancel(Reason::Stopped(
+                    "the configuration no longer runs it".into(),
+                ));
             }
             match new.schedule.when(job) {
                 Some(When::Cron(s)) => match s.next_after(now) {

@@ -336,7 +336,11 @@ async fn a_reload_moves_a_changed_job_adds_a_new_one_and_drops_a_removed_one() {
     daemon.reload(plan.schedule.clone(), plan.settings.clone());
     settle().await;
     assert!(
-        !daemon.observed().snapshot().next.contains_key(&JobName::Verify),
+        !daemon
+            .observed()
+            .snapshot()
+            .next
+            .contains_key(&JobName::Verify),
         "verify is no longer due"
     );
     h.advance_to("2026-12-01T01:00:00Z").await; // 02:00 in Berlin: the old time
