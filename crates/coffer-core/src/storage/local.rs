@@ -156,6 +156,54 @@ impl LocalStorage {
     }
 }
 
+/// Walks the folders under `start` whose keys `descend` accepts, calling `visit` with the key
+/// (relative to `root`, `/`-separated) of each regular file. A folder that vanished meanwhile
+/// is skipped; names that are not UTF-8 are not keys and are skipped too.
+fn walk_files(
+    root: &std::path::Path,
+    start: PathBuf,
+    descend: impl Fn(&str) -> bool,
+    mut visit: impl FnMut(String, &std::fs::DirEntry) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut stack = vec![start];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let file_type = entry.file_type()?;
+            let path = entry.path();
+            let Some(key) = path
+                .strip_prefix(root)
+                .ok()
+                .and_then(|rel| rel.to_str())
+                .map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"))
+            else {
+                continue;
+            };
+            if file_type.is_dir() {
+                if descend(&key) {
+                    stack.push(path);
+                }
+            } else if file_type.is_file() {
+                visit(key, &entry)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A write in progress (or a killed writer's leftover): never an object.
+fn is_partial(entry: &std::fs::DirEntry) -> bool {
+    entry
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".coffer-partial-")
+}
+
 /// A file's mtime, which is when its object was last written (files are renamed into place).
 fn modified(metadata: &std::fs::Metadata) -> Option<jiff::Timestamp> {
     metadata
@@ -266,52 +314,29 @@ impl Storage for LocalStorage {
                 Some(i) => root.join(&prefix[..i]),
                 None => root.clone(),
             };
-            let mut stack = vec![start];
-            while let Some(dir) = stack.pop() {
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(entries) => entries,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                for entry in entries {
-                    let entry = entry?;
-                    let file_type = entry.file_type()?;
-                    let path = entry.path();
-                    let Ok(rel) = path.strip_prefix(&root) else {
-                        continue;
-                    };
-                    let Some(key) = rel
-                        .to_str()
-                        .map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"))
-                    else {
-                        continue;
-                    };
-                    if file_type.is_dir() {
-                        if key.starts_with(&prefix) || prefix.starts_with(&format!("{key}/")) {
-                            stack.push(path);
-                        }
-                    } else if file_type.is_file()
-                        && key.starts_with(&prefix)
-                        && !entry
-                            .file_name()
-                            .to_string_lossy()
-                            .starts_with(".coffer-partial-")
-                    {
-                        // Deleted since the folder was read (a lock released, a prune
-                        // running): not an object any more, not an error.
-                        let metadata = match entry.metadata() {
-                            Ok(metadata) => metadata,
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                            Err(e) => return Err(e),
-                        };
-                        out.push(ObjectMeta {
-                            key,
-                            size: metadata.len(),
-                            last_modified: modified(&metadata),
-                        });
+            walk_files(
+                &root,
+                start,
+                |key| key.starts_with(&prefix) || prefix.starts_with(&format!("{key}/")),
+                |key, entry| {
+                    if !key.starts_with(&prefix) || is_partial(entry) {
+                        return Ok(());
                     }
-                }
-            }
+                    // Deleted since the folder was read (a lock released, a prune running):
+                    // not an object any more, not an error.
+                    let metadata = match entry.metadata() {
+                        Ok(metadata) => metadata,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                        Err(e) => return Err(e),
+                    };
+                    out.push(ObjectMeta {
+                        key,
+                        size: metadata.len(),
+                        last_modified: modified(&metadata),
+                    });
+                    Ok(())
+                },
+            )?;
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
         });
@@ -361,47 +386,29 @@ impl Storage for LocalStorage {
         let root = self.root.clone();
         let walk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<AbandonedUpload>> {
             let mut found = Vec::new();
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(entries) => entries,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                for entry in entries {
-                    let entry = entry?;
-                    let file_type = entry.file_type()?;
-                    if file_type.is_dir() {
-                        stack.push(entry.path());
-                        continue;
-                    }
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if !file_type.is_file() || !name.starts_with(".coffer-partial-") {
-                        continue;
+            walk_files(
+                &root,
+                root.clone(),
+                |_| true,
+                |key, entry| {
+                    if !is_partial(entry) {
+                        return Ok(());
                     }
                     let Ok(metadata) = entry.metadata() else {
-                        continue;
+                        return Ok(());
                     };
                     let started = modified(&metadata);
-                    if started.is_none_or(|at| at >= before) {
-                        continue;
+                    if started.is_some_and(|at| at < before) {
+                        let upload_id = entry.file_name().to_string_lossy().into_owned();
+                        found.push(AbandonedUpload {
+                            key,
+                            upload_id,
+                            started,
+                        });
                     }
-                    let path = entry.path();
-                    let Some(key) = path
-                        .strip_prefix(&root)
-                        .ok()
-                        .and_then(|rel| rel.to_str())
-                        .map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"))
-                    else {
-                        continue;
-                    };
-                    found.push(AbandonedUpload {
-                        key,
-                        upload_id: name,
-                        started,
-                    });
-                }
-            }
+                    Ok(())
+                },
+            )?;
             found.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(found)
         });
