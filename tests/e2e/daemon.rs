@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use std::io::{Read, Write};
 
-use crate::util::{Repo, Setup, free_port};
+use crate::util::{Repo, Setup, free_port, signal};
 
 /// `GET path` on 127.0.0.1:port: (status code, body).
 fn get(port: u16, path: &str) -> (u16, String) {
@@ -59,11 +59,7 @@ fn state(setup: &Setup, job: &str) -> Option<serde_json::Value> {
 }
 
 fn sigterm(child: &std::process::Child) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal("-TERM", &child.id().to_string());
 }
 
 #[test]
@@ -317,15 +313,6 @@ fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         }
     });
     (port, received)
-}
-
-/// `kill SIGNAL pid`.
-fn signal(signal: &str, pid: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, pid])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Polls `/up` until its status code is `code` (or 30 s pass): the last body.

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::util::{Repo, Run, SLOW_COMPRESSION, Setup, files_under, source, start_s3s};
+use crate::util::{Repo, Run, SLOW_COMPRESSION, Setup, files_under, signal, source, start_s3s};
 
 /// A process stopped with SIGSTOP, continued when dropped (also when the test fails: a stopped
 /// server would never see its guardian's SIGTERM).
@@ -23,14 +23,6 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         signal("-CONT", &self.0);
     }
-}
-
-fn signal(signal: &str, pid: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, pid])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// The pid of the `s3s-fs` listening on `port` (not its guardian shell).

@@ -150,6 +150,15 @@ fn wait_for_port(port: u16, what: &str, log: &Path) {
     }
 }
 
+/// `kill SIGNAL pid` (`-STOP`, `-CONT`, `-HUP`, `-TERM` …); the test fails if it cannot be sent.
+pub fn signal(signal: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 /// Finds a program on PATH or in ~/.cargo/bin; the test fails with the install hint if absent.
 pub fn program(name: &str, hint: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> =
