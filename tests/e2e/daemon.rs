@@ -53,8 +53,10 @@ fn fulls(setup: &Setup) -> Vec<String> {
     setup.listed(Some("full"))
 }
 
-fn state(setup: &Setup, job: &str) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(setup.repo_dir().join(format!("state/{job}.json"))).ok()?;
+/// `state/JOB.json` of the repository whose files are in `root` (a folder repository, or the
+/// bucket folder s3s-fs keeps).
+fn state(root: &std::path::Path, job: &str) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(root.join(format!("state/{job}.json"))).ok()?;
     Some(serde_json::from_str(&text).unwrap())
 }
 
@@ -64,7 +66,19 @@ fn sigterm(child: &std::process::Child) {
 
 #[test]
 fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
-    let setup = Setup::new(Repo::Folder, &["app"], "");
+    let server = crate::util::s3s();
+    let bucket = server.new_bucket("daemon-jobs");
+    let setup = Setup::new(
+        Repo::S3 {
+            server,
+            bucket: bucket.clone(),
+            prefix: "repo".into(),
+        },
+        &["app"],
+        "",
+    );
+    let root = server.data_dir.clone().unwrap().join(&bucket).join("repo");
+    let root = root.as_path();
     setup.append_config(
         "\n[schedule]\nfull = \"*/3 * * * * *\"\nincremental = \"*/4 * * * * *\"\nprune = \"*/5 * * * * *\"\n\
          \n[retention.full]\nkeep_last = 2\n[retention.binlog]\nkeep_last = 1\n\n[daemon]\nshutdown_grace_seconds = 20\nretry_backoff_seconds = 1\n",
@@ -76,9 +90,9 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
     // Enough for several fulls, incrementals and prunes.
     while started.elapsed() < Duration::from_secs(40) {
         std::thread::sleep(Duration::from_millis(500));
-        let pruned = state(&setup, "prune").is_some_and(|s| s["outcome"] == "succeeded");
-        let full_runs = state(&setup, "full").is_some();
-        let incremental = state(&setup, "incremental").is_some_and(|s| s["outcome"] == "succeeded");
+        let pruned = state(root, "prune").is_some_and(|s| s["outcome"] == "succeeded");
+        let full_runs = state(root, "full").is_some();
+        let incremental = state(root, "incremental").is_some_and(|s| s["outcome"] == "succeeded");
         if pruned && full_runs && incremental && started.elapsed() > Duration::from_secs(12) {
             break;
         }
@@ -135,13 +149,13 @@ fn the_daemon_runs_its_jobs_prunes_stops_on_sigterm_and_catches_up_once() {
     assert!(status.success(), "daemon exit: {status:?}");
 
     for job in ["full", "incremental", "prune"] {
-        let s = state(&setup, job).unwrap_or_else(|| panic!("no state for {job}"));
+        let s = state(root, job).unwrap_or_else(|| panic!("no state for {job}"));
         assert!(
             ["succeeded", "cancelled"].contains(&s["outcome"].as_str().unwrap()),
             "{job}: {s}"
         );
     }
-    assert_eq!(state(&setup, "prune").unwrap()["outcome"], "succeeded");
+    assert_eq!(state(root, "prune").unwrap()["outcome"], "succeeded");
     // `coffer status` shows every scheduled job's last and next run.
     let status = setup.run(&["status", "--json"]).json();
     let jobs = status["jobs"].as_array().unwrap();
@@ -272,7 +286,7 @@ fn up_is_503_naming_the_database_when_the_source_does_not_answer() {
     let alert: serde_json::Value = serde_json::from_str(&alerts[0]).unwrap();
     assert_eq!(alert["event"], "failure", "{alert}");
     assert_eq!(alert["job"], "full", "{alert}");
-    let state = state(&setup, "full").unwrap();
+    let state = state(&setup.repo_dir(), "full").unwrap();
     assert!(state["failures_total"].as_u64().unwrap() >= 2, "{state}");
     assert!(!alerts[0].contains("secret"), "{alerts:?}");
 }
