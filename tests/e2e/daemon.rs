@@ -461,3 +461,78 @@ fn a_frozen_source_turns_up_503_a_sighup_reloads_and_sigterm_mid_backup_lists_no
         );
     }
 }
+
+#[test]
+fn the_daemon_runs_in_process_and_a_reload_schedules_a_new_job() {
+    use coffer_core::config::{Config, ProcessEnv};
+    let setup = Setup::new(Repo::Folder, &["app"], "");
+    setup.append_config("\n[schedule]\nverify = \"0 4 * * *\"\n");
+    let config = Config::load(&setup.config, &ProcessEnv).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (reload, configs) = tokio::sync::watch::channel(config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = coffer_scheduler::daemon::run(configs, listener, async {
+            let _ = stopped.await;
+        });
+        let test = async {
+            let blocking = |f: Box<dyn FnOnce() -> String + Send>| tokio::task::spawn_blocking(f);
+            let (code, body) = tokio::task::spawn_blocking(move || get(port, "/up"))
+                .await
+                .unwrap();
+            assert_eq!(code, 200, "{body}");
+            // The file changes; the new value goes in as a reload (what SIGHUP does).
+            setup.edit_config("verify = \"0 4 * * *\"", "full = \"*/2 * * * * *\"");
+            reload
+                .send(Config::load(&setup.config, &ProcessEnv).unwrap())
+                .unwrap();
+            let started = Instant::now();
+            loop {
+                let config = setup.config.clone();
+                let listed = blocking(Box::new(move || {
+                    String::from_utf8(
+                        crate::util::coffer_command()
+                            .arg("--config")
+                            .arg(&config)
+                            .args(["backup", "list", "--json"])
+                            .output()
+                            .unwrap()
+                            .stdout,
+                    )
+                    .unwrap()
+                }))
+                .await
+                .unwrap();
+                if listed.contains("\"kind\": \"full\"") || listed.contains("\"kind\":\"full\"") {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the reloaded schedule ran no full: {listed}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let (_, metrics) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
+                .await
+                .unwrap();
+            assert!(
+                metrics.contains("coffer_job_next_run_timestamp_seconds{job=\"full\"}"),
+                "{metrics}"
+            );
+            let _ = stop.send(());
+        };
+        let (result, ()) = tokio::join!(daemon, test);
+        result.unwrap();
+    });
+    let full = state(&setup.repo_dir(), "full").unwrap();
+    assert!(
+        ["succeeded", "cancelled"].contains(&full["outcome"].as_str().unwrap()),
+        "{full}"
+    );
+}
