@@ -14,8 +14,8 @@ scripts/install-deps.sh
 target_mib=${BENCH_BINLOG_MIB:-200}
 interval=${BENCH_SHIP_INTERVAL:-10}
 echo "==> building (release)"
-cargo build --release --locked --quiet --bin coffer
-cargo build --release --locked --quiet -p coffer-verifier --bin coffer-sandbox
+# One build for both binaries: features unified once, dependencies compiled once.
+cargo build --release --locked --quiet --workspace --bins
 
 . scripts/lib/sandbox.sh
 work=$(mktemp -d /tmp/coffer-bench-binlog.XXXXXX)

@@ -23,8 +23,8 @@ bin=${BENCH_INDEX_BIN:-target/release/coffer}
 sandbox_bin=${BENCH_INDEX_SANDBOX:-target/release/coffer-sandbox}
 if [ -z "${BENCH_INDEX_BIN:-}" ]; then
   echo "==> building (release)"
-  cargo build --release --locked --quiet --bin coffer
-  cargo build --release --locked --quiet -p coffer-verifier --bin coffer-sandbox
+  # One build for both binaries: features unified once, dependencies compiled once.
+  cargo build --release --locked --quiet --workspace --bins
 fi
 
 . scripts/lib/sandbox.sh

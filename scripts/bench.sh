@@ -18,8 +18,8 @@ scripts/install-deps.sh
 scales=${BENCH_SCALES:-"46500 186000"}
 rounds=${BENCH_ROUNDS:-3}
 echo "==> building (release)"
-cargo build --release --locked --quiet --bin coffer
-cargo build --release --locked --quiet -p coffer-verifier --bin coffer-sandbox
+# One build for both binaries: features unified once, dependencies compiled once.
+cargo build --release --locked --quiet --workspace --bins
 
 . scripts/lib/sandbox.sh
 work=$(mktemp -d /tmp/coffer-bench.XXXXXX)

@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 echo "==> building coffer"
-cargo build --locked --quiet --bin coffer
-cargo build --locked --quiet -p coffer-verifier --bin coffer-sandbox
+# One build for both binaries: features unified once, dependencies compiled once.
+cargo build --locked --quiet --workspace --bins
 coffer=target/debug/coffer
 
 demo=.demo
@@ -91,6 +91,6 @@ for _ in $(seq 50); do
 done
 sleep 6
 curl -sS "http://127.0.0.1:$daemon_port/up"; echo
-curl -sS "http://127.0.0.1:$daemon_port/metrics" | grep -E '^coffer_job_(last_success|next_run)' || true
+curl -sS "http://127.0.0.1:$daemon_port/metrics" | grep -E '^coffer_(job_(last_success|next_run)|backup_stored_bytes|recovery_point_age|pitr_window|drill_last_passed)' || true
 kill -TERM "$daemon_pid"; wait "$daemon_pid"
 echo "==> done: repository in $demo/repo, drill reports in $demo/repo/reports/drills (see docs/FORMAT.md to restore by hand)"
