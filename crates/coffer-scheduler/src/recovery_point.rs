@@ -58,18 +58,21 @@ fn covered(server_pos: &str, archived: &[ArchivedFile<'_>]) -> bool {
 }
 
 /// Measures the recovery point of `config`'s source against `repository`.
+///
+/// `manifests` and `stored` (the listing of `data/`) are the repository as the caller just
+/// listed it, so a status lists the repository once.
 pub async fn recovery_point(
     config: &Config,
     repository: &Repository,
     job: &JobContext,
+    manifests: &[coffer_core::manifest::Manifest],
+    stored: &[coffer_core::storage::ObjectMeta],
 ) -> Result<RecoveryPoint> {
     let source = BinlogSource::connect(config, repository, job).await?;
-    let manifests = repository.list().await?;
-    let mut archived = source.archived(&manifests);
+    let mut archived = source.archived(manifests);
     // Only as far as the sizes on storage show: a damaged file and what follows it are not a
     // recovery point.
-    let stored = repository.storage().list("data/").await?;
-    let damaged = coffer_core::archive::damaged_files(&archived, &stored);
+    let damaged = coffer_core::archive::damaged_files(&archived, stored);
     if let Some(first) = archived
         .iter()
         .filter(|f| {
@@ -106,7 +109,7 @@ pub async fn recovery_point(
     // from where the archive's copy of that file ends (so only unarchived bytes are fetched).
     // Every file, not the newest few: a source that restarted (or crashed) several times has
     // opened a file per start, each holding no transaction.
-    let binlogs = source.server_binlogs(&manifests, false).await?;
+    let binlogs = source.server_binlogs(manifests, false).await?;
     for file in binlogs.on_server.iter().rev() {
         let from = archived
             .iter()

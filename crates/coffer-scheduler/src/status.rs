@@ -293,7 +293,8 @@ pub async fn status(config: &Config, repository: &Repository, job: &JobContext) 
         .map(HeldLock::from)
         .collect();
     let newest_file = files.iter().max_by_key(|f| (f.archived_at, f.sequence));
-    let (point, failure) = match recovery_point(config, repository, job).await {
+    let (point, failure) = match recovery_point(config, repository, job, &manifests, &stored).await
+    {
         Ok(point) => (Some(point), None),
         Err(e) => (None, Some(e)),
     };
