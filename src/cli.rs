@@ -63,7 +63,9 @@ pub enum Command {
     /// printed with its reasons.
     Prune(PruneArgs),
     /// Run the scheduled jobs (\[schedule\]) until SIGTERM: full and incremental backups (or the
-    /// continuous binlog stream), prune, verify and the drill, each when it is due.
+    /// continuous binlog stream), prune, verify and the drill, each when it is due; serves
+    /// `GET /up` and `/metrics` on \[daemon\] listen, alerts the \[\[notify\]\] targets, and
+    /// re-reads the configuration on SIGHUP.
     Daemon,
 }
 
