@@ -231,24 +231,34 @@ impl Manifest {
         struct Version {
             format_version: u32,
         }
-        let version: Version = serde_json::from_slice(bytes)
-            .map_err(|e| Error::integrity(format!("{key}: not a coffer manifest: {e}")))?;
-        if version.format_version > FORMAT_VERSION {
-            return Err(Error::integrity(format!(
-                "{key}: format_version {} is newer than this coffer reads ({FORMAT_VERSION}); upgrade coffer",
-                version.format_version
-            )));
-        }
-        let manifest: Manifest = match serde_json::from_slice::<Manifest>(bytes) {
+        let newer = |version: u32| {
+            Error::integrity(format!(
+                "{key}: format_version {version} is newer than this coffer reads ({FORMAT_VERSION}); upgrade coffer"
+            ))
+        };
+        // One parse for the manifests this coffer wrote (every listing parses them all); the
+        // version alone only when that fails, so a newer format is named as such.
+        let parsed = serde_json::from_slice::<Manifest>(bytes);
+        let manifest = match parsed {
+            Ok(manifest) if manifest.format_version > FORMAT_VERSION => {
+                return Err(newer(manifest.format_version));
+            }
             Ok(manifest) if manifest.kind != BackupKind::Unknown => manifest,
-            // A kind this coffer does not know may give its fields other meanings: it is listed
-            // by its header, as `unknown`, and nothing else of it is read.
-            parsed => Self::of_unknown_kind(bytes).ok_or_else(|| {
-                let why = parsed
-                    .err()
-                    .map_or("no id or start time".into(), |e| e.to_string());
-                Error::integrity(format!("{key}: malformed manifest: {why}"))
-            })?,
+            parsed => {
+                let version: Version = serde_json::from_slice(bytes)
+                    .map_err(|e| Error::integrity(format!("{key}: not a coffer manifest: {e}")))?;
+                if version.format_version > FORMAT_VERSION {
+                    return Err(newer(version.format_version));
+                }
+                // A kind this coffer does not know may give its fields other meanings: it is
+                // listed by its header, as `unknown`, and nothing else of it is read.
+                Self::of_unknown_kind(bytes).ok_or_else(|| {
+                    let why = parsed
+                        .err()
+                        .map_or("no id or start time".into(), |e| e.to_string());
+                    Error::integrity(format!("{key}: malformed manifest: {why}"))
+                })?
+            }
         };
         // Storage is untrusted: every name in it is checked before anything uses it.
         crate::names::check_manifest(key, &manifest)?;
@@ -317,6 +327,18 @@ pub fn newest_full(manifests: &[Manifest]) -> Option<&Manifest> {
         .iter()
         .filter(|m| m.kind == BackupKind::Full)
         .max_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)))
+}
+
+/// [`newest_full`] as a fold over a listing: keeps `m` in `newest` if it is a full backup newer
+/// than the one held.
+pub fn keep_newest_full(newest: &mut Option<Manifest>, m: Manifest) {
+    if m.kind == BackupKind::Full
+        && newest
+            .as_ref()
+            .is_none_or(|n| (n.started_at, &n.id) < (m.started_at, &m.id))
+    {
+        *newest = Some(m);
+    }
 }
 
 /// Makes a new time-sortable backup id: `20261126T174643Z-full-3fa9`. The suffix keeps two

@@ -11,29 +11,25 @@
 //! (so once per command), every manifest's name is compared with its id, and, with a verify key,
 //! every manifest's signature is checked before it is parsed.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use bytes::Bytes;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, Stamp, Validator};
+use crate::catalog::{Catalog, Validator};
 use crate::config::RepositoryConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{FORMAT_VERSION, Manifest, is_valid_backup_id};
 use crate::signing::{self, SigningKey, VerifyKey};
 use crate::storage::{self, CreateOutcome, Storage};
 
+mod listing;
+
 /// The key of the repository marker.
 pub const MARKER_KEY: &str = "coffer-repository.json";
 const MANIFESTS: &str = "manifests/";
-/// How many manifests [`Repository::list`] reads from storage at once.
-const CONCURRENT_READS: usize = 32;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -176,127 +172,18 @@ impl Repository {
     ///
     /// The listing decides what exists. With a cache ([`Repository::with_cache`]), a listed
     /// manifest whose listing (and its signature's, with a verify key) is unchanged since it was
-    /// read and checked comes from the cache; the others are read from storage, up to
-    /// [`CONCURRENT_READS`] at a time, and the error is that of the first failing manifest in
-    /// listing order, as if they had been read one after another.
+    /// read and checked comes from the cache; the others are read from storage, many at a
+    /// time, and the error is that of the first failing manifest in listing order, as if they
+    /// had been read one after another. It holds every manifest at once: callers that only fold
+    /// over them use [`Repository::for_each_manifest`].
     pub async fn list(&self) -> Result<Vec<Manifest>> {
-        let marker = self.marker_for_reading().await?;
-        let objects = self.storage.list(MANIFESTS).await?;
-        let signatures: HashMap<&str, Stamp> = objects
-            .iter()
-            .filter_map(|o| {
-                let key = o.key.strip_suffix(signing::SIGNATURE_SUFFIX)?;
-                key.ends_with(".json").then(|| (key, Stamp::of(o)))
-            })
-            .collect();
-        let verified_by = self.verify_key.as_ref().map(crate::catalog::key_digest);
-        let listed: Vec<(&str, Validator)> = objects
-            .iter()
-            .filter(|o| o.key.ends_with(".json"))
-            .map(|o| {
-                let validator = Validator {
-                    manifest: Stamp::of(o),
-                    signature: signatures.get(o.key.as_str()).copied(),
-                    verified_by: verified_by.clone(),
-                };
-                (o.key.as_str(), validator)
-            })
-            .collect();
-        drop(signatures);
-        if let Some((first, _)) = listed.first() {
-            refuse_without_marker(marker, first)?;
-        }
-        let mut found = self.cached(&listed).await;
-        if found.iter().any(Option::is_some) {
-            // What a fresh read would have warned about, once.
-            self.warn_unchecked();
-        }
-        let missing: Vec<usize> = (0..listed.len()).filter(|i| found[*i].is_none()).collect();
-        let mut missing = missing.into_iter().map(|i| (i, listed[i].0, &listed[i].1));
-        let mut in_flight: Vec<Pin<Box<ReadFuture<'_>>>> = Vec::new();
-        let mut first_error: Option<(usize, Error)> = None;
-        loop {
-            // After an error nothing new starts; what is running finishes, so the error
-            // reported is the first in listing order.
-            while first_error.is_none() && in_flight.len() < CONCURRENT_READS {
-                let Some((i, key, validator)) = missing.next() else {
-                    break;
-                };
-                in_flight.push(Box::pin(async move {
-                    (i, self.read_listed(key, validator).await)
-                }));
-            }
-            if in_flight.is_empty() {
-                break;
-            }
-            let (i, read) = std::future::poll_fn(|cx| {
-                match in_flight.iter_mut().enumerate().find_map(|(j, f)| {
-                    match f.as_mut().poll(cx) {
-                        Poll::Ready(out) => Some((j, out)),
-                        Poll::Pending => None,
-                    }
-                }) {
-                    Some((j, out)) => {
-                        drop(in_flight.swap_remove(j));
-                        Poll::Ready(out)
-                    }
-                    None => Poll::Pending,
-                }
-            })
-            .await;
-            match read {
-                Ok(manifest) => found[i] = manifest,
-                Err(e) => {
-                    if first_error.as_ref().is_none_or(|(first, _)| i < *first) {
-                        first_error = Some((i, e));
-                    }
-                }
-            }
-        }
-        if let Some((_, e)) = first_error {
-            return Err(e);
-        }
-        if let Some(catalog) = &self.catalog {
-            let ids: HashSet<String> = listed
-                .iter()
-                .filter_map(|(key, _)| manifest_id(key).map(str::to_string))
-                .collect();
-            let catalog = Arc::clone(catalog);
-            // Forgetting removed backups touches one file each: off the async threads.
-            let _ = tokio::task::spawn_blocking(move || {
-                catalog.retain(&ids.iter().map(String::as_str).collect())
-            })
-            .await;
-        }
-        let mut manifests: Vec<Manifest> = found.into_iter().flatten().collect();
-        // Ids sort by second only; two backups of one second keep the order they ran in.
-        manifests.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
-        Ok(manifests)
-    }
-
-    /// The cached manifest of each listed key that the cache holds unchanged, in listing order.
-    async fn cached(&self, listed: &[(&str, Validator)]) -> Vec<Option<Manifest>> {
-        let Some(catalog) = &self.catalog else {
-            return vec![None; listed.len()];
-        };
-        let wanted: Vec<(String, Validator)> = listed
-            .iter()
-            .map(|(key, validator)| (key.to_string(), validator.clone()))
-            .collect();
-        let catalog = Arc::clone(catalog);
-        // Disk entries are files: read them off the async threads.
-        tokio::task::spawn_blocking(move || {
-            wanted
-                .iter()
-                .map(|(key, validator)| {
-                    let manifest = catalog.lookup(manifest_id(key)?, key, validator)?;
-                    check_name(key, &manifest).ok()?;
-                    Some(manifest)
-                })
-                .collect()
+        let mut manifests = Vec::new();
+        self.for_each_manifest(|manifest| {
+            manifests.push(manifest);
+            Ok(())
         })
-        .await
-        .unwrap_or_else(|_| vec![None; listed.len()])
+        .await?;
+        Ok(manifests)
     }
 
     /// Reads and checks the listed manifest at `key` from storage, as every read does, and
@@ -324,12 +211,15 @@ impl Repository {
         if id != LATEST {
             return self.manifest(id).await;
         }
-        let manifests = self.list().await?;
-        crate::manifest::newest_full(&manifests)
-            .cloned()
-            .ok_or_else(|| {
-                Error::not_found(format!("no full backup in {}", self.storage.location()))
-            })
+        let mut newest = None;
+        self.for_each_manifest(|m| {
+            crate::manifest::keep_newest_full(&mut newest, m);
+            Ok(())
+        })
+        .await?;
+        newest.ok_or_else(|| {
+            Error::not_found(format!("no full backup in {}", self.storage.location()))
+        })
     }
 
     /// The manifest of backup `id`.
@@ -547,10 +437,6 @@ impl Repository {
         Ok(removed)
     }
 }
-
-/// A future of [`Repository::list`] reading one manifest: its place in the listing and what it
-/// read.
-type ReadFuture<'a> = dyn Future<Output = (usize, Result<Option<Manifest>>)> + Send + 'a;
 
 /// The id a manifest key names (`manifests/ID.json`), if it is one.
 fn manifest_id(key: &str) -> Option<&str> {
