@@ -10,7 +10,7 @@
 use jiff::Timestamp;
 
 use crate::error::{Error, Result};
-use crate::manifest::{BackupKind, Manifest};
+use crate::manifest::{ArchivedBinlog, BackupKind, Manifest};
 use crate::pipeline::ArtifactRecord;
 
 /// The name of the transaction index artifact stored beside every archived binlog or segment.
@@ -21,9 +21,129 @@ pub fn binlog_sequence(file: &str) -> Option<u64> {
     file.rsplit_once('.').and_then(|(_, n)| n.parse().ok())
 }
 
+/// What the archive reads of a backup: a whole [`Manifest`], or the compact [`ArchiveEntry`]
+/// that a listing of any size can hold for every backup at once.
+pub trait Piece {
+    /// The backup id.
+    fn id(&self) -> &str;
+    /// Its kind.
+    fn kind(&self) -> BackupKind;
+    /// When it started.
+    fn started_at(&self) -> Timestamp;
+    /// The server it was taken from (`@@server_id`).
+    fn server_id(&self) -> u64;
+    /// For a full backup: the binlog file its snapshot's coordinates name.
+    fn snapshot_file(&self) -> Option<&str>;
+    /// For a binlog or segment backup: the file it holds and what of it.
+    fn binlog_file(&self) -> Option<&ArchivedBinlog>;
+    /// Every stored artifact: its key and its size on storage.
+    fn stored_artifacts(&self) -> impl Iterator<Item = (&str, u64)>;
+}
+
+impl Piece for Manifest {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> BackupKind {
+        self.kind
+    }
+    fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+    fn server_id(&self) -> u64 {
+        self.source.server_id
+    }
+    fn snapshot_file(&self) -> Option<&str> {
+        self.binlog.as_ref().map(|c| c.file.as_str())
+    }
+    fn binlog_file(&self) -> Option<&ArchivedBinlog> {
+        self.binlog_file.as_ref()
+    }
+    fn stored_artifacts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.artifacts
+            .iter()
+            .map(|a| (a.key.as_str(), a.stored_size))
+    }
+}
+
+/// What the archive needs of one backup, and nothing else (no expectations, digests or
+/// descriptions): what `coffer status` keeps of every backup of a repository of any size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveEntry {
+    id: Box<str>,
+    kind: BackupKind,
+    started_at: Timestamp,
+    server_id: u64,
+    snapshot_file: Option<Box<str>>,
+    binlog_file: Option<Box<ArchivedBinlog>>,
+    artifacts: Box<[(Box<str>, u64)]>,
+}
+
+impl ArchiveEntry {
+    /// Whether the archive has any use for `manifest` (a full backup, a binlog or a segment).
+    pub fn wanted(manifest: &Manifest) -> bool {
+        matches!(
+            manifest.kind,
+            BackupKind::Full | BackupKind::Binlog | BackupKind::Segment
+        )
+    }
+}
+
+impl From<&Manifest> for ArchiveEntry {
+    fn from(m: &Manifest) -> Self {
+        Self {
+            id: m.id.as_str().into(),
+            kind: m.kind,
+            started_at: m.started_at,
+            server_id: m.source.server_id,
+            snapshot_file: m.binlog.as_ref().map(|c| c.file.as_str().into()),
+            // Without what the archive never reads (the first GTID, the next file's name):
+            // an entry per backup is held for the whole catalog.
+            binlog_file: m.binlog_file.as_ref().map(|b| {
+                Box::new(ArchivedBinlog {
+                    file: b.file.clone(),
+                    first_gtid: None,
+                    last_gtid: b.last_gtid.clone(),
+                    next_file: None,
+                    ..*b
+                })
+            }),
+            artifacts: m
+                .artifacts
+                .iter()
+                .map(|a| (a.key.as_str().into(), a.stored_size))
+                .collect(),
+        }
+    }
+}
+
+impl Piece for ArchiveEntry {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> BackupKind {
+        self.kind
+    }
+    fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+    fn server_id(&self) -> u64 {
+        self.server_id
+    }
+    fn snapshot_file(&self) -> Option<&str> {
+        self.snapshot_file.as_deref()
+    }
+    fn binlog_file(&self) -> Option<&ArchivedBinlog> {
+        self.binlog_file.as_deref()
+    }
+    fn stored_artifacts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.artifacts.iter().map(|(key, size)| (&**key, *size))
+    }
+}
+
 /// One archived binlog file.
 #[derive(Debug, Clone)]
-pub struct ArchivedFile<'a> {
+pub struct ArchivedFile<'a, P = Manifest> {
     /// File name on the server.
     pub file: String,
     /// The server that wrote it (`@@server_id` as the backup saw it).
@@ -34,7 +154,7 @@ pub struct ArchivedFile<'a> {
     /// the server was still writing, made of segments.
     pub whole: bool,
     /// The backups holding its bytes, in file order: one for a whole file.
-    pub pieces: Vec<&'a Manifest>,
+    pub pieces: Vec<&'a P>,
     /// Bytes archived: the position after its last archived event.
     pub end_position: u64,
     /// First event time (Unix seconds).
@@ -48,6 +168,13 @@ pub struct ArchivedFile<'a> {
     pub last_gtid: Option<String>,
     /// When its first piece was archived.
     pub archived_at: Timestamp,
+}
+
+impl<P: Piece> ArchivedFile<'_, P> {
+    /// The ids of the backups holding it.
+    pub fn backup_ids(&self) -> Vec<&str> {
+        self.pieces.iter().map(|m| m.id()).collect()
+    }
 }
 
 impl ArchivedFile<'_> {
@@ -76,29 +203,23 @@ impl ArchivedFile<'_> {
             })
             .collect()
     }
-
-    /// The ids of the backups holding it.
-    pub fn backup_ids(&self) -> Vec<&str> {
-        self.pieces.iter().map(|m| m.id.as_str()).collect()
-    }
 }
 
 /// Every archived binlog file, ordered by server id, then number.
-pub fn archived_files(manifests: &[Manifest]) -> Vec<ArchivedFile<'_>> {
-    let mut by_file: std::collections::BTreeMap<(u64, u64, &str), Vec<&Manifest>> =
-        Default::default();
+pub fn archived_files<P: Piece>(manifests: &[P]) -> Vec<ArchivedFile<'_, P>> {
+    let mut by_file: std::collections::BTreeMap<(u64, u64, &str), Vec<&P>> = Default::default();
     for m in manifests {
-        if !matches!(m.kind, BackupKind::Binlog | BackupKind::Segment) {
+        if !matches!(m.kind(), BackupKind::Binlog | BackupKind::Segment) {
             continue;
         }
-        let Some(summary) = &m.binlog_file else {
+        let Some(summary) = m.binlog_file() else {
             continue;
         };
         let Some(sequence) = binlog_sequence(&summary.file) else {
             continue;
         };
         by_file
-            .entry((m.source.server_id, sequence, summary.file.as_str()))
+            .entry((m.server_id(), sequence, summary.file.as_str()))
             .or_default()
             .push(m);
     }
@@ -106,19 +227,21 @@ pub fn archived_files(manifests: &[Manifest]) -> Vec<ArchivedFile<'_>> {
         .into_iter()
         .filter_map(|((server_id, sequence, file), mut records)| {
             // Oldest first: of two whole copies the first one archived is kept.
-            records.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
-            let pieces = match records.iter().find(|m| m.kind == BackupKind::Binlog) {
+            records.sort_by(|a, b| (a.started_at(), a.id()).cmp(&(b.started_at(), b.id())));
+            let pieces = match records.iter().find(|m| m.kind() == BackupKind::Binlog) {
                 Some(whole) => vec![*whole],
                 None => segment_chain(&records),
             };
             let first = pieces.first()?;
             let last = pieces.last()?;
-            let summary = |m: &Manifest| m.binlog_file.clone().expect("filtered on binlog_file");
+            fn summary<'a, P: Piece>(m: &&'a P) -> &'a ArchivedBinlog {
+                m.binlog_file().expect("filtered on binlog_file")
+            }
             Some(ArchivedFile {
                 file: file.to_string(),
                 server_id,
                 sequence,
-                whole: first.kind == BackupKind::Binlog,
+                whole: first.kind() == BackupKind::Binlog,
                 end_position: summary(last).end_position,
                 first_event_time: summary(first).first_event_time,
                 last_event_time: pieces.iter().rev().find_map(|m| summary(m).last_event_time),
@@ -129,8 +252,11 @@ pub fn archived_files(manifests: &[Manifest]) -> Vec<ArchivedFile<'_>> {
                     }
                     b.last_commit_time.or(b.last_event_time)
                 }),
-                last_gtid: pieces.iter().rev().find_map(|m| summary(m).last_gtid),
-                archived_at: first.started_at,
+                last_gtid: pieces
+                    .iter()
+                    .rev()
+                    .find_map(|m| summary(m).last_gtid.clone()),
+                archived_at: first.started_at(),
                 pieces,
             })
         })
@@ -139,16 +265,16 @@ pub fn archived_files(manifests: &[Manifest]) -> Vec<ArchivedFile<'_>> {
 
 /// The longest unbroken chain of segments from position 0; of two segments starting at the same
 /// place the longer one is taken.
-fn segment_chain<'a>(segments: &[&'a Manifest]) -> Vec<&'a Manifest> {
-    let range = |m: &Manifest| {
-        let b = m.binlog_file.as_ref().expect("filtered on binlog_file");
+fn segment_chain<'a, P: Piece>(segments: &[&'a P]) -> Vec<&'a P> {
+    let range = |m: &P| {
+        let b = m.binlog_file().expect("filtered on binlog_file");
         (b.segment_start.unwrap_or(0), b.end_position)
     };
     let mut chain = Vec::new();
     let mut at = 0;
     while let Some(next) = segments
         .iter()
-        .filter(|m| m.kind == BackupKind::Segment && range(m).0 == at && range(m).1 > at)
+        .filter(|m| m.kind() == BackupKind::Segment && range(m).0 == at && range(m).1 > at)
         .max_by_key(|m| range(m).1)
     {
         at = range(next).1;
@@ -171,24 +297,25 @@ pub struct DamagedFile {
 
 /// Checks every artifact of `files` against `stored` (a listing of the repository's `data/`):
 /// a span is recoverable only as far as the sizes on storage show. Pure: the caller lists once.
-pub fn damaged_files(
-    files: &[ArchivedFile<'_>],
+pub fn damaged_files<P: Piece>(
+    files: &[ArchivedFile<'_, P>],
     stored: &[crate::storage::ObjectMeta],
 ) -> Vec<DamagedFile> {
     let sizes: std::collections::HashMap<&str, u64> =
         stored.iter().map(|o| (o.key.as_str(), o.size)).collect();
     let mut damaged = Vec::new();
     for file in files {
-        let problem = file.pieces.iter().flat_map(|m| &m.artifacts).find_map(|a| {
-            match sizes.get(a.key.as_str()) {
-                None => Some(format!("artifact {} is missing", a.key)),
-                Some(&size) if size != a.stored_size => Some(format!(
-                    "artifact {} is {size} bytes on storage, its manifest says {}",
-                    a.key, a.stored_size
+        let problem = file
+            .pieces
+            .iter()
+            .flat_map(|m| m.stored_artifacts())
+            .find_map(|(key, stored_size)| match sizes.get(key) {
+                None => Some(format!("artifact {key} is missing")),
+                Some(&size) if size != stored_size => Some(format!(
+                    "artifact {key} is {size} bytes on storage, its manifest says {stored_size}"
                 )),
                 Some(_) => None,
-            }
-        });
+            });
         if let Some(why) = problem {
             damaged.push(DamagedFile {
                 server_id: file.server_id,
@@ -221,14 +348,14 @@ pub struct Window {
 /// make, what breaks them, and the segments that no longer count. Restores, status, retention and
 /// the audit archive all ask it rather than walking the manifests themselves.
 #[derive(Debug, Clone)]
-pub struct Archive<'m> {
-    manifests: &'m [Manifest],
-    files: Vec<ArchivedFile<'m>>,
+pub struct Archive<'m, P = Manifest> {
+    manifests: &'m [P],
+    files: Vec<ArchivedFile<'m, P>>,
 }
 
-impl<'m> Archive<'m> {
+impl<'m, P: Piece> Archive<'m, P> {
     /// The archive the `manifests` describe.
-    pub fn new(manifests: &'m [Manifest]) -> Self {
+    pub fn new(manifests: &'m [P]) -> Self {
         Self {
             manifests,
             files: archived_files(manifests),
@@ -236,12 +363,12 @@ impl<'m> Archive<'m> {
     }
 
     /// Every archived file, ordered by server id, then number.
-    pub fn files(&self) -> &[ArchivedFile<'m>] {
+    pub fn files(&self) -> &[ArchivedFile<'m, P>] {
         &self.files
     }
 
     /// The files of one server, oldest first.
-    pub fn of_server(&self, server_id: u64) -> impl Iterator<Item = &ArchivedFile<'m>> {
+    pub fn of_server(&self, server_id: u64) -> impl Iterator<Item = &ArchivedFile<'m, P>> {
         self.files.iter().filter(move |f| f.server_id == server_id)
     }
 
@@ -250,16 +377,12 @@ impl<'m> Archive<'m> {
     /// number missing or `damaged`, or the file the server was still writing (archived as
     /// segments: nothing after it is archived yet). Empty for a backup without coordinates or
     /// when its first file is not archived.
-    pub fn chain_from(&self, full: &Manifest, damaged: &[DamagedFile]) -> Vec<&ArchivedFile<'m>> {
+    pub fn chain_from(&self, full: &P, damaged: &[DamagedFile]) -> Vec<&ArchivedFile<'m, P>> {
         let mut chain = Vec::new();
-        let Some(mut next) = full
-            .binlog
-            .as_ref()
-            .and_then(|coords| binlog_sequence(&coords.file))
-        else {
+        let Some(mut next) = full.snapshot_file().and_then(binlog_sequence) else {
             return chain;
         };
-        for file in self.of_server(full.source.server_id) {
+        for file in self.of_server(full.server_id()) {
             if file.sequence < next {
                 continue;
             }
@@ -284,15 +407,11 @@ impl<'m> Archive<'m> {
     pub fn windows(&self, damaged: &[DamagedFile]) -> Vec<Window> {
         self.manifests
             .iter()
-            .filter(|m| m.kind == BackupKind::Full)
-            .filter(|m| {
-                m.binlog
-                    .as_ref()
-                    .is_some_and(|c| binlog_sequence(&c.file).is_some())
-            })
+            .filter(|m| m.kind() == BackupKind::Full)
+            .filter(|m| m.snapshot_file().and_then(binlog_sequence).is_some())
             .map(|full| Window {
-                full_backup: full.id.clone(),
-                from: full.started_at,
+                full_backup: full.id().to_string(),
+                from: full.started_at(),
                 to: self
                     .chain_from(full, damaged)
                     .iter()
@@ -305,7 +424,7 @@ impl<'m> Archive<'m> {
     /// What breaks the archive's chain: files never archived (purged first), a server whose
     /// binlog numbering restarted, a change of server id. Each entry is one sentence.
     pub fn gaps(&self) -> Vec<String> {
-        let mut files: Vec<&ArchivedFile<'m>> = self.files.iter().collect();
+        let mut files: Vec<&ArchivedFile<'m, P>> = self.files.iter().collect();
         files.sort_by_key(|f| (f.archived_at, f.sequence));
         let mut gaps = Vec::new();
         for pair in files.windows(2) {
@@ -331,12 +450,12 @@ impl<'m> Archive<'m> {
 
     /// Segments that no longer count: their file is archived whole, or they are not on the chain
     /// from the file's first byte (left by an interrupted stream). They can be removed.
-    pub fn superseded_segments(&self) -> Vec<&'m Manifest> {
+    pub fn superseded_segments(&self) -> Vec<&'m P> {
         let kept: std::collections::BTreeSet<&str> =
             self.files.iter().flat_map(|f| f.backup_ids()).collect();
         self.manifests
             .iter()
-            .filter(|m| m.kind == BackupKind::Segment && !kept.contains(m.id.as_str()))
+            .filter(|m| m.kind() == BackupKind::Segment && !kept.contains(m.id()))
             .collect()
     }
 }

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use coffer_core::archive::{self, ArchivedFile, INDEX_ARTIFACT, binlog_sequence};
+use coffer_core::archive::{self, ArchivedFile, INDEX_ARTIFACT, Piece, binlog_sequence};
 use coffer_core::binlog::{
     BinlogIndexer, IndexHeader, Transaction, TransactionSummary, TransactionWriter,
 };
@@ -100,7 +100,7 @@ impl<'a> BinlogSource<'a> {
     }
 
     /// This server's files in the archive (whole, or the segment chain of the active one).
-    pub fn archived<'m>(&self, manifests: &'m [Manifest]) -> Vec<ArchivedFile<'m>> {
+    pub fn archived<'m, P: Piece>(&self, manifests: &'m [P]) -> Vec<ArchivedFile<'m, P>> {
         archive::archived_files(manifests)
             .into_iter()
             .filter(|f| f.server_id == self.server.server_id)
@@ -109,12 +109,23 @@ impl<'a> BinlogSource<'a> {
 
     /// Reads the server's binlog list (after `FLUSH BINARY LOGS` when `rotate_if` says the
     /// server holds transactions the archive lacks) and compares it with the archive.
-    pub async fn server_binlogs(
+    pub async fn server_binlogs<P: Piece + Sync>(
         &self,
-        manifests: &[Manifest],
+        manifests: &[P],
         rotate_unarchived: bool,
     ) -> Result<ServerBinlogs> {
         let archived = self.archived(manifests);
+        let archived: Vec<&ArchivedFile<'_, P>> = archived.iter().collect();
+        self.compare_binlogs(&archived, rotate_unarchived).await
+    }
+
+    /// [`BinlogSource::server_binlogs`] against this server's files of an archive already
+    /// built (`archived`), so a caller holding one does not build it again.
+    pub async fn compare_binlogs<P: Piece + Sync>(
+        &self,
+        archived: &[&ArchivedFile<'_, P>],
+        rotate_unarchived: bool,
+    ) -> Result<ServerBinlogs> {
         let archived_whole: std::collections::BTreeSet<String> = archived
             .iter()
             .filter(|f| f.whole)

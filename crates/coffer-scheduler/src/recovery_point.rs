@@ -2,7 +2,7 @@
 //! between the newest transaction committed on the server and the newest one archived — is what
 //! an operator would lose if the source vanished now.
 
-use coffer_core::archive::ArchivedFile;
+use coffer_core::archive::{Archive, ArchivedFile, DamagedFile, Piece};
 use coffer_core::binlog::BinlogIndexer;
 use coffer_core::config::Config;
 use coffer_core::job::JobContext;
@@ -35,7 +35,7 @@ pub struct RecoveryPoint {
 
 /// Whether every GTID in a server's `gtid_binlog_pos` is at or below what the archive holds in
 /// the same domain.
-fn covered(server_pos: &str, archived: &[ArchivedFile<'_>]) -> bool {
+fn covered<P: Piece>(server_pos: &str, archived: &[&ArchivedFile<'_, P>]) -> bool {
     let parse = |g: &str| -> Option<(u32, u64)> {
         let mut parts = g.trim().split('-');
         let domain = parts.next()?.parse().ok()?;
@@ -59,32 +59,29 @@ fn covered(server_pos: &str, archived: &[ArchivedFile<'_>]) -> bool {
 
 /// Measures the recovery point of `config`'s source against `repository`.
 ///
-/// `manifests` and `stored` (the listing of `data/`) are the repository as the caller just
-/// listed it, so a status lists the repository once.
-pub async fn recovery_point(
+/// `archive` and `damaged` (its files whose stored bytes are not what their manifests promise)
+/// are the repository as the caller just listed it, so a status lists and builds it once.
+pub async fn recovery_point<P: Piece + Sync>(
     config: &Config,
     repository: &Repository,
     job: &JobContext,
-    manifests: &[coffer_core::manifest::Manifest],
-    stored: &[coffer_core::storage::ObjectMeta],
+    archive: &Archive<'_, P>,
+    damaged: &[DamagedFile],
 ) -> Result<RecoveryPoint> {
     let source = BinlogSource::connect(config, repository, job).await?;
-    let mut archived = source.archived(manifests);
+    let server_id = source.server.server_id;
     // Only as far as the sizes on storage show: a damaged file and what follows it are not a
     // recovery point.
-    let damaged = coffer_core::archive::damaged_files(&archived, stored);
-    if let Some(first) = archived
+    let first_damaged = damaged
         .iter()
-        .filter(|f| {
-            damaged
-                .iter()
-                .any(|d| d.server_id == f.server_id && d.file == f.file)
-        })
+        .filter(|d| d.server_id == server_id)
+        .filter_map(|d| archive.of_server(server_id).find(|f| f.file == d.file))
         .map(|f| f.sequence)
-        .min()
-    {
-        archived.retain(|f| f.sequence < first);
-    }
+        .min();
+    let archived: Vec<&ArchivedFile<'_, P>> = archive
+        .of_server(server_id)
+        .filter(|f| first_damaged.is_none_or(|first| f.sequence < first))
+        .collect();
     let newest = archived
         .iter()
         .filter(|f| f.last_gtid.is_some())
@@ -109,7 +106,7 @@ pub async fn recovery_point(
     // from where the archive's copy of that file ends (so only unarchived bytes are fetched).
     // Every file, not the newest few: a source that restarted (or crashed) several times has
     // opened a file per start, each holding no transaction.
-    let binlogs = source.server_binlogs(manifests, false).await?;
+    let binlogs = source.compare_binlogs(&archived, false).await?;
     for file in binlogs.on_server.iter().rev() {
         let from = archived
             .iter()
@@ -193,6 +190,7 @@ mod tests {
         });
         let manifests = [m];
         let files = coffer_core::archive::archived_files(&manifests);
+        let files: Vec<_> = files.iter().collect();
         assert!(super::covered("0-1-57", &files));
         assert!(super::covered("0-2-50", &files));
         assert!(!super::covered("0-1-58", &files));

@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use coffer_core::archive::{Archive, Window, archived_files, damaged_files};
+use coffer_core::archive::{Archive, ArchiveEntry, Window, damaged_files};
 use coffer_core::config::Config;
 use coffer_core::job::JobContext;
 use coffer_core::lock::{self, DEFAULT_STALE_AFTER, LockEntry, LockKind};
-use coffer_core::manifest::{Manifest, newest_full};
+use coffer_core::manifest::{Manifest, keep_newest_full};
 use coffer_core::repository::{DRILL_REPORTS, Repository};
 use coffer_core::{Error, Result};
 use coffer_verifier::report::{DrillReport, Verdict};
@@ -161,38 +161,50 @@ impl From<&DrillReport> for LastDrill {
 /// The `manifests` summed per kind, in kind-name order; the newest of a kind is the one that
 /// finished last (ties to the greater id).
 pub fn by_kind(manifests: &[Manifest]) -> Vec<KindSummary> {
-    let mut kinds: BTreeMap<&str, (KindSummary, Option<&Manifest>)> = BTreeMap::new();
+    let mut totals = KindTotals::default();
     for m in manifests {
-        let (summary, newest) = kinds.entry(m.kind.as_str()).or_insert_with(|| {
-            (
-                KindSummary {
-                    kind: m.kind.as_str().to_string(),
-                    backups: 0,
-                    stored_bytes: 0,
-                    newest_id: None,
-                    last_success: None,
-                    last_duration_seconds: None,
-                },
-                None,
-            )
-        });
+        totals.add(m);
+    }
+    totals.finish()
+}
+
+/// [`by_kind`] as a fold: backups are added one at a time, as a listing hands them out.
+#[derive(Debug, Default)]
+pub struct KindTotals {
+    kinds: BTreeMap<&'static str, KindSummary>,
+}
+
+impl KindTotals {
+    /// Counts one backup.
+    pub fn add(&mut self, m: &Manifest) {
+        let summary = self
+            .kinds
+            .entry(m.kind.as_str())
+            .or_insert_with(|| KindSummary {
+                kind: m.kind.as_str().to_string(),
+                backups: 0,
+                stored_bytes: 0,
+                newest_id: None,
+                last_success: None,
+                last_duration_seconds: None,
+            });
         summary.backups += 1;
         summary.stored_bytes += m.stored_bytes();
-        if newest.is_none_or(|n| (n.finished_at, &n.id) < (m.finished_at, &m.id)) {
-            *newest = Some(m);
+        let newer = match (summary.last_success, &summary.newest_id) {
+            (Some(at), Some(id)) => (at, id.as_str()) < (m.finished_at, m.id.as_str()),
+            _ => true,
+        };
+        if newer {
+            summary.newest_id = Some(m.id.clone());
+            summary.last_success = Some(m.finished_at);
+            summary.last_duration_seconds = Some(m.duration_seconds);
         }
     }
-    kinds
-        .into_values()
-        .map(|(mut summary, newest)| {
-            if let Some(n) = newest {
-                summary.newest_id = Some(n.id.clone());
-                summary.last_success = Some(n.finished_at);
-                summary.last_duration_seconds = Some(n.duration_seconds);
-            }
-            summary
-        })
-        .collect()
+
+    /// The summaries, in kind-name order.
+    pub fn finish(self) -> Vec<KindSummary> {
+        self.kinds.into_values().collect()
+    }
 }
 
 /// Of the archive's `windows`, the newest: the latest end any reaches, from the earliest start
@@ -273,15 +285,33 @@ pub struct NewestBinlog {
 
 /// Reads the repository (failing on its errors) and asks the source for the recovery point
 /// (recording, not failing on, the source's errors), at the job clock's now. Manifests come
-/// through [`Repository::list`], so a long-lived caller (the daemon) reads each one once.
+/// through [`Repository::for_each_manifest`] (cached, so a long-lived caller, the daemon, reads
+/// each one once), and only an [`ArchiveEntry`] of each is kept.
 pub async fn status(config: &Config, repository: &Repository, job: &JobContext) -> Result<Status> {
     let now = job.clock.now();
-    let manifests = repository.list().await?;
-    let files = archived_files(&manifests);
-    // The sizes on storage, listed once: a truncated or missing artifact ends its window.
-    let stored = repository.storage().list("data/").await?;
-    let archive = Archive::new(&manifests);
-    let damaged = damaged_files(archive.files(), &stored);
+    // One pass over the catalog, keeping of each backup only what the archive needs: the
+    // memory of a status does not grow with what the manifests hold.
+    let mut entries: Vec<ArchiveEntry> = Vec::new();
+    let mut kinds = KindTotals::default();
+    let mut newest: Option<Manifest> = None;
+    let backups = repository
+        .for_each_manifest(|m| {
+            kinds.add(&m);
+            if ArchiveEntry::wanted(&m) {
+                entries.push(ArchiveEntry::from(&m));
+            }
+            keep_newest_full(&mut newest, m);
+            Ok(())
+        })
+        .await?;
+    entries.shrink_to_fit();
+    let archive = Archive::new(&entries);
+    // The sizes on storage, listed once and let go: a truncated or missing artifact ends its
+    // window and the recovery point.
+    let damaged = {
+        let stored = repository.storage().list("data/").await?;
+        damaged_files(archive.files(), &stored)
+    };
     let window = point_in_time_window(
         &archive.windows(&damaged),
         archive.gaps().len() + damaged.len(),
@@ -292,9 +322,11 @@ pub async fn status(config: &Config, repository: &Repository, job: &JobContext) 
         .iter()
         .map(HeldLock::from)
         .collect();
-    let newest_file = files.iter().max_by_key(|f| (f.archived_at, f.sequence));
-    let (point, failure) = match recovery_point(config, repository, job, &manifests, &stored).await
-    {
+    let newest_file = archive
+        .files()
+        .iter()
+        .max_by_key(|f| (f.archived_at, f.sequence));
+    let (point, failure) = match recovery_point(config, repository, job, &archive, &damaged).await {
         Ok(point) => (Some(point), None),
         Err(e) => (None, Some(e)),
     };
@@ -314,9 +346,9 @@ pub async fn status(config: &Config, repository: &Repository, job: &JobContext) 
     Ok(Status {
         jobs,
         repository: repository.storage().location(),
-        backups: manifests.len(),
-        newest_full_backup: newest_full(&manifests).map(|m| NewestFull {
-            id: m.id.clone(),
+        backups,
+        newest_full_backup: newest.map(|m| NewestFull {
+            id: m.id,
             finished_at: m.finished_at,
             age_seconds: now.as_second() - m.finished_at.as_second(),
         }),
@@ -331,7 +363,7 @@ pub async fn status(config: &Config, repository: &Repository, job: &JobContext) 
         source_error: failure.as_ref().map(ToString::to_string),
         source_failure: failure,
         generated_at: now,
-        by_kind: by_kind(&manifests),
+        by_kind: kinds.finish(),
         point_in_time_window: window,
         last_drill,
         locks,
