@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use coffer_core::config::Config;
 use coffer_core::job::JobContext;
-use coffer_core::manifest::{BackupKind, Manifest};
+use coffer_core::manifest::BackupKind;
 use coffer_core::pipeline::Progress;
 use serde::Serialize;
 
@@ -120,71 +120,99 @@ struct ListEntry<'a> {
     may_be_missing: &'a [String],
 }
 
-/// `backup list`.
+/// `backup list`: streamed, so the output of a repository of any size costs the memory of one
+/// backup (the listing itself aside). With `--json`, the array is written as it is read: a
+/// listing that fails half-way leaves it unfinished, and the exit code says so.
 pub async fn list(config: &Config, kind: Option<KindArg>, json: bool) -> Result<u8> {
+    use serde::ser::{SerializeSeq, Serializer};
+    use std::io::Write;
+
     let repository = open_repository(config).await?;
-    let manifests = repository.list().await.context("listing backups")?;
     let wanted = kind.map(|kind| match kind {
         KindArg::Full => BackupKind::Full,
         KindArg::Binlog => BackupKind::Binlog,
         KindArg::Segment => BackupKind::Segment,
     });
-    let selected: Vec<&Manifest> = manifests
-        .iter()
-        .filter(|m| wanted.is_none_or(|k| m.kind == k))
-        .collect();
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let failed = |e: std::io::Error| coffer_core::Error::other(format!("writing the list: {e}"));
     if json {
-        let entries: Vec<ListEntry> = selected
-            .iter()
-            .map(|m| ListEntry {
-                id: &m.id,
-                kind: m.kind,
-                started_at: m.started_at,
-                finished_at: m.finished_at,
-                duration_seconds: m.duration_seconds,
-                size_bytes: m.size_bytes(),
-                stored_bytes: m.stored_bytes(),
-                databases: &m.databases,
-                binlog: m.binlog.as_ref(),
-                binlog_file: m.binlog_file.as_ref(),
-                may_be_missing: &m.may_be_missing,
+        let mut serializer = serde_json::Serializer::pretty(&mut out);
+        let mut seq = serializer
+            .serialize_seq(None)
+            .map_err(|e| failed(e.into()))?;
+        repository
+            .for_each_manifest(|m| {
+                if wanted.is_some_and(|k| m.kind != k) {
+                    return Ok(());
+                }
+                seq.serialize_element(&ListEntry {
+                    id: &m.id,
+                    kind: m.kind,
+                    started_at: m.started_at,
+                    finished_at: m.finished_at,
+                    duration_seconds: m.duration_seconds,
+                    size_bytes: m.size_bytes(),
+                    stored_bytes: m.stored_bytes(),
+                    databases: &m.databases,
+                    binlog: m.binlog.as_ref(),
+                    binlog_file: m.binlog_file.as_ref(),
+                    may_be_missing: &m.may_be_missing,
+                })
+                .map_err(|e| failed(e.into()))
             })
-            .collect();
-        output::json(&entries)?;
+            .await
+            .context("listing backups")?;
+        seq.end().map_err(|e| failed(e.into()))?;
+        writeln!(out)?;
+        out.flush()?;
         return Ok(exit::OK);
     }
-    if selected.is_empty() {
-        println!("no backups in {}", repository.storage().location());
-        return Ok(exit::OK);
-    }
-    println!(
-        "{:<32} {:<7} {:<26} {:>9} {:>11} {:>11}",
-        "ID",
-        "KIND",
-        format!("STARTED ({})", config.timezone_name),
-        "DURATION",
-        "SIZE",
-        "STORED"
-    );
-    for m in selected {
-        println!(
-            "{:<32} {:<7} {:<26} {:>8.1}s {:>11} {:>11}{}",
-            m.id,
-            m.kind.as_str(),
-            output::local_time(m.started_at, &config.timezone),
-            m.duration_seconds,
-            output::bytes(m.size_bytes()),
-            output::bytes(m.stored_bytes()),
-            if m.may_be_missing.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "  INCOMPLETE: may be missing {}",
-                    m.may_be_missing.join(", ")
-                )
+    let mut listed = 0usize;
+    repository
+        .for_each_manifest(|m| {
+            if wanted.is_some_and(|k| m.kind != k) {
+                return Ok(());
             }
-        );
+            if listed == 0 {
+                writeln!(
+                    out,
+                    "{:<32} {:<7} {:<26} {:>9} {:>11} {:>11}",
+                    "ID",
+                    "KIND",
+                    format!("STARTED ({})", config.timezone_name),
+                    "DURATION",
+                    "SIZE",
+                    "STORED"
+                )
+                .map_err(failed)?;
+            }
+            listed += 1;
+            writeln!(
+                out,
+                "{:<32} {:<7} {:<26} {:>8.1}s {:>11} {:>11}{}",
+                m.id,
+                m.kind.as_str(),
+                output::local_time(m.started_at, &config.timezone),
+                m.duration_seconds,
+                output::bytes(m.size_bytes()),
+                output::bytes(m.stored_bytes()),
+                if m.may_be_missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "  INCOMPLETE: may be missing {}",
+                        m.may_be_missing.join(", ")
+                    )
+                }
+            )
+            .map_err(failed)
+        })
+        .await
+        .context("listing backups")?;
+    if listed == 0 {
+        writeln!(out, "no backups in {}", repository.storage().location())?;
     }
+    out.flush()?;
     Ok(exit::OK)
 }
 
