@@ -611,4 +611,63 @@ mod tests {
         assert!(archive.chain_from(&manifests[0], &[]).is_empty());
         assert!(archive.gaps().is_empty());
     }
+
+    #[test]
+    fn the_compact_entries_make_the_archive_their_manifests_make() {
+        use BackupKind::{Binlog, Segment};
+        let mut manifests = vec![
+            full("f1", "bin.000001", 50),
+            record("w1", Binlog, "bin.000001", (0, 500), 100),
+            record("s2a", Segment, "bin.000002", (0, 300), 110),
+            record("s2b", Segment, "bin.000002", (300, 450), 120),
+            record("w4", Binlog, "bin.000004", (0, 500), 400),
+            full("f4", "bin.000004", 390),
+        ];
+        for (i, m) in manifests.iter_mut().enumerate() {
+            m.artifacts = vec![ArtifactRecord {
+                name: "a".into(),
+                key: format!("data/{}/a", m.id),
+                compression: "zstd".into(),
+                encrypted: false,
+                size: 10,
+                stored_size: i as u64 + 1,
+                sha256: String::new(),
+            }];
+        }
+        let entries: Vec<ArchiveEntry> = manifests.iter().map(ArchiveEntry::from).collect();
+        let (by_manifest, by_entry) = (Archive::new(&manifests), Archive::new(&entries));
+        type Summary = (String, bool, u64, Option<i64>, Option<String>, Timestamp);
+        fn summary<P: Piece>(files: &[ArchivedFile<'_, P>]) -> Vec<Summary> {
+            files
+                .iter()
+                .map(|f| {
+                    (
+                        f.file.clone(),
+                        f.whole,
+                        f.end_position,
+                        f.last_commit_time,
+                        f.last_gtid.clone(),
+                        f.archived_at,
+                    )
+                })
+                .collect()
+        }
+        assert_eq!(summary(by_manifest.files()), summary(by_entry.files()));
+        // One artifact short on storage: both see the same damage, windows and gaps.
+        let stored: Vec<crate::storage::ObjectMeta> = manifests
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(i, m)| crate::storage::ObjectMeta {
+                key: format!("data/{}/a", m.id),
+                size: i as u64 + 1,
+                last_modified: None,
+            })
+            .collect();
+        let damaged = damaged_files(by_manifest.files(), &stored);
+        assert_eq!(damaged, damaged_files(by_entry.files(), &stored));
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(by_manifest.windows(&damaged), by_entry.windows(&damaged));
+        assert_eq!(by_manifest.gaps(), by_entry.gaps());
+    }
 }

@@ -227,3 +227,52 @@ impl StartOrder {
         ready
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StartOrder;
+    use crate::manifest::{BackupKind, Manifest, SourceInfo};
+
+    fn started(id: &str, at: i64) -> Manifest {
+        let at = jiff::Timestamp::from_second(at).unwrap();
+        let mut m = Manifest::finished_now(
+            id,
+            BackupKind::Full,
+            at,
+            SourceInfo {
+                host: "db".into(),
+                port: 3306,
+                server_version: "10.11".into(),
+                server_id: 1,
+                dump_tool: "t".into(),
+            },
+        );
+        m.started_at = at;
+        m
+    }
+
+    #[test]
+    fn backups_of_one_second_come_out_in_the_order_they_ran_and_earlier_seconds_at_once() {
+        let mut order = StartOrder::default();
+        let mut out = Vec::new();
+        // Key order: the suffix decides within a second, the start time does not.
+        for m in [
+            started("20261201T020000Z-full-aaaa", 100),
+            started("20261201T020001Z-full-0001", 201),
+            started("20261201T020001Z-full-ffff", 200),
+        ] {
+            out.extend(order.push(m).into_iter().map(|m| m.id));
+        }
+        // The first second was handed out as soon as the next one began.
+        assert_eq!(out, ["20261201T020000Z-full-aaaa"]);
+        out.extend(order.finish().into_iter().map(|m| m.id));
+        assert_eq!(
+            out,
+            [
+                "20261201T020000Z-full-aaaa",
+                "20261201T020001Z-full-ffff",
+                "20261201T020001Z-full-0001"
+            ]
+        );
+    }
+}
