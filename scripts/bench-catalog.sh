@@ -66,6 +66,8 @@ def hexd(*parts):
     return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
 def stamp(t):
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+# The artifacts' keys and stored sizes, beside the bucket: materialize() writes them.
+artifacts = open(f"{root}.artifacts", "w")
 for i in range(count):
     t = start + datetime.timedelta(minutes=10 * i)
     kind = "full" if i % full_every == 0 else "binlog"
@@ -101,6 +103,24 @@ for i in range(count):
                             "last_gtid": f"0-1-{n * 100}", "next_file": f"mysql-bin.{n + 1:06d}"}
     with open(f"{root}/manifests/{bid}.json", "w") as f:
         f.write(json.dumps(m, indent=2) + "\n")
+    for a in m["artifacts"]:
+        artifacts.write(f"{a['key']}\t{a['stored_size']}\n")
+PY
+}
+
+# materialize DIR: every artifact the manifests name, as a sparse file of its stored size (what
+# a listing of data/ reports), so `coffer status` finds the archive whole.
+materialize() {
+  python3 - "$1" <<'PY'
+import os, sys
+root = sys.argv[1]
+with open(f"{root}.artifacts") as listing:
+    for line in listing:
+        key, size = line.rstrip("\n").split("\t")
+        path = f"{root}/{key}"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(int(size))
 PY
 }
 
@@ -146,6 +166,10 @@ user = "coffer"
 TOML
   for storage in $storages; do
     config="$dir/$storage.toml"
+    # The folder rows see the artifacts too (a real repository's data/ listing, held by status);
+    # s3s-fs lists in quadratic time, so its rows run before they exist and find every file
+    # damaged.
+    if [ "$storage" = folder ]; then materialize "$work/s3/$bucket/repo"; fi
     for command in "backup list --json" "status --json"; do
       best_cold=""; best_warm=""; rss_cold=0; rss_warm=0
       for round in $(seq 1 "$rounds"); do
@@ -186,7 +210,11 @@ storage (up to 32 at a time); *warm*: the manifest cache under \`state_dir/cache
 all, so only the listing (a LIST per 1000 keys) goes to storage. \`coffer status\` has no source
 database here: it prints the repository part (one listing of the manifests) and exits 3 for the
 unreachable source. *folder* rows read the very same files as a folder repository: what coffer
-itself costs, without s3s-fs. Peak RSS is coffer's own process (\`VmHWM\`).
+itself costs, without s3s-fs; by then every artifact the manifests name exists too (a sparse file
+of its stored size), so \`coffer status\` also lists and checks \`data/\` (about two objects per
+backup) as in a real repository. The s3s-fs rows run before the artifacts exist (s3s-fs lists in
+quadratic time), so their status finds every archived file damaged. Peak RSS is coffer's own
+process (\`VmHWM\`).
 
 Targets: cold ≤ 10 s at 20,000 manifests, warm ≤ 1 s at 100,000, peak RSS < 100 MiB.
 
