@@ -1,0 +1,13 @@
+//! # coffer-files
+//!
+//! The storage foundation of file snapshots: how file contents become deduplicated, compressed,
+//! encrypted objects in a repository, and how they are found again. The format is specified in
+//! `docs/FORMAT.md`, section *File snapshots: chunks, packs and index*.
+//!
+//! - [`chunker`]: content split into chunks at content-defined boundaries (FastCDC 2020), so an
+//!   insertion moves only the chunks around it ([`chunker::Chunker`]).
+//!
+//! Errors are [`coffer_core::error::Error`]s: damage found in stored bytes is
+//! [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity) and names the chunk or pack.
+
+pub mod chunker;
