@@ -5,9 +5,15 @@
 //! `docs/FORMAT.md`, section *File snapshots: chunks, packs and index*.
 //!
 //! - [`chunker`]: content split into chunks at content-defined boundaries (FastCDC 2020), so an
-//!   insertion moves only the chunks around it ([`chunker::Chunker`]).
+//!   insertion moves only the chunks around it ([`chunker::Chunker`]);
+//! - [`chunk_id`]: a chunk's id, a keyed hash of its plain bytes ([`chunk_id::ChunkId`]), and the
+//!   key, kept encrypted in the repository and in clear on the backup host
+//!   ([`chunk_id::ChunkIdKey`]);
+//! - [`blob`]: one chunk as stored (zstd, then age), and its verified decoding.
 //!
 //! Errors are [`coffer_core::error::Error`]s: damage found in stored bytes is
 //! [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity) and names the chunk or pack.
 
+pub mod blob;
+pub mod chunk_id;
 pub mod chunker;
