@@ -203,6 +203,12 @@ pub async fn load_or_create(
                 if local.file.key(&local_path.display().to_string())? != repo_key {
                     return Err(mismatch(&local_path, PLAIN_KEY_OBJECT, storage));
                 }
+                if recipient.is_some() {
+                    tracing::warn!(
+                        object = PLAIN_KEY_OBJECT,
+                        "the chunk-id key is stored in clear although a recipient is configured"
+                    );
+                }
                 return Ok(repo_key);
             }
             (None, Some(_), None) => {
@@ -552,6 +558,97 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity);
         install(&s.storage, &fresh, &key).await.unwrap();
+    }
+
+    /// A folder where another host creates the key object just before this one tries to.
+    #[derive(Debug)]
+    struct RacedByAnotherHost {
+        inner: LocalStorage,
+        other_state: PathBuf,
+        recipient: Option<age::x25519::Recipient>,
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for RacedByAnotherHost {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        async fn put(&self, key: &str, body: bytes::Bytes) -> Result<()> {
+            self.inner.put(key, body).await
+        }
+        async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<CreateOutcome> {
+            if key.starts_with("keys/") && self.inner.list("keys/").await?.is_empty() {
+                load_or_create(&self.inner, &self.other_state, self.recipient.as_ref()).await?;
+            }
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn put_stream(
+            &self,
+            key: &str,
+            body: coffer_core::storage::BodyStream,
+        ) -> Result<u64> {
+            self.inner.put_stream(key, body).await
+        }
+        async fn get(&self, key: &str) -> Result<coffer_core::storage::ObjectReader> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            start: u64,
+            len: u64,
+        ) -> Result<coffer_core::storage::ObjectReader> {
+            self.inner.get_range(key, start, len).await
+        }
+        async fn head(&self, key: &str) -> Result<coffer_core::storage::ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<coffer_core::storage::ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn probe(&self) -> Result<coffer_core::storage::Capabilities> {
+            self.inner.probe().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_that_loses_the_creation_race_never_keeps_its_own_key() {
+        // In clear, the loser adopts the winner's key.
+        let s = setup();
+        let raced = RacedByAnotherHost {
+            inner: s.storage.clone(),
+            other_state: s.state.with_file_name("winner"),
+            recipient: None,
+        };
+        let key = load_or_create(&raced, &s.state, None).await.unwrap();
+        let winner = load_or_create(&s.storage, &raced.other_state, None)
+            .await
+            .unwrap();
+        assert_eq!(key, winner);
+
+        // Encrypted, the loser cannot read it: it is told to recover, and keeps no key of its own.
+        let s = setup();
+        let identity = age::x25519::Identity::generate();
+        let raced = RacedByAnotherHost {
+            inner: s.storage.clone(),
+            other_state: s.state.with_file_name("winner"),
+            recipient: Some(identity.to_public()),
+        };
+        let err = load_or_create(&raced, &s.state, Some(&identity.to_public()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(!local_key_path(&s.state, &s.storage).exists());
+        let winner = load_or_create(&s.storage, &raced.other_state, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            recover(&s.storage, &s.state, &identity).await.unwrap(),
+            winner
+        );
     }
 
     #[tokio::test]

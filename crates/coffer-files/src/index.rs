@@ -487,6 +487,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_empty_repository_has_an_empty_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().join("never-written"));
+        assert!(ChunkIndex::load(&storage).await.unwrap().is_empty());
+        let (rebuilt, damaged) = rebuild(&storage).await.unwrap();
+        assert!(rebuilt.is_empty() && damaged.is_empty());
+    }
+
+    #[tokio::test]
     async fn written_index_files_load_into_the_same_index() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(dir.path().to_path_buf());

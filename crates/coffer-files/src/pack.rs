@@ -203,7 +203,7 @@ pub fn parse(pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
 
 /// Gathers blobs into packs of about [`TARGET_SIZE`] and uploads each when it is full.
 ///
-/// Memory: one pack being filled, at most the target plus one blob. Each upload is retried
+/// Memory: one pack being filled, at most the target plus one blob, allocated once per pack. Each upload is retried
 /// ([`Retry`]) on transient failures; the pack's name depends only on its bytes, so a retried
 /// write can only write the same object again.
 #[derive(Debug)]
@@ -254,6 +254,12 @@ impl<'a> PackWriter<'a> {
     ) -> Result<Option<PackInfo>> {
         let length = u32::try_from(blob.len())
             .map_err(|_| Error::other(format!("chunk {id}: a blob of {} bytes", blob.len())))?;
+        if self.buf.capacity() == 0 {
+            // One allocation per pack: the target, the blob that crosses it, and the header.
+            self.buf.reserve_exact(
+                self.target + blob.len().max(crate::chunker::MAX_SIZE) + 1024 * 1024,
+            );
+        }
         self.entries.push(PackEntry {
             id,
             offset: self.buf.len() as u64,
