@@ -1,0 +1,30 @@
+//! # coffer-files
+//!
+//! The storage foundation of file snapshots: how file contents become deduplicated, compressed,
+//! encrypted objects in a repository, and how they are found again. The format is specified in
+//! `docs/FORMAT.md`, section *File snapshots: chunks, packs and index*.
+//!
+//! - [`chunker`]: content split into chunks at content-defined boundaries (FastCDC 2020), so an
+//!   insertion moves only the chunks around it ([`chunker::Chunker`]);
+//! - [`chunk_id`]: a chunk's id, a keyed hash of its plain bytes ([`chunk_id::ChunkId`]), and the
+//!   key, kept encrypted in the repository and in clear on the backup host
+//!   ([`chunk_id::ChunkIdKey`]);
+//! - [`blob`]: one chunk as stored (zstd, then age), and its verified decoding;
+//! - [`pack`]: blobs gathered into self-describing pack files named by their SHA-256
+//!   ([`pack::PackWriter`], [`pack::PackReader`]);
+//! - [`index`]: which pack holds which chunk, compact in memory ([`index::ChunkIndex`]), written
+//!   as index files ([`index::IndexWriter`]) and rebuilt from pack headers when lost;
+//! - [`store`]: the four together: store a chunk unless the repository has it, read it back
+//!   verified ([`store::ChunkStore`]);
+//! - [`retry`]: the bounded retry of uploads that failed for a transient reason.
+//!
+//! Errors are [`coffer_core::error::Error`]s: damage found in stored bytes is
+//! [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity) and names the chunk or pack.
+
+pub mod blob;
+pub mod chunk_id;
+pub mod chunker;
+pub mod index;
+pub mod pack;
+pub mod retry;
+pub mod store;

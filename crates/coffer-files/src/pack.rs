@@ -1,0 +1,492 @@
+//! Pack files: many blobs in one object, so a million small files do not become a million
+//! objects.
+//!
+//! A pack is the blobs one after another, then a header listing them, then a fixed 16-byte
+//! trailer (layout in `docs/FORMAT.md`, and in [`seal`]):
+//!
+//! ```text
+//! blob 0 | blob 1 | … | blob n-1 | entry 0 | … | entry n-1 | n (u32 LE) | 1 (u32 LE) | "coffpack"
+//! entry: chunk id (32 bytes) | offset (u64 LE) | length (u32 LE) | raw length (u32 LE)
+//! ```
+//!
+//! The header makes a pack self-describing: the chunk index can be rebuilt from the packs alone.
+//! A pack is stored at `packs/XX/PACKID`, `PACKID` the SHA-256 of its bytes in hex and `XX` its
+//! first two digits, so reading a pack whole verifies it. A single blob is read by a range read
+//! ([`PackReader::read_blob`]) and verified by its chunk id when decoded
+//! ([`blob::decode`](crate::blob::decode)).
+
+use std::fmt;
+
+use coffer_core::error::{Error, Result};
+use coffer_core::storage::Storage;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::chunk_id::ChunkId;
+use crate::retry::Retry;
+
+/// Where packs live.
+pub const PACKS: &str = "packs/";
+/// The size a pack is closed at: a pack holds blobs until it reaches 16 MiB, so it is at most
+/// this plus one blob.
+pub const TARGET_SIZE: usize = 16 * 1024 * 1024;
+/// The last eight bytes of every pack.
+pub const MAGIC: &[u8; 8] = b"coffpack";
+/// The header layout this code writes and reads.
+pub const HEADER_VERSION: u32 = 1;
+/// Bytes per header entry.
+pub const ENTRY_SIZE: usize = 48;
+/// Bytes of the trailer: entry count, header version, magic.
+pub const TRAILER_SIZE: usize = 16;
+
+/// A pack's name: SHA-256 of its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackId(pub [u8; 32]);
+
+impl PackId {
+    /// The id of a pack whose bytes are `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// The id as 64 lowercase hexadecimal digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hexadecimal digits (an integrity error otherwise: ids come from stored objects).
+    pub fn from_hex(text: &str) -> Result<Self> {
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(text, &mut id)
+            .map_err(|_| Error::integrity(format!("invalid pack id {text:?}")))?;
+        Ok(Self(id))
+    }
+
+    /// The object key: `packs/XX/PACKID`.
+    pub fn key(&self) -> String {
+        let hex = self.to_hex();
+        format!("{PACKS}{}/{hex}", &hex[..2])
+    }
+
+    /// The pack a listed key names, if it is one (`packs/XX/PACKID` with matching `XX`).
+    pub fn from_key(key: &str) -> Option<Self> {
+        let rest = key.strip_prefix(PACKS)?;
+        let (dir, name) = rest.split_once('/')?;
+        let id = Self::from_hex(name).ok()?;
+        (dir == &name[..2] && name == id.to_hex()).then_some(id)
+    }
+}
+
+impl fmt::Display for PackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for PackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PackId({})", &self.to_hex()[..16])
+    }
+}
+
+/// One blob as a pack header lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    /// The chunk the blob encodes.
+    pub id: ChunkId,
+    /// Where the blob starts in the pack.
+    pub offset: u64,
+    /// The blob's length in the pack.
+    pub length: u32,
+    /// The chunk's plain length.
+    pub raw_length: u32,
+}
+
+/// A pack written: its id, size and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackInfo {
+    /// Its name.
+    pub id: PackId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its blobs, in the order they are stored.
+    pub entries: Vec<PackEntry>,
+}
+
+/// Appends the header and trailer to `blobs` (whose contents `entries` describe, in order) and
+/// returns the finished pack's id.
+pub fn seal(blobs: &mut Vec<u8>, entries: &[PackEntry]) -> PackId {
+    blobs.reserve(entries.len() * ENTRY_SIZE + TRAILER_SIZE);
+    for entry in entries {
+        blobs.extend_from_slice(&entry.id.0);
+        blobs.extend_from_slice(&entry.offset.to_le_bytes());
+        blobs.extend_from_slice(&entry.length.to_le_bytes());
+        blobs.extend_from_slice(&entry.raw_length.to_le_bytes());
+    }
+    let count = u32::try_from(entries.len()).expect("a pack holds fewer than 2^32 blobs");
+    blobs.extend_from_slice(&count.to_le_bytes());
+    blobs.extend_from_slice(&HEADER_VERSION.to_le_bytes());
+    blobs.extend_from_slice(MAGIC);
+    PackId::of(blobs)
+}
+
+/// Parses a pack's trailer (its last [`TRAILER_SIZE`] bytes): how many entries its header has.
+pub fn parse_trailer(pack: &PackId, size: u64, trailer: &[u8]) -> Result<usize> {
+    let damaged = |what: &str| Error::integrity(format!("pack {pack}: {what}"));
+    if trailer.len() != TRAILER_SIZE || size < TRAILER_SIZE as u64 {
+        return Err(damaged("too short for a pack trailer"));
+    }
+    if &trailer[8..] != MAGIC {
+        return Err(damaged("no pack trailer (the magic is missing)"));
+    }
+    let version = u32::from_le_bytes(trailer[4..8].try_into().expect("4 bytes"));
+    if version != HEADER_VERSION {
+        return Err(damaged(&format!("unknown header version {version}")));
+    }
+    let count = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as u64;
+    if count * ENTRY_SIZE as u64 + TRAILER_SIZE as u64 > size {
+        return Err(damaged("the header is longer than the pack"));
+    }
+    Ok(count as usize)
+}
+
+/// Parses a pack's header entries (`count` × [`ENTRY_SIZE`] bytes just before the trailer) and
+/// checks that they tile the pack's blob area exactly: in order, from offset 0, without gaps or
+/// overlaps, ending where the header begins.
+pub fn parse_entries(pack: &PackId, size: u64, header: &[u8]) -> Result<Vec<PackEntry>> {
+    let damaged = |what: String| Error::integrity(format!("pack {pack}: {what}"));
+    if !header.len().is_multiple_of(ENTRY_SIZE) {
+        return Err(damaged("a partial header entry".into()));
+    }
+    let Some(blob_area) = size.checked_sub(header.len() as u64 + TRAILER_SIZE as u64) else {
+        return Err(damaged("the header is longer than the pack".into()));
+    };
+    let mut next = 0u64;
+    let mut entries = Vec::with_capacity(header.len() / ENTRY_SIZE);
+    for raw in header.chunks_exact(ENTRY_SIZE) {
+        let entry = PackEntry {
+            id: ChunkId(raw[..32].try_into().expect("32 bytes")),
+            offset: u64::from_le_bytes(raw[32..40].try_into().expect("8 bytes")),
+            length: u32::from_le_bytes(raw[40..44].try_into().expect("4 bytes")),
+            raw_length: u32::from_le_bytes(raw[44..48].try_into().expect("4 bytes")),
+        };
+        if entry.offset != next {
+            return Err(damaged(format!(
+                "blob {} starts at {} instead of {next}",
+                entry.id, entry.offset
+            )));
+        }
+        next += entry.length as u64;
+        entries.push(entry);
+    }
+    if next != blob_area {
+        return Err(damaged(format!(
+            "the blobs end at {next}, the header begins at {blob_area}"
+        )));
+    }
+    Ok(entries)
+}
+
+/// Checks a whole pack read back: its SHA-256 must be its name; returns its entries.
+pub fn parse(pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    if PackId::of(bytes) != *pack {
+        return Err(Error::integrity(format!(
+            "pack {pack}: its SHA-256 is not its name (the pack is damaged)"
+        )));
+    }
+    let size = bytes.len() as u64;
+    let trailer = &bytes[bytes.len().saturating_sub(TRAILER_SIZE)..];
+    let count = parse_trailer(pack, size, trailer)?;
+    let header_start = bytes.len() - TRAILER_SIZE - count * ENTRY_SIZE;
+    parse_entries(pack, size, &bytes[header_start..bytes.len() - TRAILER_SIZE])
+}
+
+/// Gathers blobs into packs of about [`TARGET_SIZE`] and uploads each when it is full.
+///
+/// Memory: one pack being filled, at most the target plus one blob, allocated once per pack. Each upload is retried
+/// ([`Retry`]) on transient failures; the pack's name depends only on its bytes, so a retried
+/// write can only write the same object again.
+#[derive(Debug)]
+pub struct PackWriter<'a> {
+    storage: &'a dyn Storage,
+    target: usize,
+    retry: Retry,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl<'a> PackWriter<'a> {
+    /// A writer into `storage` with the default target size and retry.
+    pub fn new(storage: &'a dyn Storage) -> Self {
+        Self {
+            storage,
+            target: TARGET_SIZE,
+            retry: Retry::default(),
+            buf: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Closes packs at `target` bytes instead (tests use small packs).
+    pub fn with_target_size(mut self, target: usize) -> Self {
+        self.target = target.max(1);
+        self
+    }
+
+    /// Retries uploads with `retry`.
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The blobs added since the last pack was written.
+    pub fn pending(&self) -> &[PackEntry] {
+        &self.entries
+    }
+
+    /// Adds the blob of chunk `id` (whose plain length is `raw_length`); when that fills the
+    /// pack, uploads it and returns what it holds.
+    pub async fn add(
+        &mut self,
+        id: ChunkId,
+        raw_length: u32,
+        blob: &[u8],
+    ) -> Result<Option<PackInfo>> {
+        let length = u32::try_from(blob.len())
+            .map_err(|_| Error::other(format!("chunk {id}: a blob of {} bytes", blob.len())))?;
+        if self.buf.capacity() == 0 {
+            // One allocation per pack: the target, the blob that crosses it, and the header.
+            self.buf.reserve_exact(
+                self.target + blob.len().max(crate::chunker::MAX_SIZE) + 1024 * 1024,
+            );
+        }
+        self.entries.push(PackEntry {
+            id,
+            offset: self.buf.len() as u64,
+            length,
+            raw_length,
+        });
+        self.buf.extend_from_slice(blob);
+        if self.buf.len() >= self.target {
+            return self.flush().await;
+        }
+        Ok(None)
+    }
+
+    /// Uploads the pack being filled, if it holds any blob, and returns what it holds.
+    pub async fn flush(&mut self) -> Result<Option<PackInfo>> {
+        if self.entries.is_empty() {
+            return Ok(None);
+        }
+        let mut bytes = std::mem::take(&mut self.buf);
+        let entries = std::mem::take(&mut self.entries);
+        let id = seal(&mut bytes, &entries);
+        let size = bytes.len() as u64;
+        let key = id.key();
+        let body = bytes::Bytes::from(bytes);
+        self.retry
+            .run(&key, || self.storage.put(&key, body.clone()))
+            .await
+            .map_err(|e| e.context(format!("storing pack {key}")))?;
+        tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
+        Ok(Some(PackInfo { id, size, entries }))
+    }
+}
+
+/// Reads packs: single blobs by range, headers, or whole packs verified.
+#[derive(Debug, Clone, Copy)]
+pub struct PackReader<'a> {
+    storage: &'a dyn Storage,
+}
+
+impl<'a> PackReader<'a> {
+    /// A reader of the packs in `storage`.
+    pub fn new(storage: &'a dyn Storage) -> Self {
+        Self { storage }
+    }
+
+    /// Reads `length` bytes at `offset` of a pack: one blob, unverified until decoded.
+    pub async fn read_blob(&self, pack: &PackId, offset: u64, length: u32) -> Result<Vec<u8>> {
+        self.read_range(pack, offset, length as u64).await
+    }
+
+    /// Reads a pack's header by range reads (its size, the trailer, then the entries). This
+    /// checks the header's shape, not the pack's digest: [`PackReader::read_verified`] does.
+    pub async fn read_header(&self, pack: &PackId) -> Result<Vec<PackEntry>> {
+        let size = self.storage.head(&pack.key()).await?.size;
+        if size < TRAILER_SIZE as u64 {
+            return Err(Error::integrity(format!(
+                "pack {pack}: {size} bytes is too short for a pack"
+            )));
+        }
+        let trailer = self
+            .read_range(pack, size - TRAILER_SIZE as u64, TRAILER_SIZE as u64)
+            .await?;
+        let count = parse_trailer(pack, size, &trailer)?;
+        let header_len = (count * ENTRY_SIZE) as u64;
+        let header = self
+            .read_range(pack, size - TRAILER_SIZE as u64 - header_len, header_len)
+            .await?;
+        parse_entries(pack, size, &header)
+    }
+
+    /// Reads a whole pack and checks its SHA-256 against its name; returns its bytes and entries.
+    pub async fn read_verified(&self, pack: &PackId) -> Result<(Vec<u8>, Vec<PackEntry>)> {
+        let bytes = self.storage.get_bytes(&pack.key()).await?.to_vec();
+        let entries = parse(pack, &bytes)?;
+        Ok((bytes, entries))
+    }
+
+    /// Every pack in the repository, with its size. Objects under `packs/` whose names are not
+    /// pack names are skipped with a warning.
+    pub async fn list(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut packs = Vec::new();
+        for object in self.storage.list(PACKS).await? {
+            match PackId::from_key(&object.key) {
+                Some(id) => packs.push((id, object.size)),
+                None => tracing::warn!(key = %object.key, "not a pack name: skipped"),
+            }
+        }
+        Ok(packs)
+    }
+
+    async fn read_range(&self, pack: &PackId, start: u64, len: u64) -> Result<Vec<u8>> {
+        let key = pack.key();
+        let mut reader = self.storage.get_range(&key, start, len).await?;
+        let mut out = Vec::with_capacity(len as usize);
+        reader
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| Error::storage(format!("reading {key}: {e}")).transient())?;
+        if out.len() as u64 != len {
+            return Err(Error::integrity(format!(
+                "pack {pack}: read {} bytes at {start} instead of {len}",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffer_core::error::ErrorKind;
+    use coffer_core::storage::LocalStorage;
+
+    fn id(n: u8) -> ChunkId {
+        ChunkId([n; 32])
+    }
+
+    fn sealed(blobs: &[&[u8]]) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+        let mut bytes = Vec::new();
+        let mut entries = Vec::new();
+        for (i, blob) in blobs.iter().enumerate() {
+            entries.push(PackEntry {
+                id: id(i as u8),
+                offset: bytes.len() as u64,
+                length: blob.len() as u32,
+                raw_length: 10 * blob.len() as u32,
+            });
+            bytes.extend_from_slice(blob);
+        }
+        let pack = seal(&mut bytes, &entries);
+        (pack, bytes, entries)
+    }
+
+    #[test]
+    fn the_layout_is_blobs_then_entries_then_the_trailer() {
+        let (pack, bytes, entries) = sealed(&[b"abc", b"defgh"]);
+        assert_eq!(bytes.len(), 8 + 2 * ENTRY_SIZE + TRAILER_SIZE);
+        assert_eq!(&bytes[..8], b"abcdefgh");
+        // Second entry: id, offset 3, length 5, raw length 50.
+        let second = &bytes[8 + ENTRY_SIZE..8 + 2 * ENTRY_SIZE];
+        assert_eq!(&second[..32], &[1u8; 32]);
+        assert_eq!(&second[32..40], &3u64.to_le_bytes());
+        assert_eq!(&second[40..44], &5u32.to_le_bytes());
+        assert_eq!(&second[44..48], &50u32.to_le_bytes());
+        assert_eq!(&bytes[bytes.len() - 16..], b"\x02\0\0\0\x01\0\0\0coffpack");
+        assert_eq!(pack, PackId::of(&bytes));
+        assert_eq!(parse(&pack, &bytes).unwrap(), entries);
+    }
+
+    #[test]
+    fn pack_keys_fan_out_by_the_first_two_digits() {
+        let pack = PackId([0xab; 32]);
+        assert_eq!(pack.key(), format!("packs/ab/{}", "ab".repeat(32)));
+        assert_eq!(PackId::from_key(&pack.key()), Some(pack));
+        assert_eq!(
+            PackId::from_key(&format!("packs/cd/{}", "ab".repeat(32))),
+            None
+        );
+        assert_eq!(PackId::from_key("packs/ab/short"), None);
+    }
+
+    #[test]
+    fn any_flipped_byte_fails_the_digest() {
+        let (pack, bytes, _) = sealed(&[b"abc", b"defgh"]);
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x80;
+            let err = parse(&pack, &bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Integrity);
+        }
+    }
+
+    #[test]
+    fn headers_that_do_not_tile_the_pack_are_refused() {
+        let pack = PackId([0; 32]);
+        let (_, bytes, _) = sealed(&[b"abc", b"defgh"]);
+        let size = bytes.len() as u64;
+        let header = &bytes[8..bytes.len() - TRAILER_SIZE];
+        parse_entries(&pack, size, header).unwrap();
+        let mut gap = header.to_vec();
+        gap[ENTRY_SIZE + 32] = 4; // second blob at 4 instead of 3
+        assert!(parse_entries(&pack, size, &gap).is_err());
+        let mut short = header.to_vec();
+        short[ENTRY_SIZE + 40] = 4; // second blob 4 bytes long: ends before the header
+        assert!(parse_entries(&pack, size, &short).is_err());
+        let mut trailer = bytes[bytes.len() - TRAILER_SIZE..].to_vec();
+        trailer[0] = 200; // more entries than the pack has room for
+        assert!(parse_trailer(&pack, size, &trailer).is_err());
+        assert!(parse_trailer(&pack, size, b"0123456789abcdef").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_writer_closes_packs_at_the_target_and_the_reader_reads_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().to_path_buf());
+        let mut writer = PackWriter::new(&storage).with_target_size(1000);
+        let mut written = Vec::new();
+        for n in 0..10u8 {
+            let blob = vec![n; 300];
+            if let Some(info) = writer.add(id(n), 3000, &blob).await.unwrap() {
+                written.push(info);
+            }
+        }
+        written.extend(writer.flush().await.unwrap());
+        assert!(writer.flush().await.unwrap().is_none());
+        // 300-byte blobs, closed at 1000 bytes: 4, 4 and 2 blobs.
+        let counts: Vec<usize> = written.iter().map(|p| p.entries.len()).collect();
+        assert_eq!(counts, vec![4, 4, 2]);
+
+        let reader = PackReader::new(&storage);
+        let mut listed = reader.list().await.unwrap();
+        listed.sort();
+        let mut expected: Vec<(PackId, u64)> = written.iter().map(|p| (p.id, p.size)).collect();
+        expected.sort();
+        assert_eq!(listed, expected);
+        for info in &written {
+            assert_eq!(reader.read_header(&info.id).await.unwrap(), info.entries);
+            let (_, entries) = reader.read_verified(&info.id).await.unwrap();
+            assert_eq!(entries, info.entries);
+            for entry in &info.entries {
+                let blob = reader
+                    .read_blob(&info.id, entry.offset, entry.length)
+                    .await
+                    .unwrap();
+                assert_eq!(blob, vec![entry.id.0[0]; 300]);
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The harness: a repository in a temporary folder or in a bucket of one s3s-fs server shared by
+//! the whole test binary, and the path of an object's bytes on disk (both keep objects as plain
+//! files) so a test can damage one behind the backend's back.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use coffer_core::config::{ChecksumMode, S3Config};
+use coffer_core::secret::Secret;
+use coffer_core::storage::{LocalStorage, S3Storage, Storage};
+
+const ACCESS_KEY: &str = "COFFERFILESTEST";
+const SECRET_KEY: &str = "coffer-files-test-secret";
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Folder,
+    S3,
+}
+
+/// A repository of one test: its storage and where its objects are on disk.
+pub struct Repo {
+    pub storage: Box<dyn Storage>,
+    /// The folder holding the repository's objects as files (`ROOT/KEY`).
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Repo {
+    /// A fresh, empty repository on `backend`.
+    pub fn new(backend: Backend) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Folder => {
+                let root = dir.path().join("repo");
+                Repo {
+                    storage: Box::new(LocalStorage::new(root.clone())),
+                    root,
+                    _dir: dir,
+                }
+            }
+            Backend::S3 => {
+                let server = s3s();
+                let bucket = server.new_bucket();
+                let config = S3Config {
+                    bucket: bucket.clone(),
+                    prefix: "files-test".into(),
+                    endpoint: Some(server.endpoint.clone()),
+                    region: "us-east-1".into(),
+                    path_style: true,
+                    checksum_mode: ChecksumMode::WhenRequired,
+                    access_key_id: Secret::new(ACCESS_KEY),
+                    secret_access_key: Secret::new(SECRET_KEY),
+                    part_size: 5 * 1024 * 1024,
+                };
+                Repo {
+                    storage: Box::new(S3Storage::new(config)),
+                    root: server.data.join(bucket).join("files-test"),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// The file holding object `key`.
+    pub fn file(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// A state folder for this test (the backup host's).
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self._dir.path().join(name)
+    }
+}
+
+/// Flips one bit of the byte at `at` of a file.
+pub fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The shared s3s-fs server: stopped when the test binary exits (its guardian shell sees our
+/// end of the pipe close).
+struct S3s {
+    endpoint: String,
+    data: PathBuf,
+    buckets: Mutex<u32>,
+    _dir: tempfile::TempDir,
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+impl S3s {
+    fn new_bucket(&self) -> String {
+        let mut n = self.buckets.lock().unwrap();
+        *n += 1;
+        let name = format!("files-{n}");
+        std::fs::create_dir_all(self.data.join(&name)).unwrap();
+        name
+    }
+}
+
+static S3S: OnceLock<S3s> = OnceLock::new();
+
+fn s3s() -> &'static S3s {
+    S3S.get_or_init(|| {
+        let binary = find_program("s3s-fs");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("s3s-fs.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; wait "$pid""#)
+            .arg("guardian")
+            .arg(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen on {port}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3s {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            data,
+            buckets: Mutex::new(0),
+            _dir: dir,
+            _child: child,
+            _stdin: stdin,
+        }
+    })
+}
+
+/// Finds a program on PATH or in ~/.cargo/bin; fails with the install hint if absent.
+fn find_program(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: cargo install s3s-fs@0.14.1 --features binary --locked \
+                 (scripts/install-deps.sh --s3 does it)"
+            )
+        })
+}
+
+/// Deterministic pseudo-random bytes (xorshift64).
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
