@@ -16,7 +16,11 @@
 //!   as index files ([`index::IndexWriter`]) and rebuilt from pack headers when lost;
 //! - [`store`]: the four together: store a chunk unless the repository has it, read it back
 //!   verified ([`store::ChunkStore`]);
-//! - [`retry`]: the bounded retry of uploads that failed for a transient reason.
+//! - [`retry`]: the bounded retry of uploads that failed for a transient reason;
+//! - [`entry`]: one record of a snapshot listing ([`entry::Entry`]) and the path rules every
+//!   record obeys;
+//! - [`tree`]: the listing stored as chunks, written and read as a stream, and the
+//!   [`tree::SnapshotSummary`] that points at it.
 //!
 //! Errors are [`coffer_core::error::Error`]s: damage found in stored bytes is
 //! [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity) and names the chunk or pack.
@@ -24,7 +28,9 @@
 pub mod blob;
 pub mod chunk_id;
 pub mod chunker;
+pub mod entry;
 pub mod index;
 pub mod pack;
 pub mod retry;
 pub mod store;
+pub mod tree;
