@@ -187,8 +187,11 @@ impl ListingWriter {
 /// Reads a listing back, one [`Entry`] at a time, each chunk verified by the store and each
 /// record checked ([`Entry::from_json_line`]). Records out of order are an integrity error: a
 /// restore relies on directories coming before their contents.
-pub struct ListingReader<'s, 'a> {
-    store: &'s ChunkStore<'a>,
+///
+/// The reader does not hold the store (each [`ListingReader::next`] is handed it), so a backup
+/// can read its parent's listing while it writes through the same store.
+#[derive(Debug)]
+pub struct ListingReader {
     chunks: std::vec::IntoIter<ChunkId>,
     buf: Vec<u8>,
     at: usize,
@@ -196,11 +199,10 @@ pub struct ListingReader<'s, 'a> {
     prefix: Option<Vec<u8>>,
 }
 
-impl<'s, 'a> ListingReader<'s, 'a> {
+impl ListingReader {
     /// A reader of the listing of `summary`.
-    pub fn new(store: &'s ChunkStore<'a>, summary: &SnapshotSummary) -> Self {
+    pub fn new(summary: &SnapshotSummary) -> Self {
         Self {
-            store,
             chunks: summary.listing.clone().into_iter(),
             buf: Vec::new(),
             at: 0,
@@ -217,9 +219,9 @@ impl<'s, 'a> ListingReader<'s, 'a> {
     }
 
     /// The next entry, or `None` at the end.
-    pub async fn next(&mut self) -> Result<Option<Entry>> {
+    pub async fn next(&mut self, store: &ChunkStore<'_>) -> Result<Option<Entry>> {
         loop {
-            let Some(entry) = self.next_any().await? else {
+            let Some(entry) = self.next_any(store).await? else {
                 return Ok(None);
             };
             let Some(prefix) = &self.prefix else {
@@ -238,7 +240,7 @@ impl<'s, 'a> ListingReader<'s, 'a> {
         }
     }
 
-    async fn next_any(&mut self) -> Result<Option<Entry>> {
+    async fn next_any(&mut self, store: &ChunkStore<'_>) -> Result<Option<Entry>> {
         loop {
             if let Some(n) = memchr(&self.buf[self.at..]) {
                 let line = &self.buf[self.at..self.at + n];
@@ -264,8 +266,7 @@ impl<'s, 'a> ListingReader<'s, 'a> {
                 }
                 return Ok(None);
             };
-            let chunk = self
-                .store
+            let chunk = store
                 .read(&id)
                 .await
                 .map_err(|e| e.context("reading the snapshot listing"))?;
@@ -331,9 +332,9 @@ mod tests {
 
         let mut summary = SnapshotSummary::new("app", "/srv/app");
         summary.listing = first.clone();
-        let mut reader = ListingReader::new(&store, &summary);
+        let mut reader = ListingReader::new(&summary);
         let mut n = 0;
-        while let Some(e) = reader.next().await.unwrap() {
+        while let Some(e) = reader.next(&store).await.unwrap() {
             assert_eq!(e, entry(n));
             n += 1;
         }
@@ -355,9 +356,9 @@ mod tests {
         assert!(store.stats().stored - stored_before <= 2);
 
         // A prefix reads only its subtree.
-        let mut reader = ListingReader::new(&store, &summary).under(Some(b"dir005".to_vec()));
+        let mut reader = ListingReader::new(&summary).under(Some(b"dir005".to_vec()));
         let mut seen = 0;
-        while let Some(e) = reader.next().await.unwrap() {
+        while let Some(e) = reader.next(&store).await.unwrap() {
             assert!(e.path.starts_with(b"dir005/"));
             seen += 1;
         }
@@ -383,9 +384,9 @@ mod tests {
         store.flush().await.unwrap();
         let mut summary = SnapshotSummary::new("s", "/");
         summary.listing = vec![id];
-        let mut reader = ListingReader::new(&store, &summary);
-        reader.next().await.unwrap().unwrap();
-        let err = reader.next().await.unwrap_err();
+        let mut reader = ListingReader::new(&summary);
+        reader.next(&store).await.unwrap().unwrap();
+        let err = reader.next(&store).await.unwrap_err();
         assert_eq!(err.kind(), coffer_core::error::ErrorKind::Integrity);
     }
 }
