@@ -377,6 +377,137 @@ async fn a_crafted_listing_with_a_parent_path_is_refused_and_writes_nothing_outs
     );
 }
 
+fn record(path: &str, kind: EntryKind) -> Entry {
+    Entry {
+        path: path.as_bytes().to_vec(),
+        kind,
+        size: 0,
+        mode: 0o644,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        uid: 0,
+        gid: 0,
+        inode: 1,
+        device: 1,
+        target: None,
+        link: None,
+        chunks: Vec::new(),
+    }
+}
+
+async fn a_crafted_symlink_then_a_file_under_it_does_not_write_through_the_link(backend: Backend) {
+    let repo = Repo::new(backend);
+    let work = tempfile::tempdir().unwrap();
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let mut store = store(&repo);
+    let (content, _) = store.write(b"planted").await.unwrap();
+    let mut link = record("a", EntryKind::Symlink);
+    link.target = Some(outside.as_os_str().as_bytes().to_vec());
+    let mut file = record("a/x", EntryKind::File);
+    file.size = 7;
+    file.chunks = vec![content];
+    // A hard link naming the symlink's path is written as a file, not linked through it.
+    let mut hard = record("b", EntryKind::Hardlink);
+    hard.link = Some(b"a".to_vec());
+    hard.size = 7;
+    hard.chunks = vec![content];
+    let mut listing = link.to_json_line();
+    listing.extend(hard.to_json_line());
+    let (id, _) = store.write(&listing).await.unwrap();
+    let mut listing = link.to_json_line();
+    listing.extend(file.to_json_line());
+    let (id_file, _) = store.write(&listing).await.unwrap();
+    store.flush().await.unwrap();
+
+    let mut summary = SnapshotSummary::new("crafted", "/");
+    summary.listing = vec![id];
+    let target = work.path().join("t1");
+    let done = restore_snapshot(&store, &summary, None, &target, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((done.symlinks, done.hardlinks, done.files), (1, 0, 1));
+    assert!(
+        std::fs::symlink_metadata(target.join("b"))
+            .unwrap()
+            .is_file()
+    );
+
+    summary.listing = vec![id_file];
+    let target = work.path().join("t2");
+    let err = restore_snapshot(&store, &summary, None, &target, &RestoreOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    let overwrite = RestoreOptions {
+        dry_run: false,
+        overwrite: true,
+    };
+    restore_snapshot(&store, &summary, None, &target, &overwrite)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(target.join("a/x")).unwrap(), b"planted");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing outside"
+    );
+}
+
+async fn an_encrypted_repository_restores_with_the_identity_and_a_dry_run_writes_nothing(
+    backend: Backend,
+) {
+    let repo = Repo::new(backend);
+    let identity = age::x25519::Identity::generate();
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("src");
+    std::fs::create_dir_all(source.join("d")).unwrap();
+    std::fs::write(source.join("d/f"), pseudo_random(3 * 1024 * 1024, 3)).unwrap();
+    let mut store = ChunkStore::new(
+        repo.storage.as_ref(),
+        ChunkIdKey::from_bytes(KEY),
+        Some(identity.to_public()),
+        ChunkIndex::new(),
+    );
+    let summary = snapshot(&mut store, &source, None).await;
+    drop(store);
+
+    // The listing itself is encrypted: without the identity nothing can be read.
+    let without = reopen(&repo).await;
+    let target = work.path().join("real");
+    let err = restore_snapshot(
+        &without,
+        &summary,
+        None,
+        &target,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+
+    let with = reopen(&repo).await.with_identity(identity);
+    let dry_target = work.path().join("dry");
+    let dry = restore_snapshot(
+        &with,
+        &summary,
+        None,
+        &dry_target,
+        &RestoreOptions {
+            dry_run: true,
+            overwrite: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((dry.files, dry.dirs, dry.bytes), (1, 1, 3 * 1024 * 1024));
+    assert!(!dry_target.exists(), "a dry run writes nothing");
+    restore_snapshot(&with, &summary, None, &target, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_same(&scan(&source), &scan(&target));
+}
+
 async fn a_planted_symlinked_folder_in_the_target_is_not_followed(backend: Backend) {
     let repo = Repo::new(backend);
     let work = tempfile::tempdir().unwrap();
@@ -548,6 +679,8 @@ on_both_backends!(
     a_tree_restores_whole_and_by_folder_then_a_second_snapshot_reads_only_changes,
     a_crafted_listing_with_a_parent_path_is_refused_and_writes_nothing_outside,
     a_planted_symlinked_folder_in_the_target_is_not_followed,
+    a_crafted_symlink_then_a_file_under_it_does_not_write_through_the_link,
+    an_encrypted_repository_restores_with_the_identity_and_a_dry_run_writes_nothing,
     unreadable_entries_are_reported_not_fatal,
     filters_leave_out_excluded_entries,
 );
