@@ -15,9 +15,10 @@
 //!   before reading differ from after), and entries of other types (FIFOs, sockets, devices) are
 //!   recorded in the summary's skipped list; the snapshot goes on unless `fail_on_unreadable`.
 //!
-//! File contents are read on a blocking thread and handed over a channel of two chunks to the
-//! async side, which stores them; the chunk store's last pack and index file are flushed before
-//! the summary is returned, so a summary never names a chunk that is not stored.
+//! Folders are listed and file contents read on blocking threads (the `lstat` of each entry is
+//! made in place: one short system call). A file's chunks cross a channel of two to the async
+//! side, which stores them; the chunk store's last pack and index file are flushed before the
+//! summary is returned, so a summary never names a chunk that is not stored.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -193,7 +194,8 @@ struct FirstName {
 impl Run<'_> {
     async fn walk(&mut self, store: &mut ChunkStore<'_>) -> Result<()> {
         let root = self.root.clone();
-        let children = read_sorted(&root)
+        let children = read_sorted(root.clone())
+            .await?
             .map_err(|e| Error::other(format!("listing {}: {e}", root.display())))?;
         let mut stack = vec![Frame {
             path: Vec::new(),
@@ -226,7 +228,7 @@ impl Run<'_> {
             };
             let kind = meta.file_type();
             if kind.is_dir() {
-                let children = match read_sorted(&full) {
+                let children = match read_sorted(full).await? {
                     Ok(children) => children,
                     Err(e) => {
                         self.skip(&path, io_reason(&e))?;
@@ -398,13 +400,18 @@ fn entry(path: &[u8], kind: EntryKind, meta: &std::fs::Metadata) -> Entry {
     }
 }
 
-/// A folder's children, sorted by name bytes (the listing order within one folder).
-fn read_sorted(dir: &Path) -> std::io::Result<Vec<OsString>> {
-    let mut names = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
+/// A folder's children, sorted by name bytes (the listing order within one folder). Read on a
+/// blocking thread: a folder of many thousand names takes a while to list.
+async fn read_sorted(dir: PathBuf) -> Result<std::io::Result<Vec<OsString>>> {
+    tokio::task::spawn_blocking(move || {
+        let mut names = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Ok(names)
+    })
+    .await
+    .map_err(|e| Error::other(format!("the folder reader panicked: {e}")))
 }
 
 fn io_reason(e: &std::io::Error) -> String {
