@@ -16,15 +16,26 @@
 //!   as index files ([`index::IndexWriter`]) and rebuilt from pack headers when lost;
 //! - [`store`]: the four together: store a chunk unless the repository has it, read it back
 //!   verified ([`store::ChunkStore`]);
-//! - [`retry`]: the bounded retry of uploads that failed for a transient reason.
+//! - [`retry`]: the bounded retry of uploads that failed for a transient reason;
+//! - [`entry`]: one record of a snapshot listing ([`entry::Entry`]) and the path rules every
+//!   record obeys;
+//! - [`tree`]: the listing stored as chunks, written and read as a stream, and the
+//!   [`tree::SnapshotSummary`] that points at it;
+//! - [`backup`]: a snapshot of a local folder ([`backup::take_snapshot`]);
+//! - [`restore`]: a snapshot, or one folder of it, written back into a folder
+//!   ([`restore::restore_snapshot`]), and its entries listed ([`restore::list_entries`]).
 //!
 //! Errors are [`coffer_core::error::Error`]s: damage found in stored bytes is
 //! [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity) and names the chunk or pack.
 
+pub mod backup;
 pub mod blob;
 pub mod chunk_id;
 pub mod chunker;
+pub mod entry;
 pub mod index;
 pub mod pack;
+pub mod restore;
 pub mod retry;
 pub mod store;
+pub mod tree;
