@@ -68,11 +68,14 @@ pub async fn health(config: &Config, repository: &Repository) -> Health {
         "config",
         Ok(config.path.display().to_string()),
     )];
-    let endpoint = Endpoint::from(&config.source).with_stall_timeout(config.stall_timeout);
-    items.push(HealthItem::from_result(
-        "database",
-        check_database(&endpoint, &config.source).await,
-    ));
+    let database = match config.source() {
+        Ok(source) => {
+            let endpoint = Endpoint::from(source).with_stall_timeout(config.stall_timeout);
+            check_database(&endpoint, source).await
+        }
+        Err(err) => Err(err),
+    };
+    items.push(HealthItem::from_result("database", database));
     let tool = client::Tool::find(&["mariadb-dump", "mysqldump"]);
     items.push(HealthItem::from_result(
         "dump tool",

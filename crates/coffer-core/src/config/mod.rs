@@ -64,8 +64,10 @@ pub struct Config {
     pub stall_timeout: std::time::Duration,
     /// The backup repository.
     pub repository: RepositoryConfig,
-    /// The database that is backed up.
-    pub source: SourceConfig,
+    /// The database that is backed up; `None` when the file has no `[source]` section and backs
+    /// up only files or configuration. Read it through [`Config::source`], which says what is
+    /// missing.
+    pub source: Option<SourceConfig>,
     /// Where and how restores go.
     pub restore: RestoreConfig,
     /// Continuous binlog archiving (`coffer binlog stream`).
@@ -184,6 +186,7 @@ impl Config {
         let repository = repository::resolve(&ld, raw.repository)?;
         let source = source::resolve(&ld, raw.source)?;
         let restore = restore::resolve(&ld, raw.restore, &source)?;
+        let source = Some(source);
         let binlog = binlog::resolve(&ld, raw.binlog)?;
         let drill = drill::resolve(&ld, raw.drill)?;
         let retention = retention::resolve(&ld, raw.retention)?;
@@ -210,6 +213,19 @@ impl Config {
             }),
             repository,
             source,
+        })
+    }
+}
+
+impl Config {
+    /// The database to back up, for the commands that need one: a configuration error (exit 2)
+    /// naming the file when it has no `[source]` section.
+    pub fn source(&self) -> Result<&SourceConfig> {
+        self.source.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "this command needs a [source] section in {}",
+                self.path.display()
+            ))
         })
     }
 }
@@ -338,17 +354,17 @@ mod tests {
             matches!(&config.repository.location, RepositoryLocation::Local(p) if p == Path::new("/etc/coffer/repo"))
         );
         assert_eq!(config.repository.compression, Compression::Zstd(3));
-        assert_eq!(config.source.port, 3306);
+        assert_eq!(config.source().unwrap().port, 3306);
         assert_eq!(config.timezone_name, "UTC");
     }
 
     #[test]
     fn incomplete_backups_are_refused_unless_allowed() {
         let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
-        assert!(!config.source.allow_incomplete);
+        assert!(!config.source().unwrap().allow_incomplete);
         let allowed =
             parse("[repository]\nurl = \"repo\"\n[source]\nallow_incomplete = true\n").unwrap();
-        assert!(allowed.source.allow_incomplete);
+        assert!(allowed.source().unwrap().allow_incomplete);
         let err = parse("[repository]\nurl = \"repo\"\n[source]\nallow_incomplete = \"yes\"\n")
             .unwrap_err()
             .to_string();
@@ -732,12 +748,19 @@ mod tests {
             )
         };
         let config = load("").unwrap();
-        assert_eq!(config.source.tls, Tls::default());
-        assert_eq!(config.source.tls.mode, TlsMode::Preferred);
+        assert_eq!(config.source().unwrap().tls, Tls::default());
+        assert_eq!(config.source().unwrap().tls.mode, TlsMode::Preferred);
         let config = load("[source]\ntls = \"verify-ca\"\nca_file = \"ca.pem\"\n[drill]\nsandbox = \"external\"\nhost = \"d\"\ndatabase_prefix = \"drill_\"\n").unwrap();
-        assert_eq!(config.source.tls.mode, TlsMode::VerifyCa);
-        assert_eq!(config.source.tls.ca_file, Some(dir.path().join("ca.pem")));
-        assert_eq!(config.restore.tls, config.source.tls, "the target inherits");
+        assert_eq!(config.source().unwrap().tls.mode, TlsMode::VerifyCa);
+        assert_eq!(
+            config.source().unwrap().tls.ca_file,
+            Some(dir.path().join("ca.pem"))
+        );
+        assert_eq!(
+            config.restore.tls,
+            config.source().unwrap().tls,
+            "the target inherits"
+        );
         let DrillSandbox::External { tls, .. } = &config.drill.sandbox else {
             panic!("external")
         };
@@ -789,8 +812,8 @@ mod tests {
         };
         let text = "[repository]\nurl = \"r\"\n[source]\nhost = \"localhost\"\n";
         let config = Config::parse(text, Path::new("c.toml"), &env).unwrap();
-        assert_eq!(config.source.host, "db.internal");
-        assert_eq!(config.source.password.expose(), "s3cret");
+        assert_eq!(config.source().unwrap().host, "db.internal");
+        assert_eq!(config.source().unwrap().password.expose(), "s3cret");
         let RepositoryLocation::S3(s3) = &config.repository.location else {
             panic!()
         };
