@@ -21,6 +21,7 @@ use crate::secret::Secret;
 mod binlog;
 mod daemon;
 mod drill;
+mod files;
 mod notify;
 mod repository;
 mod restore;
@@ -33,6 +34,8 @@ pub use daemon::{DaemonConfig, JobName, RUNBOOK_SCHEDULE, ScheduleConfig, When};
 use daemon::{RawDaemon, RawSchedule};
 use drill::RawDrill;
 pub use drill::{AppCheck, DrillConfig, DrillSandbox, SqlCheck};
+pub use files::{ConfigBackup, DEFAULT_MASK_KEYS, FilesLocation, FilesSource, GlobList};
+use files::{RawConfigBackup, RawFiles};
 use notify::RawNotify;
 pub use notify::{EmailConfig, NotifyConfig, NotifyEvent, NotifyTarget, SmtpTls, check_url};
 use repository::RawRepository;
@@ -82,6 +85,10 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Where the daemon sends alerts (`[[notify]]`); empty: nowhere.
     pub notify: Vec<NotifyConfig>,
+    /// The folders and S3 prefixes whose files are snapshotted (`[[files]]`); names unique.
+    pub files: Vec<FilesSource>,
+    /// The configuration files versioned on every change (`[[config_backup]]`).
+    pub config_backup: Vec<ConfigBackup>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +106,8 @@ struct RawConfig {
     schedule: Option<RawSchedule>,
     daemon: Option<RawDaemon>,
     notify: Option<Vec<RawNotify>>,
+    files: Option<Vec<RawFiles>>,
+    config_backup: Option<Vec<RawConfigBackup>>,
 }
 
 /// Reads environment variables; injected so tests can resolve a config without touching the
@@ -184,9 +193,14 @@ impl Config {
         })?;
 
         let repository = repository::resolve(&ld, raw.repository)?;
+        let files = files::resolve_files(&ld, raw.files)?;
+        let config_backup = files::resolve_config_backups(&ld, raw.config_backup)?;
+        // Without `[source]`, a file that backs up files or configuration backs up no database;
+        // one that backs up nothing else keeps the default source, as it always has.
+        let database = raw.source.is_some() || (files.is_empty() && config_backup.is_empty());
         let source = source::resolve(&ld, raw.source)?;
         let restore = restore::resolve(&ld, raw.restore, &source)?;
-        let source = Some(source);
+        let source = database.then_some(source);
         let binlog = binlog::resolve(&ld, raw.binlog)?;
         let drill = drill::resolve(&ld, raw.drill)?;
         let retention = retention::resolve(&ld, raw.retention)?;
@@ -213,6 +227,8 @@ impl Config {
             }),
             repository,
             source,
+            files,
+            config_backup,
         })
     }
 }
