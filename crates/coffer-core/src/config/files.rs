@@ -607,6 +607,43 @@ mod tests {
     }
 
     #[test]
+    fn file_snapshots_keep_30_days_and_configuration_12_months_by_default() {
+        let dir = Dir::new();
+        let config = dir
+            .parse("[[files]]\npath = \"/srv/app/storage\"\n")
+            .unwrap();
+        let within =
+            |policy: &crate::retention::Policy| policy.keep_within.map(|span| format!("{span:#}"));
+        assert_eq!(
+            within(&config.retention.files),
+            within(&config.retention.full)
+        );
+        assert_eq!(within(&config.retention.files).as_deref(), Some("30d"));
+        assert_eq!(
+            within(&config.retention.config),
+            within(&config.retention.drill)
+        );
+        assert!(config.retention.config.keep_within.unwrap().get_months() == 12);
+
+        let config = dir
+            .parse("[retention.files]\nkeep_daily = 7\n[retention.config]\nkeep_last = 50\n")
+            .unwrap();
+        assert_eq!(config.retention.files.keep_daily, Some(7));
+        assert!(
+            config.retention.files.keep_within.is_none(),
+            "a table replaces the default"
+        );
+        assert_eq!(config.retention.config.keep_last, Some(50));
+        let err = dir.error("[retention.files]\n");
+        assert!(
+            err.contains("key `retention.files`: the table sets no keep_* rule"),
+            "{err}"
+        );
+        let err = dir.error("[retention.config]\nkeep_within = \"often\"\n");
+        assert!(err.contains("key `retention.config.keep_within`"), "{err}");
+    }
+
+    #[test]
     fn config_backup_paths_are_absolute_globs_with_runbook_defaults() {
         let dir = Dir::new();
         let config = dir
