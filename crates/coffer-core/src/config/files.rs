@@ -644,6 +644,50 @@ mod tests {
     }
 
     #[test]
+    fn the_files_and_config_jobs_are_scheduled_and_database_jobs_need_a_source() {
+        let dir = Dir::new();
+        let both = "[[files]]\npath = \"/srv/app/storage\"\n[[config_backup]]\npaths = [\"/srv/app/.env\"]\n";
+        let config = dir
+            .parse(&format!("{both}[schedule]\nfiles = \"0 1 * * *\"\nconfig = \"*/5 * * * *\"\nprune = \"0 4 * * *\"\n"))
+            .unwrap();
+        let jobs: Vec<JobName> = config.schedule.jobs.iter().map(|(j, _)| *j).collect();
+        assert_eq!(jobs, [JobName::Prune, JobName::Files, JobName::Config]);
+        // No [schedule] and no database: of the runbook's jobs only the prune runs.
+        let config = dir.parse(both).unwrap();
+        let jobs: Vec<JobName> = config.schedule.jobs.iter().map(|(j, _)| *j).collect();
+        assert_eq!(jobs, [JobName::Prune]);
+        // With a source, the runbook's schedule as before.
+        let config = dir.parse(&format!("[source]\n{both}")).unwrap();
+        assert_eq!(config.schedule.jobs.len(), 4);
+
+        for (text, expect) in [
+            (
+                format!("{both}[schedule]\nfull = \"0 2 * * *\"\n"),
+                "key `schedule.full`: this job backs up or restores the database, which needs a [source] section",
+            ),
+            (
+                format!("{both}[schedule]\nfiles = \"0 25 * * *\"\n"),
+                "key `schedule.files`: hour field",
+            ),
+            (
+                format!("{both}[schedule]\nconfig = \"continuous\"\n"),
+                "key `schedule.config`: only the incremental job",
+            ),
+            (
+                "[schedule]\nfiles = \"0 1 * * *\"\n".to_string(),
+                "key `schedule.files`: no [[files]] source to snapshot",
+            ),
+            (
+                "[schedule]\nconfig = \"0 1 * * *\"\n".to_string(),
+                "key `schedule.config`: no [[config_backup]] table to version",
+            ),
+        ] {
+            let err = dir.error(&text);
+            assert!(err.contains(expect), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn config_backup_paths_are_absolute_globs_with_runbook_defaults() {
         let dir = Dir::new();
         let config = dir

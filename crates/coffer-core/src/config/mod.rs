@@ -204,7 +204,12 @@ impl Config {
         let binlog = binlog::resolve(&ld, raw.binlog)?;
         let drill = drill::resolve(&ld, raw.drill)?;
         let retention = retention::resolve(&ld, raw.retention)?;
-        let schedule = daemon::resolve_schedule(&ld, raw.schedule, &timezone)?;
+        let sources = daemon::Sources {
+            database: source.is_some(),
+            files: !files.is_empty(),
+            config: !config_backup.is_empty(),
+        };
+        let schedule = daemon::resolve_schedule(&ld, raw.schedule, &timezone, sources)?;
         let daemon = daemon::resolve_daemon(&ld, raw.daemon)?;
         let notify = notify::resolve(&ld, raw.notify)?;
 
