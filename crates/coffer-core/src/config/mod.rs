@@ -6,7 +6,8 @@
 //! Relative paths in the file are taken relative to the file's own folder.
 //!
 //! One module per section — [`repository`](RepositoryConfig), [`source`](SourceConfig),
-//! [`restore`](RestoreConfig), [`binlog`](BinlogConfig), [`drill`](DrillConfig), [`retention`](RetentionConfig), [`notify`](NotifyConfig) — each with its
+//! [`restore`](RestoreConfig), [`binlog`](BinlogConfig), [`drill`](DrillConfig), [`retention`](RetentionConfig), [`notify`](NotifyConfig),
+//! [`files`](FilesSource) (with [`config_backup`](ConfigBackup)) — each with its
 //! typed settings, the raw form serde reads, and the function that resolves one into the other
 //! through the `Loader` (messages naming file and key, relative paths, secret files, TLS).
 
