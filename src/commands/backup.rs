@@ -17,6 +17,7 @@ use crate::{exit, output};
 
 /// `backup run full`.
 pub async fn run_full(config: &Config, job: &JobContext, args: &RunArgs) -> Result<u8> {
+    config.source()?;
     let json = args.output.json;
     let repository = Arc::new(open_repository(config).await?);
     let progress = Progress::default();
@@ -64,6 +65,7 @@ pub async fn run_full(config: &Config, job: &JobContext, args: &RunArgs) -> Resu
 
 /// `backup run incremental`.
 pub async fn run_incremental(config: &Config, job: &JobContext, args: &RunArgs) -> Result<u8> {
+    config.source()?;
     let json = args.output.json;
     let repository = Arc::new(open_repository(config).await?);
     let progress = Progress::default();

@@ -113,6 +113,7 @@ pub async fn find(config: &Config, args: crate::cli::FindArgs) -> Result<u8> {
 /// Runs the continuous binlog stream until SIGTERM or Ctrl-C, holding the repository's shared
 /// lock (exit 7 when a prune keeps it past `--lock-wait`, or when the lock is lost).
 pub async fn stream(config: &Config, job: &JobContext, args: &StreamArgs) -> Result<u8> {
+    config.source()?;
     let repository = std::sync::Arc::new(super::open_repository(config).await?);
     let mut options = coffer_scheduler::StreamOptions::from_config(config);
     if let Some(seconds) = args.interval {

@@ -90,6 +90,52 @@ fn bad_config_exits_2_naming_file_and_key() {
 }
 
 #[test]
+fn database_commands_on_a_files_only_config_exit_2_asking_for_a_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("coffer.toml");
+    std::fs::write(
+        &config,
+        "[repository]\nurl = \"repo\"\n[[files]]\npath = \"/srv/app/storage/app\"\n[[config_backup]]\npaths = [\"/srv/app/.env\"]\n",
+    )
+    .unwrap();
+    for args in [
+        &["backup", "run", "full"][..],
+        &["backup", "run", "incremental"][..],
+        &["binlog", "stream"][..],
+    ] {
+        let out = crate::util::coffer_command()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        let run = crate::util::Run::from(out);
+        run.expect_code(2);
+        assert_eq!(
+            run.error_line(),
+            format!(
+                "coffer: error: this command needs a [source] section in {}",
+                config.display()
+            ),
+            "{args:?}"
+        );
+    }
+    let listed = crate::util::coffer_command()
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        crate::util::Run::from(listed)
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
 fn bad_values_exit_2_with_the_key_named() {
     let setup = Setup::new(Repo::Folder, &["app"], "compression_level = 99\n");
     let run = setup.run(&["backup", "run", "full"]);

@@ -76,7 +76,7 @@ impl<'a> BinlogSource<'a> {
         repository: &'a Repository,
         job: &'a JobContext,
     ) -> Result<Self> {
-        let endpoint = Endpoint::from(&config.source).with_stall_timeout(config.stall_timeout);
+        let endpoint = Endpoint::from(config.source()?).with_stall_timeout(config.stall_timeout);
         let mut conn = client::connect(&endpoint).await?;
         let server = client::server_info(&mut conn, &endpoint).await?;
         if !server.log_bin {
@@ -281,8 +281,8 @@ impl<'a> BinlogSource<'a> {
 
     fn source_info(&self) -> SourceInfo {
         SourceInfo {
-            host: self.config.source.host.clone(),
-            port: self.config.source.port,
+            host: self.endpoint.host.clone(),
+            port: self.endpoint.port,
             server_version: self.server.version.clone(),
             server_id: self.server.server_id,
             dump_tool: self.tool.version.clone(),

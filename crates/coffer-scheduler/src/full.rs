@@ -43,7 +43,8 @@ pub async fn run_full_backup(
     progress: Progress,
     lock_wait: Duration,
 ) -> Result<Manifest> {
-    let span = info_span!("backup.full", id = tracing::field::Empty, source = %format!("{}:{}", config.source.host, config.source.port));
+    let source = config.source()?;
+    let span = info_span!("backup.full", id = tracing::field::Empty, source = %format!("{}:{}", source.host, source.port));
     async {
         let guard = lock::acquire(
             repository,
@@ -83,17 +84,17 @@ async fn full_backup(
     started_at: Timestamp,
     progress: Progress,
 ) -> Result<Manifest> {
-    let endpoint = Endpoint::from(&config.source).with_stall_timeout(config.stall_timeout);
+    let source = config.source()?;
+    let endpoint = Endpoint::from(source).with_stall_timeout(config.stall_timeout);
     let mut conn = client::connect(&endpoint).await?;
     let server = client::server_info(&mut conn, &endpoint).await?;
     // A fresh session's grants: what the dump tool's own fresh session will be allowed.
     let grants = client::grants(&mut conn, &endpoint).await?;
     drop(conn);
-    let databases = if config.source.databases.is_empty() {
+    let databases = if source.databases.is_empty() {
         server.user_databases.clone()
     } else {
-        let system: Vec<&String> = config
-            .source
+        let system: Vec<&String> = source
             .databases
             .iter()
             .filter(|d| client::SYSTEM_DATABASES.contains(&d.as_str()))
@@ -103,8 +104,7 @@ async fn full_backup(
                 "source.databases names the server's own databases {system:?}: accounts and grants are not part of a logical backup"
             )));
         }
-        let missing: Vec<&String> = config
-            .source
+        let missing: Vec<&String> = source
             .databases
             .iter()
             .filter(|d| !server.user_databases.contains(d))
@@ -114,7 +114,7 @@ async fn full_backup(
                 "source.databases names databases the server does not have: {missing:?}"
             )));
         }
-        config.source.databases.clone()
+        source.databases.clone()
     };
     for name in &databases {
         // Every user database when none are configured: the server's names are checked too.
@@ -182,8 +182,8 @@ async fn full_backup(
     }
 
     let source = SourceInfo {
-        host: config.source.host.clone(),
-        port: config.source.port,
+        host: source.host.clone(),
+        port: source.port,
         server_version: server.version,
         server_id: server.server_id,
         dump_tool: tool.version,
@@ -229,7 +229,7 @@ fn check_privileges(
     if found.unseen.is_empty() {
         return Ok(Vec::new());
     }
-    if !config.source.allow_incomplete {
+    if !config.source()?.allow_incomplete {
         return Err(Error::new(
             ErrorKind::Backup,
             format!(

@@ -68,16 +68,25 @@ pub async fn health(config: &Config, repository: &Repository) -> Health {
         "config",
         Ok(config.path.display().to_string()),
     )];
-    let endpoint = Endpoint::from(&config.source).with_stall_timeout(config.stall_timeout);
-    items.push(HealthItem::from_result(
-        "database",
-        check_database(&endpoint, &config.source).await,
-    ));
-    let tool = client::Tool::find(&["mariadb-dump", "mysqldump"]);
-    items.push(HealthItem::from_result(
-        "dump tool",
-        tool.map(|t| format!("{} ({})", t.path.display(), t.version)),
-    ));
+    // Without `[source]` the file backs up only files and configuration: no database to reach
+    // and no dump tool to find.
+    if let Some(source) = &config.source {
+        let endpoint = Endpoint::from(source).with_stall_timeout(config.stall_timeout);
+        items.push(HealthItem::from_result(
+            "database",
+            check_database(&endpoint, source).await,
+        ));
+        let tool = client::Tool::find(&["mariadb-dump", "mysqldump"]);
+        items.push(HealthItem::from_result(
+            "dump tool",
+            tool.map(|t| format!("{} ({})", t.path.display(), t.version)),
+        ));
+    } else {
+        items.push(HealthItem::from_result(
+            "database",
+            Ok("none configured (no [source] section)".to_string()),
+        ));
+    }
 
     let mut s3_capabilities = None;
     let location = repository.storage().location();

@@ -30,7 +30,9 @@ pub async fn run_incremental_backup(
     progress: Progress,
     lock_wait: Duration,
 ) -> Result<Vec<Manifest>> {
-    let span = info_span!("backup.incremental", source = %format!("{}:{}", config.source.host, config.source.port));
+    let source = config.source()?;
+    let span =
+        info_span!("backup.incremental", source = %format!("{}:{}", source.host, source.port));
     async {
         let guard = lock::acquire(
             repository,

@@ -84,7 +84,8 @@ pub async fn run_binlog_stream(
     shutdown: impl Future<Output = ()>,
     lock_wait: Duration,
 ) -> Result<StreamStats> {
-    let span = info_span!("binlog.stream", source = %format!("{}:{}", config.source.host, config.source.port));
+    let source = config.source()?;
+    let span = info_span!("binlog.stream", source = %format!("{}:{}", source.host, source.port));
     async {
         // Not while a prune runs: wait for it, or say who holds the repository.
         let guard = ShipLock {

@@ -17,17 +17,28 @@ pub enum JobName {
     Prune,
     /// `backup verify` of the newest backup of each kind.
     Verify,
+    /// `backup run files`: a snapshot of every `[[files]]` source.
+    Files,
+    /// `backup run config`: a version of every `[[config_backup]]` file whose content changed.
+    Config,
 }
 
 impl JobName {
     /// Every job, in the order they are reported.
-    pub const ALL: [JobName; 5] = [
+    pub const ALL: [JobName; 7] = [
         JobName::Full,
         JobName::Incremental,
         JobName::Drill,
         JobName::Prune,
         JobName::Verify,
+        JobName::Files,
+        JobName::Config,
     ];
+
+    /// Whether the job reads the database, so needs a `[source]` section.
+    pub fn needs_database(self) -> bool {
+        matches!(self, JobName::Full | JobName::Incremental | JobName::Drill)
+    }
 
     /// The key in `[schedule]` and the name in logs, state and metrics.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +48,8 @@ impl JobName {
             JobName::Drill => "drill",
             JobName::Prune => "prune",
             JobName::Verify => "verify",
+            JobName::Files => "files",
+            JobName::Config => "config",
         }
     }
 }
@@ -118,6 +131,8 @@ pub(super) struct RawSchedule {
     drill: Option<String>,
     prune: Option<String>,
     verify: Option<String>,
+    files: Option<String>,
+    config: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,15 +147,20 @@ pub(super) struct RawDaemon {
 }
 
 /// Resolves `[schedule]`: the runbook's schedule when the table is absent, else exactly the jobs
-/// it lists, each expression checked now (a bad one names the job and the field).
+/// it lists, each expression checked now (a bad one names the job and the field). Without a
+/// database the runbook's database jobs are left out, and listing one is an error; so is
+/// listing `files` or `config` with nothing for it to back up.
 pub(super) fn resolve_schedule(
     ld: &Loader<'_>,
     raw: Option<RawSchedule>,
     tz: &jiff::tz::TimeZone,
+    sources: Sources,
 ) -> Result<ScheduleConfig> {
+    let has_source = sources.database;
     let listed: Vec<(JobName, String)> = match raw {
         None => RUNBOOK_SCHEDULE
             .iter()
+            .filter(|(job, _)| has_source || !job.needs_database())
             .map(|(job, expr)| (*job, expr.to_string()))
             .collect(),
         Some(raw) => [
@@ -149,6 +169,8 @@ pub(super) fn resolve_schedule(
             (JobName::Drill, raw.drill),
             (JobName::Prune, raw.prune),
             (JobName::Verify, raw.verify),
+            (JobName::Files, raw.files),
+            (JobName::Config, raw.config),
         ]
         .into_iter()
         .filter_map(|(job, expr)| expr.map(|e| (job, e)))
@@ -157,6 +179,18 @@ pub(super) fn resolve_schedule(
     let mut jobs = Vec::new();
     for (job, expression) in listed {
         let key = format!("schedule.{job}");
+        if job.needs_database() && !has_source {
+            return Err(ld.fail(
+                &key,
+                &"this job backs up or restores the database, which needs a [source] section",
+            ));
+        }
+        if job == JobName::Files && !sources.files {
+            return Err(ld.fail(&key, &"no [[files]] source to snapshot"));
+        }
+        if job == JobName::Config && !sources.config {
+            return Err(ld.fail(&key, &"no [[config_backup]] table to version"));
+        }
         let when = if expression.trim() == "continuous" {
             if job != JobName::Incremental {
                 return Err(ld.fail(&key, &"only the incremental job can be \"continuous\""));
@@ -177,6 +211,17 @@ pub(super) fn resolve_schedule(
         jobs.push((job, when));
     }
     Ok(ScheduleConfig { jobs })
+}
+
+/// What the file backs up, which decides the jobs it can schedule.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sources {
+    /// A database (`[source]`, or the default one).
+    pub(super) database: bool,
+    /// `[[files]]` sources.
+    pub(super) files: bool,
+    /// `[[config_backup]]` tables.
+    pub(super) config: bool,
 }
 
 /// Resolves `[daemon]`.

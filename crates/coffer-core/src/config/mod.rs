@@ -6,7 +6,8 @@
 //! Relative paths in the file are taken relative to the file's own folder.
 //!
 //! One module per section — [`repository`](RepositoryConfig), [`source`](SourceConfig),
-//! [`restore`](RestoreConfig), [`binlog`](BinlogConfig), [`drill`](DrillConfig), [`retention`](RetentionConfig), [`notify`](NotifyConfig) — each with its
+//! [`restore`](RestoreConfig), [`binlog`](BinlogConfig), [`drill`](DrillConfig), [`retention`](RetentionConfig), [`notify`](NotifyConfig),
+//! [`files`](FilesSource) (with [`config_backup`](ConfigBackup)) — each with its
 //! typed settings, the raw form serde reads, and the function that resolves one into the other
 //! through the `Loader` (messages naming file and key, relative paths, secret files, TLS).
 
@@ -21,6 +22,7 @@ use crate::secret::Secret;
 mod binlog;
 mod daemon;
 mod drill;
+mod files;
 mod notify;
 mod repository;
 mod restore;
@@ -33,6 +35,8 @@ pub use daemon::{DaemonConfig, JobName, RUNBOOK_SCHEDULE, ScheduleConfig, When};
 use daemon::{RawDaemon, RawSchedule};
 use drill::RawDrill;
 pub use drill::{AppCheck, DrillConfig, DrillSandbox, SqlCheck};
+pub use files::{ConfigBackup, DEFAULT_MASK_KEYS, FilesLocation, FilesSource, GlobList};
+use files::{RawConfigBackup, RawFiles};
 use notify::RawNotify;
 pub use notify::{EmailConfig, NotifyConfig, NotifyEvent, NotifyTarget, SmtpTls, check_url};
 use repository::RawRepository;
@@ -64,8 +68,10 @@ pub struct Config {
     pub stall_timeout: std::time::Duration,
     /// The backup repository.
     pub repository: RepositoryConfig,
-    /// The database that is backed up.
-    pub source: SourceConfig,
+    /// The database that is backed up; `None` when the file has no `[source]` section and backs
+    /// up only files or configuration. Read it through [`Config::source`], which says what is
+    /// missing.
+    pub source: Option<SourceConfig>,
     /// Where and how restores go.
     pub restore: RestoreConfig,
     /// Continuous binlog archiving (`coffer binlog stream`).
@@ -80,6 +86,10 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Where the daemon sends alerts (`[[notify]]`); empty: nowhere.
     pub notify: Vec<NotifyConfig>,
+    /// The folders and S3 prefixes whose files are snapshotted (`[[files]]`); names unique.
+    pub files: Vec<FilesSource>,
+    /// The configuration files versioned on every change (`[[config_backup]]`).
+    pub config_backup: Vec<ConfigBackup>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +107,8 @@ struct RawConfig {
     schedule: Option<RawSchedule>,
     daemon: Option<RawDaemon>,
     notify: Option<Vec<RawNotify>>,
+    files: Option<Vec<RawFiles>>,
+    config_backup: Option<Vec<RawConfigBackup>>,
 }
 
 /// Reads environment variables; injected so tests can resolve a config without touching the
@@ -182,12 +194,23 @@ impl Config {
         })?;
 
         let repository = repository::resolve(&ld, raw.repository)?;
+        let files = files::resolve_files(&ld, raw.files)?;
+        let config_backup = files::resolve_config_backups(&ld, raw.config_backup)?;
+        // Without `[source]`, a file that backs up files or configuration backs up no database;
+        // one that backs up nothing else keeps the default source, as it always has.
+        let database = raw.source.is_some() || (files.is_empty() && config_backup.is_empty());
         let source = source::resolve(&ld, raw.source)?;
         let restore = restore::resolve(&ld, raw.restore, &source)?;
+        let source = database.then_some(source);
         let binlog = binlog::resolve(&ld, raw.binlog)?;
         let drill = drill::resolve(&ld, raw.drill)?;
         let retention = retention::resolve(&ld, raw.retention)?;
-        let schedule = daemon::resolve_schedule(&ld, raw.schedule, &timezone)?;
+        let sources = daemon::Sources {
+            database: source.is_some(),
+            files: !files.is_empty(),
+            config: !config_backup.is_empty(),
+        };
+        let schedule = daemon::resolve_schedule(&ld, raw.schedule, &timezone, sources)?;
         let daemon = daemon::resolve_daemon(&ld, raw.daemon)?;
         let notify = notify::resolve(&ld, raw.notify)?;
 
@@ -210,6 +233,21 @@ impl Config {
             }),
             repository,
             source,
+            files,
+            config_backup,
+        })
+    }
+}
+
+impl Config {
+    /// The database to back up, for the commands that need one: a configuration error (exit 2)
+    /// naming the file when it has no `[source]` section.
+    pub fn source(&self) -> Result<&SourceConfig> {
+        self.source.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "this command needs a [source] section in {}",
+                self.path.display()
+            ))
         })
     }
 }
@@ -338,17 +376,17 @@ mod tests {
             matches!(&config.repository.location, RepositoryLocation::Local(p) if p == Path::new("/etc/coffer/repo"))
         );
         assert_eq!(config.repository.compression, Compression::Zstd(3));
-        assert_eq!(config.source.port, 3306);
+        assert_eq!(config.source().unwrap().port, 3306);
         assert_eq!(config.timezone_name, "UTC");
     }
 
     #[test]
     fn incomplete_backups_are_refused_unless_allowed() {
         let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
-        assert!(!config.source.allow_incomplete);
+        assert!(!config.source().unwrap().allow_incomplete);
         let allowed =
             parse("[repository]\nurl = \"repo\"\n[source]\nallow_incomplete = true\n").unwrap();
-        assert!(allowed.source.allow_incomplete);
+        assert!(allowed.source().unwrap().allow_incomplete);
         let err = parse("[repository]\nurl = \"repo\"\n[source]\nallow_incomplete = \"yes\"\n")
             .unwrap_err()
             .to_string();
@@ -732,12 +770,19 @@ mod tests {
             )
         };
         let config = load("").unwrap();
-        assert_eq!(config.source.tls, Tls::default());
-        assert_eq!(config.source.tls.mode, TlsMode::Preferred);
+        assert_eq!(config.source().unwrap().tls, Tls::default());
+        assert_eq!(config.source().unwrap().tls.mode, TlsMode::Preferred);
         let config = load("[source]\ntls = \"verify-ca\"\nca_file = \"ca.pem\"\n[drill]\nsandbox = \"external\"\nhost = \"d\"\ndatabase_prefix = \"drill_\"\n").unwrap();
-        assert_eq!(config.source.tls.mode, TlsMode::VerifyCa);
-        assert_eq!(config.source.tls.ca_file, Some(dir.path().join("ca.pem")));
-        assert_eq!(config.restore.tls, config.source.tls, "the target inherits");
+        assert_eq!(config.source().unwrap().tls.mode, TlsMode::VerifyCa);
+        assert_eq!(
+            config.source().unwrap().tls.ca_file,
+            Some(dir.path().join("ca.pem"))
+        );
+        assert_eq!(
+            config.restore.tls,
+            config.source().unwrap().tls,
+            "the target inherits"
+        );
         let DrillSandbox::External { tls, .. } = &config.drill.sandbox else {
             panic!("external")
         };
@@ -789,8 +834,8 @@ mod tests {
         };
         let text = "[repository]\nurl = \"r\"\n[source]\nhost = \"localhost\"\n";
         let config = Config::parse(text, Path::new("c.toml"), &env).unwrap();
-        assert_eq!(config.source.host, "db.internal");
-        assert_eq!(config.source.password.expose(), "s3cret");
+        assert_eq!(config.source().unwrap().host, "db.internal");
+        assert_eq!(config.source().unwrap().password.expose(), "s3cret");
         let RepositoryLocation::S3(s3) = &config.repository.location else {
             panic!()
         };

@@ -234,7 +234,7 @@ fn resolve_one(ld: &Loader<'_>, i: usize, raw: RawNotify) -> Result<NotifyConfig
             .ok_or_else(|| {
                 fail(
                     "jobs",
-                    &format!("{name:?} is not a job (full, incremental, drill, prune, verify)"),
+                    &format!("{name:?} is not a job (full, incremental, drill, prune, verify, files, config)"),
                 )
             })?;
         if !jobs.contains(&job) {

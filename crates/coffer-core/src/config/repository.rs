@@ -229,34 +229,26 @@ pub(super) fn resolve(ld: &Loader<'_>, raw: Option<RawRepository>) -> Result<Rep
         ));
     }
     let location = if let Some(rest) = url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(ld.fail("repository.url", &format!("{url:?} names no bucket")));
-        }
-        let access_key_id = match ld.env.var("AWS_ACCESS_KEY_ID") {
-            Some(v) => Secret::new(v),
-            None => match &repo.access_key_id_file {
-                Some(file) => ld.read_secret("repository.access_key_id_file", file)?,
-                None => {
-                    return Err(ld.fail(
-                        "repository.access_key_id_file",
-                        &"missing: an S3 repository needs credentials (or set AWS_ACCESS_KEY_ID)",
-                    ));
-                }
-            },
+        let bucket = s3_bucket(ld, "repository", &url, rest)?;
+        let credential = |key: &str, var: &str, file: &Option<PathBuf>| match ld.env.var(var) {
+            Some(v) => Ok(Secret::new(v)),
+            None => s3_credential(
+                ld,
+                key,
+                file,
+                &format!("an S3 repository needs credentials (or set {var})"),
+            ),
         };
-        let secret_access_key = match ld.env.var("AWS_SECRET_ACCESS_KEY") {
-            Some(v) => Secret::new(v),
-            None => match &repo.secret_access_key_file {
-                Some(file) => ld.read_secret("repository.secret_access_key_file", file)?,
-                None => {
-                    return Err(ld.fail(
-                        "repository.secret_access_key_file",
-                        &"missing: an S3 repository needs credentials (or set AWS_SECRET_ACCESS_KEY)",
-                    ));
-                }
-            },
-        };
+        let access_key_id = credential(
+            "repository.access_key_id_file",
+            "AWS_ACCESS_KEY_ID",
+            &repo.access_key_id_file,
+        )?;
+        let secret_access_key = credential(
+            "repository.secret_access_key_file",
+            "AWS_SECRET_ACCESS_KEY",
+            &repo.secret_access_key_file,
+        )?;
         let part_size_mib = repo.part_size_mib.unwrap_or(16);
         if !(5..=1024).contains(&part_size_mib) {
             return Err(ld.fail(
@@ -264,30 +256,19 @@ pub(super) fn resolve(ld: &Loader<'_>, raw: Option<RawRepository>) -> Result<Rep
                 &format!("{part_size_mib} is out of range (5 to 1024)"),
             ));
         }
-        let endpoint = ld.env.var("COFFER_REPOSITORY_ENDPOINT").or(repo.endpoint);
-        if let Some(endpoint) = &endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(ld.fail(
-                "repository.endpoint",
-                &format!("{endpoint:?} is not an http:// or https:// URL"),
-            ));
-        }
-        RepositoryLocation::S3(S3Config {
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-            endpoint,
-            region: ld
-                .env
-                .var("COFFER_REPOSITORY_REGION")
-                .or(repo.region)
-                .unwrap_or_else(|| "us-east-1".into()),
-            path_style: repo.path_style.unwrap_or(true),
-            checksum_mode: repo.checksum_mode.unwrap_or(ChecksumMode::WhenRequired),
-            access_key_id,
-            secret_access_key,
-            part_size: part_size_mib as usize * 1024 * 1024,
-        })
+        RepositoryLocation::S3(s3_config(
+            ld,
+            "repository",
+            bucket,
+            S3Keys {
+                endpoint: ld.env.var("COFFER_REPOSITORY_ENDPOINT").or(repo.endpoint),
+                region: ld.env.var("COFFER_REPOSITORY_REGION").or(repo.region),
+                path_style: repo.path_style,
+                checksum_mode: repo.checksum_mode,
+            },
+            [access_key_id, secret_access_key],
+            part_size_mib as usize * 1024 * 1024,
+        )?)
     } else {
         for (key, set) in [
             ("repository.endpoint", repo.endpoint.is_some()),
@@ -320,5 +301,75 @@ pub(super) fn resolve(ld: &Loader<'_>, raw: Option<RawRepository>) -> Result<Rep
         encryption_recipient,
         signing_key,
         verify_key,
+    })
+}
+
+/// The S3 keys a `[repository]` and an S3 `[[files]]` source share, as written (or taken from
+/// the environment).
+pub(super) struct S3Keys {
+    pub(super) endpoint: Option<String>,
+    pub(super) region: Option<String>,
+    pub(super) path_style: Option<bool>,
+    pub(super) checksum_mode: Option<ChecksumMode>,
+}
+
+/// Reads one S3 credential from the secret file `key` names; `missing` says why it is needed.
+pub(super) fn s3_credential(
+    ld: &Loader<'_>,
+    key: &str,
+    file: &Option<PathBuf>,
+    missing: &str,
+) -> Result<Secret> {
+    match file {
+        Some(file) => ld.read_secret(key, file),
+        None => Err(ld.fail(key, &format!("missing: {missing}"))),
+    }
+}
+
+/// The bucket and prefix of `url` (`rest` is what follows `s3://`); `section` names the key in
+/// messages (`repository`, `files[0]`).
+pub(super) fn s3_bucket<'u>(
+    ld: &Loader<'_>,
+    section: &str,
+    url: &str,
+    rest: &'u str,
+) -> Result<(&'u str, &'u str)> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(ld.fail(
+            &format!("{section}.url"),
+            &format!("{url:?} names no bucket"),
+        ));
+    }
+    Ok((bucket, prefix))
+}
+
+/// The settings of a bucket and prefix, with the defaults every S3 location shares.
+pub(super) fn s3_config(
+    ld: &Loader<'_>,
+    section: &str,
+    (bucket, prefix): (&str, &str),
+    keys: S3Keys,
+    [access_key_id, secret_access_key]: [Secret; 2],
+    part_size: usize,
+) -> Result<S3Config> {
+    if let Some(endpoint) = &keys.endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        return Err(ld.fail(
+            &format!("{section}.endpoint"),
+            &format!("{endpoint:?} is not an http:// or https:// URL"),
+        ));
+    }
+    Ok(S3Config {
+        bucket: bucket.to_string(),
+        prefix: prefix.trim_matches('/').to_string(),
+        endpoint: keys.endpoint,
+        region: keys.region.unwrap_or_else(|| "us-east-1".into()),
+        path_style: keys.path_style.unwrap_or(true),
+        checksum_mode: keys.checksum_mode.unwrap_or(ChecksumMode::WhenRequired),
+        access_key_id,
+        secret_access_key,
+        part_size,
     })
 }

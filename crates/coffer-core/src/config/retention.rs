@@ -1,4 +1,5 @@
-//! `[retention.full]`, `[retention.binlog]`, `[retention.drill]`: how long each kind is kept.
+//! `[retention.full]`, `[retention.binlog]`, `[retention.drill]`, `[retention.files]`,
+//! `[retention.config]`: how long each kind is kept.
 
 use super::*;
 use crate::retention::{Policy, parse_span};
@@ -14,6 +15,10 @@ pub struct RetentionConfig {
     pub binlog: Policy,
     /// Drill reports: 12 months by default.
     pub drill: Policy,
+    /// File snapshots (`[[files]]`): the runbook's 30 days by default.
+    pub files: Policy,
+    /// Configuration versions (`[[config_backup]]`): the runbook's 12 months by default.
+    pub config: Policy,
 }
 
 impl Default for RetentionConfig {
@@ -26,6 +31,8 @@ impl Default for RetentionConfig {
             full: within("30d"),
             binlog: within("7d"),
             drill: within("12 months"),
+            files: within("30d"),
+            config: within("12 months"),
         }
     }
 }
@@ -36,6 +43,8 @@ pub(super) struct RawRetention {
     full: Option<RawPolicy>,
     binlog: Option<RawPolicy>,
     drill: Option<RawPolicy>,
+    files: Option<RawPolicy>,
+    config: Option<RawPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,5 +94,7 @@ pub(super) fn resolve(ld: &Loader<'_>, raw: Option<RawRetention>) -> Result<Rete
         full: policy("full", raw.full, defaults.full)?,
         binlog: policy("binlog", raw.binlog, defaults.binlog)?,
         drill: policy("drill", raw.drill, defaults.drill)?,
+        files: policy("files", raw.files, defaults.files)?,
+        config: policy("config", raw.config, defaults.config)?,
     })
 }

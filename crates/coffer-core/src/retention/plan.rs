@@ -420,6 +420,7 @@ mod tests {
                 ..Policy::default()
             },
             drill: Policy::default(),
+            ..RetentionConfig::default()
         };
         let plan = super::plan(&manifests, &binlog_policy, &[], ts(NOW), &TimeZone::UTC);
         let fulls: Vec<&str> = kept(&plan)
@@ -500,6 +501,7 @@ mod tests {
                 ..Policy::default()
             },
             drill: Policy::default(),
+            ..RetentionConfig::default()
         };
         let cases = [
             ("runbook_within_5d_binlogs_2d", short("5d", "2d")),
@@ -515,6 +517,7 @@ mod tests {
                         ..Policy::default()
                     },
                     drill: Policy::default(),
+                    ..RetentionConfig::default()
                 },
             ),
             (
@@ -530,6 +533,7 @@ mod tests {
                         ..Policy::default()
                     },
                     drill: Policy::default(),
+                    ..RetentionConfig::default()
                 },
             ),
         ];
@@ -579,7 +583,7 @@ mod tests {
             full_policy in arb_policy(),
             binlog_policy in arb_policy(),
         ) {
-            let config = RetentionConfig { full: full_policy, binlog: binlog_policy, drill: Policy::default() };
+            let config = RetentionConfig { full: full_policy, binlog: binlog_policy, drill: Policy::default(), ..RetentionConfig::default() };
             let plan = plan(&manifests, &config, &[], ts(NOW), &TimeZone::UTC);
             let after: Vec<Manifest> =
                 manifests.iter().filter(|m| plan.keeps(&m.id)).cloned().collect();

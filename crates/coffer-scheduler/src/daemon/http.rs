@@ -95,10 +95,17 @@ pub fn overdue(config: &Config, observed: &Observed, now: Timestamp) -> Vec<JobN
 async fn up(State(s): State<Arc<Served>>) -> impl IntoResponse {
     // The configuration in force (a reload replaces it).
     let config = s.config.borrow().clone();
-    let endpoint = Endpoint::from(&config.source).with_stall_timeout(PROBE_TIMEOUT);
+    // A configuration without `[source]` backs up no database: nothing to reach.
+    let endpoint = config
+        .source
+        .as_ref()
+        .map(|source| Endpoint::from(source).with_stall_timeout(PROBE_TIMEOUT));
     let (database, storage) = tokio::join!(
         async {
-            match tokio::time::timeout(PROBE_TIMEOUT, client::connect(&endpoint)).await {
+            let Some(endpoint) = &endpoint else {
+                return "not configured";
+            };
+            match tokio::time::timeout(PROBE_TIMEOUT, client::connect(endpoint)).await {
                 Ok(Ok(_)) => "connected",
                 _ => "unreachable",
             }
@@ -118,7 +125,9 @@ async fn up(State(s): State<Arc<Served>>) -> impl IntoResponse {
     } else {
         "overdue"
     };
-    let ok = database == "connected" && storage == "accessible" && queue == "running";
+    let ok = matches!(database, "connected" | "not configured")
+        && storage == "accessible"
+        && queue == "running";
     // A struct, not `json!`: the fields in the runbook's order.
     #[derive(serde::Serialize)]
     struct Up<'a> {

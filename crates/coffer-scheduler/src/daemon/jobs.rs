@@ -89,6 +89,10 @@ impl Runner for ConfiguredRunner {
                 )
                 .await
             }
+            JobName::Files | JobName::Config => Err(Error::new(
+                ErrorKind::Other,
+                format!("the {job} job is not implemented yet"),
+            )),
             JobName::Drill => {
                 let outcome = coffer_verifier::run_drill(
                     config,
