@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::chunk_id::ChunkId;
-use crate::pack::{PackEntry, PackId, PackInfo, PackReader};
+use crate::pack::{ENTRY_SIZE, PackEntry, PackId, PackInfo, PackReader, TRAILER_SIZE};
 use crate::retry::Retry;
 
 /// Where index files live.
@@ -181,6 +181,26 @@ impl ChunkIndex {
     /// The packs it refers to, in the order first seen.
     pub fn packs(&self) -> &[PackId] {
         &self.packs
+    }
+
+    /// The size each pack must have for what the index places in it: the end of its last
+    /// blob, plus a header entry per blob and the trailer. A chunk stored twice (two runs that
+    /// raced) is placed once, so a pack may hold more blobs than the index knows: the size is a
+    /// lower bound, exact when no chunk is stored twice.
+    pub fn implied_pack_sizes(&self) -> HashMap<PackId, u64> {
+        let mut per_pack = vec![(0u64, 0u64); self.packs.len()];
+        for slot in self.chunks.values() {
+            let (blobs, end) = &mut per_pack[slot.pack as usize];
+            *blobs += 1;
+            *end = (*end).max(slot.offset as u64 + slot.length as u64);
+        }
+        self.packs
+            .iter()
+            .zip(per_pack)
+            .map(|(pack, (blobs, end))| {
+                (*pack, end + blobs * ENTRY_SIZE as u64 + TRAILER_SIZE as u64)
+            })
+            .collect()
     }
 
     /// Roughly the heap bytes it holds: each hash table's slots (a power of two, of which 7/8
@@ -484,6 +504,21 @@ mod tests {
         bad[20] ^= 1;
         let err = decode_index_file(&key, &bad).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity);
+    }
+
+    #[test]
+    fn a_pack_must_hold_its_blobs_header_and_trailer() {
+        let mut index = ChunkIndex::new();
+        for info in [pack_info(1, 0..3), pack_info(2, 3..4)] {
+            index.add_pack(&info.id, &info.entries).unwrap();
+        }
+        // A chunk already placed in pack 1 is not placed in pack 2 again.
+        index
+            .add_pack(&PackId([2; 32]), &pack_info(2, 0..1).entries)
+            .unwrap();
+        let sizes = index.implied_pack_sizes();
+        assert_eq!(sizes[&PackId([1; 32])], 300 + 3 * 48 + 16);
+        assert_eq!(sizes[&PackId([2; 32])], 100 + 48 + 16);
     }
 
     #[tokio::test]

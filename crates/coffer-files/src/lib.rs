@@ -23,7 +23,9 @@
 //!   [`tree::SnapshotSummary`] that points at it;
 //! - [`backup`]: a snapshot of a local folder ([`backup::take_snapshot`]);
 //! - [`restore`]: a snapshot, or one folder of it, written back into a folder
-//!   ([`restore::restore_snapshot`]), and its entries listed ([`restore::list_entries`]).
+//!   ([`restore::restore_snapshot`]), and its entries listed ([`restore::list_entries`]);
+//! - [`verify`]: a snapshot checked against the index and the packs, and optionally its chunks
+//!   read back, all or one subset of the packs ([`verify::verify_snapshot`]).
 //!
 //! Errors are [`coffer_core::error::Error`]s: damage found in stored bytes is
 //! [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity) and names the chunk or pack.
@@ -39,3 +41,4 @@ pub mod restore;
 pub mod retry;
 pub mod store;
 pub mod tree;
+pub mod verify;

@@ -12,7 +12,7 @@ use coffer_core::storage::Storage;
 
 use crate::blob;
 use crate::chunk_id::{ChunkId, ChunkIdKey};
-use crate::index::{ChunkIndex, IndexWriter};
+use crate::index::{ChunkIndex, IndexWriter, Location};
 use crate::pack::{PackInfo, PackReader, PackWriter};
 
 /// What a store has written so far.
@@ -169,7 +169,18 @@ impl<'a> ChunkStore<'a> {
         let blob = PackReader::new(self.storage)
             .read_blob(&at.pack, at.offset, at.length)
             .await?;
-        let plain = blob::decode(id, &blob, &self.key, self.identity.as_ref())
+        self.decode(id, &at, &blob)
+    }
+
+    /// The storage the store reads and writes.
+    pub(crate) fn storage(&self) -> &'a dyn Storage {
+        self.storage
+    }
+
+    /// Decodes the blob of chunk `id`, found at `at`, and checks it against `id` and the plain
+    /// length the index records.
+    pub(crate) fn decode(&self, id: &ChunkId, at: &Location, blob: &[u8]) -> Result<Vec<u8>> {
+        let plain = blob::decode(id, blob, &self.key, self.identity.as_ref())
             .map_err(|e| e.context(format!("reading pack {}", at.pack)))?;
         if plain.len() != at.raw_length as usize {
             return Err(Error::integrity(format!(
