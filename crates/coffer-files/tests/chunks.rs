@@ -1,6 +1,7 @@
 //! The chunk store against real backends: a folder and an s3s-fs server on loopback. Each
 //! scenario runs on both.
 
+#[macro_use]
 mod support;
 
 use coffer_core::error::ErrorKind;
@@ -229,23 +230,6 @@ async fn a_fresh_host_recovers_the_chunk_id_key(backend: Backend) {
             .unwrap(),
         key
     );
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod folder {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::Backend::Folder).await
-            })*
-        }
-        mod s3s_fs {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::Backend::S3).await
-            })*
-        }
-    };
 }
 
 on_both_backends!(

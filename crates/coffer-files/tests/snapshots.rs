@@ -4,6 +4,7 @@
 //! restore write outside its target.
 
 #[allow(dead_code)]
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -658,23 +659,6 @@ async fn filters_leave_out_excluded_entries(backend: Backend) {
         seen.push(e.display());
     }
     assert_eq!(seen, vec!["keep", "keep/a.pdf", "top.pdf"]);
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod folder {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::Backend::Folder).await
-            })*
-        }
-        mod s3s_fs {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::Backend::S3).await
-            })*
-        }
-    };
 }
 
 on_both_backends!(

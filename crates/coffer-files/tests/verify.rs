@@ -4,6 +4,7 @@
 //! is found by the structure check, and the subsets of a split read every pack once.
 
 #[allow(dead_code)]
+#[macro_use]
 mod support;
 
 use coffer_files::backup::{Filters, SnapshotOptions, take_snapshot};
@@ -282,23 +283,6 @@ fn bad_subsets_are_refused() {
         "1/10".parse::<ReadData>().unwrap(),
         ReadData::Subset { n: 1, of: 10 }
     );
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod folder {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::Backend::Folder).await
-            })*
-        }
-        mod s3s_fs {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::Backend::S3).await
-            })*
-        }
-    };
 }
 
 on_both_backends!(

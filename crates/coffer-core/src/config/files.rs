@@ -86,8 +86,9 @@ impl std::fmt::Display for FilesLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Folder(path) => write!(f, "{}", path.display()),
-            Self::S3(s3) if s3.prefix.is_empty() => write!(f, "s3://{}", s3.bucket),
-            Self::S3(s3) => write!(f, "s3://{}/{}/", s3.bucket, s3.prefix),
+            Self::S3(s3) if s3.prefix.is_empty() => f.write_str(&s3.url()),
+            // A prefix of files is a folder: shown as one.
+            Self::S3(s3) => write!(f, "{}/", s3.url()),
         }
     }
 }

@@ -33,8 +33,7 @@ impl std::fmt::Display for RepositoryLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Local(path) => write!(f, "{}", path.display()),
-            Self::S3(s3) if s3.prefix.is_empty() => write!(f, "s3://{}", s3.bucket),
-            Self::S3(s3) => write!(f, "s3://{}/{}", s3.bucket, s3.prefix),
+            Self::S3(s3) => f.write_str(&s3.url()),
         }
     }
 }
@@ -60,6 +59,17 @@ pub struct S3Config {
     pub secret_access_key: Secret,
     /// Multipart part size in bytes; memory use is a small multiple of it.
     pub part_size: usize,
+}
+
+impl S3Config {
+    /// The location as written in a config: `s3://bucket`, or `s3://bucket/prefix`.
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
 }
 
 /// When the S3 client computes flexible checksums.

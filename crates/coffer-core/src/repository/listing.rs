@@ -6,7 +6,7 @@
 //! is looked up in the cache together (one blocking task for its files), and the ones the cache
 //! cannot stand for are read from storage at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -183,7 +183,8 @@ impl Repository {
         let Some(catalog) = &self.catalog else {
             return;
         };
-        let ids: HashSet<String> = listed
+        // Owned for the blocking task; the set of them is made there, once.
+        let ids: Vec<String> = listed
             .iter()
             .filter_map(|l| manifest_id(&l.key).map(str::to_string))
             .collect();

@@ -2,6 +2,25 @@
 //! the whole test binary, and the path of an object's bytes on disk (both keep objects as plain
 //! files) so a test can damage one behind the backend's back.
 
+/// Runs each named scenario (an `async fn(Backend)` of the test file) once on a folder
+/// repository and once on the shared s3s-fs, as `folder::NAME` and `s3s_fs::NAME`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod folder {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Backend::Folder).await
+            })*
+        }
+        mod s3s_fs {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Backend::S3).await
+            })*
+        }
+    };
+}
+
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
