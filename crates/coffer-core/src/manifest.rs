@@ -344,6 +344,14 @@ pub fn keep_newest_full(newest: &mut Option<Manifest>, m: Manifest) {
 /// Makes a new time-sortable backup id: `20261126T174643Z-full-3fa9`. The suffix keeps two
 /// backups started in the same second apart.
 pub fn new_backup_id(kind: BackupKind, at: Timestamp) -> String {
+    new_id(kind.as_str(), at)
+}
+
+/// Makes a new time-sortable id for anything stored by kind and time (backups, file snapshots,
+/// configuration versions): `STAMP-KIND-XXXX`, as [`new_backup_id`]. `kind` must be made of
+/// lowercase letters so the id stays [`is_valid_backup_id`].
+pub fn new_id(kind: &str, at: Timestamp) -> String {
+    debug_assert!(kind.bytes().all(|b| b.is_ascii_lowercase()));
     let stamp = at.strftime("%Y%m%dT%H%M%SZ");
     let mixed = u64::from(at.subsec_nanosecond().unsigned_abs())
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)

@@ -231,8 +231,10 @@ impl ChunkIndex {
             .map(|o| o.key)
             .collect();
         let mut index = Self::new();
-        let mut files = futures_util::stream::iter(keys.iter())
-            .map(|key| read_index_file(storage, key))
+        // Owned keys: a closure over borrowed ones makes the future `Send` only for one
+        // lifetime, which a spawned job (the daemon's) cannot use.
+        let mut files = futures_util::stream::iter(keys)
+            .map(|key| async move { read_index_file(storage, &key).await })
             .buffered(CONCURRENT_READS);
         while let Some(file) = files.next().await {
             for pack in file? {

@@ -348,24 +348,36 @@ impl Repository {
         manifest: &Manifest,
         cancel: &crate::cancel::Cancel,
     ) -> Result<()> {
+        self.write_once_signed(&Self::manifest_key(&manifest.id), manifest.to_json(), cancel)
+            .await
+    }
+
+    /// Writes `body` at `key`, the last step of a job that records something (a backup's
+    /// manifest, a file snapshot's): signed when a signing key is configured, signature first;
+    /// never replacing an existing object (a retried write that finds its own body succeeds);
+    /// nothing written once the job is cancelled.
+    pub async fn write_once_signed(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        cancel: &crate::cancel::Cancel,
+    ) -> Result<()> {
         // A cancelled job records nothing, even if its last step happened to finish.
         cancel.check()?;
-        let key = Self::manifest_key(&manifest.id);
-        let body = manifest.to_json();
         // The signature first: a manifest never exists unsigned when a key is configured (an
         // interruption in between leaves a signature without a manifest, which counts for nothing).
         if let Some(signing_key) = &self.signing_key {
-            self.write_signature(signing_key, &key, &body).await?;
+            self.write_signature(signing_key, key, &body).await?;
         }
         match self
             .storage
-            .put_if_absent(&key, Bytes::from(body.clone()))
+            .put_if_absent(key, Bytes::from(body.clone()))
             .await?
         {
             CreateOutcome::Created => Ok(()),
             // A retried PUT whose first attempt landed sees its own manifest: that is success.
             CreateOutcome::AlreadyExists
-                if self.storage.get_bytes(&key).await?.as_ref() == body.as_slice() =>
+                if self.storage.get_bytes(key).await?.as_ref() == body.as_slice() =>
             {
                 Ok(())
             }
