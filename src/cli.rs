@@ -62,6 +62,9 @@ pub enum Command {
     /// and the leftovers of backups that never finished. Every kept and deleted backup is
     /// printed with its reasons.
     Prune(PruneArgs),
+    /// Browse file snapshots without restoring them.
+    #[command(subcommand)]
+    Files(FilesCommand),
     /// Run the scheduled jobs (\[schedule\]) until SIGTERM: full and incremental backups (or the
     /// continuous binlog stream), prune, verify and the drill, each when it is due; serves
     /// `GET /up` and `/metrics` on \[daemon\] listen, alerts the \[\[notify\]\] targets, and
@@ -233,6 +236,96 @@ pub enum RestoreCommand {
     /// Restore a full backup into a database server. Every artifact's digest is verified before
     /// the target is touched; a non-empty target database is refused unless --drop-existing.
     Db(RestoreDbArgs),
+    /// Restore a file snapshot, or one folder of it, into a folder or an S3 prefix. Every
+    /// chunk's digest is verified before it is written; no path can leave the target; a
+    /// non-empty target is refused unless --overwrite.
+    Files(RestoreFilesArgs),
+}
+
+/// `coffer restore files` flags.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["snapshot", "latest"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "to_s3"])))]
+pub struct RestoreFilesArgs {
+    /// The snapshot to restore (an id as listed by `files list`).
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Restore the newest snapshot (of --source, when given).
+    #[arg(long)]
+    pub latest: bool,
+    /// The `[[files]]` source whose snapshot is meant (needed with --latest when there are
+    /// several).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Only this folder or file of the snapshot (`documents/`), restored at its path under the
+    /// target.
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// Restore into this folder (created if missing; must be empty unless --overwrite).
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// Restore as objects under this bucket and prefix (`s3://bucket/prefix`), with the
+    /// endpoint and credentials of the `[[files]]` source (or `COFFER_TARGET_S3_*`).
+    #[arg(long, value_name = "URL")]
+    pub to_s3: Option<String>,
+    /// Count what would be restored; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Restore into a target that is not empty, replacing what is in the way.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// age identity file (private key), for encrypted repositories.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// `coffer files …`
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// List the file snapshots, oldest first.
+    List {
+        /// Only snapshots of this `[[files]]` source.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// List a snapshot's entries (all, or those at or under PATH): type, mode, size, time, path.
+    Ls {
+        /// Snapshot id, or `latest`.
+        id: String,
+        /// A folder or file of the snapshot (`documents/`).
+        path: Option<String>,
+        /// With `latest`: the newest snapshot of this source.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// age identity file (private key), for encrypted repositories.
+        #[arg(long, value_name = "PATH")]
+        identity_file: Option<PathBuf>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Find entries in every snapshot (or one) by glob: a pattern with `/` matches the whole
+    /// path (`documents/**/*.pdf`), one without matches the name (`invoice-*.pdf`).
+    Find {
+        /// The glob.
+        pattern: String,
+        /// Only snapshots of this source.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Only this snapshot (an id, or `latest`).
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        /// age identity file (private key), for encrypted repositories.
+        #[arg(long, value_name = "PATH")]
+        identity_file: Option<PathBuf>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
 }
 
 /// `coffer restore db` flags.
@@ -345,6 +438,14 @@ pub enum BackupCommand {
         /// age identity file (private key), to also decrypt and check encrypted artifacts.
         #[arg(long, value_name = "PATH")]
         identity_file: Option<PathBuf>,
+        /// For a file snapshot: also read every chunk back and check its digest (without it,
+        /// only that every chunk is indexed and every pack it is in exists).
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// For a file snapshot: read back the chunks of one part of the packs, `N/M` (`1/10`
+        /// reads the first tenth; run `2/10` next time to cover them all).
+        #[arg(long, value_name = "N/M")]
+        read_data_subset: Option<String>,
         #[command(flatten)]
         lock: LockWaitArg,
         #[command(flatten)]
@@ -373,6 +474,24 @@ pub enum RunCommand {
     /// Archive every closed binary log the repository lacks (rotating the active one first when
     /// it holds unarchived transactions).
     Incremental(RunArgs),
+    /// A snapshot of each `[[files]]` source (or --source): only what changed since the last
+    /// one is read and stored.
+    Files(RunFilesArgs),
+}
+
+/// `backup run files` flags.
+#[derive(Debug, Args)]
+pub struct RunFilesArgs {
+    /// Only the `[[files]]` source of this name.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Read every file, even those the last snapshot says are unchanged.
+    #[arg(long)]
+    pub full_scan: bool,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// Backup kinds on the command line.

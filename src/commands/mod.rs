@@ -6,6 +6,7 @@ mod binlog;
 mod check;
 mod daemon;
 mod drill;
+mod files;
 mod key;
 mod lock;
 mod prune;
@@ -18,8 +19,8 @@ use coffer_core::job::JobContext;
 use coffer_core::repository::Repository;
 
 use crate::cli::{
-    BackupCommand, BinlogCommand, Cli, Command, DrillCommand, KeyCommand, RestoreCommand,
-    RunCommand,
+    BackupCommand, BinlogCommand, Cli, Command, DrillCommand, FilesCommand, KeyCommand,
+    RestoreCommand, RunCommand,
 };
 
 /// Runs the parsed command line.
@@ -65,6 +66,52 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
             let config = load_config(cli.config.as_deref())?;
             restore::run_db(&config, job, args).await
         }
+        Command::Restore(RestoreCommand::Files(args)) => {
+            let config = load_config(cli.config.as_deref())?;
+            files::restore(&config, job, &args).await
+        }
+        Command::Files(command) => {
+            let config = load_config(cli.config.as_deref())?;
+            match command {
+                FilesCommand::List { source, output } => {
+                    files::list(&config, source.as_deref(), output.json).await
+                }
+                FilesCommand::Ls {
+                    id,
+                    path,
+                    source,
+                    identity_file,
+                    output,
+                } => {
+                    files::ls(
+                        &config,
+                        &id,
+                        path.as_deref(),
+                        source.as_deref(),
+                        identity_file.as_deref(),
+                        output.json,
+                    )
+                    .await
+                }
+                FilesCommand::Find {
+                    pattern,
+                    source,
+                    snapshot,
+                    identity_file,
+                    output,
+                } => {
+                    files::find(
+                        &config,
+                        &pattern,
+                        source.as_deref(),
+                        snapshot.as_deref(),
+                        identity_file.as_deref(),
+                        output.json,
+                    )
+                    .await
+                }
+            }
+        }
         Command::Daemon => {
             let config = load_config(cli.config.as_deref())?;
             daemon::run(&config).await
@@ -82,6 +129,9 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
                 BackupCommand::Run(RunCommand::Incremental(args)) => {
                     backup::run_incremental(&config, job, &args).await
                 }
+                BackupCommand::Run(RunCommand::Files(args)) => {
+                    files::run(&config, job, &args).await
+                }
                 BackupCommand::List { kind, output } => {
                     backup::list(&config, kind, output.json).await
                 }
@@ -91,10 +141,32 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
                 BackupCommand::Verify {
                     id,
                     identity_file,
+                    read_data,
+                    read_data_subset,
                     lock,
                     output,
                 } => {
                     let wait = lock.or_config(&config);
+                    if coffer_files::snapshot::is_snapshot_id(&id) {
+                        return files::verify(
+                            &config,
+                            job,
+                            &id,
+                            files::read_data(read_data, read_data_subset.as_deref())?,
+                            identity_file.as_deref(),
+                            wait,
+                            output.json,
+                        )
+                        .await;
+                    }
+                    if read_data || read_data_subset.is_some() {
+                        return Err(coffer_core::Error::config(
+                            "--read-data and --read-data-subset apply to file snapshots \
+                             (ids like 20261202T030000Z-files-3fa9); a database backup's \
+                             verify always reads every artifact",
+                        )
+                        .into());
+                    }
                     backup::verify(
                         &config,
                         job,

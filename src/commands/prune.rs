@@ -24,7 +24,12 @@ pub async fn run(config: &Config, job: &JobContext, args: PruneArgs) -> Result<u
     } else {
         "deleted"
     };
-    for item in report.plan.items.iter().chain(&report.drill_reports) {
+    for item in report
+        .plan
+        .items
+        .iter()
+        .chain(&report.snapshots)
+        .chain(&report.drill_reports) {
         print_item(item, &config.timezone);
     }
     for id in &report.orphans {

@@ -12,6 +12,7 @@ mod daemon;
 mod drill;
 mod failures;
 mod faults;
+mod files;
 mod lock;
 mod pitr;
 mod privileges;

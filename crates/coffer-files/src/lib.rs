@@ -24,6 +24,8 @@
 //! - [`backup`]: a snapshot of a local folder ([`backup::take_snapshot`]);
 //! - [`restore`]: a snapshot, or one folder of it, written back into a folder
 //!   ([`restore::restore_snapshot`]), and its entries listed ([`restore::list_entries`]);
+//! - [`snapshot`]: what a snapshot is, its manifest `snapshots/ID.json`, written last and
+//!   signed ([`snapshot::SnapshotManifest`]), listed and resolved (`latest`);
 //! - [`verify`]: a snapshot checked against the index and the packs, and optionally its chunks
 //!   read back, all or one subset of the packs ([`verify::verify_snapshot`]).
 //!
@@ -39,6 +41,36 @@ pub mod index;
 pub mod pack;
 pub mod restore;
 pub mod retry;
+pub mod snapshot;
 pub mod store;
 pub mod tree;
 pub mod verify;
+
+#[cfg(test)]
+mod send {
+    //! The daemon spawns its jobs, so their futures must be `Send` for every lifetime: a stream
+    //! closure over borrowed data breaks that only where a spawned caller uses it. Checked here
+    //! at compile time, next to the code.
+    #![allow(dead_code)]
+
+    fn is_send<T: Send>(_: &T) {}
+
+    fn the_snapshot_jobs_futures_are_send(
+        store: &mut crate::store::ChunkStore<'_>,
+        repository: &coffer_core::repository::Repository,
+        root: &std::path::Path,
+        filters: &crate::backup::Filters,
+        options: &crate::backup::SnapshotOptions,
+    ) {
+        is_send(&crate::backup::take_snapshot(store, root, filters, None, options));
+        is_send(&crate::snapshot::list(repository));
+        let key = crate::chunk_id::ChunkIdKey::from_bytes([0; 32]);
+        is_send(&crate::store::ChunkStore::open(repository.storage(), key, None));
+        is_send(&crate::store::ChunkStore::open_for_reading(
+            repository.storage(),
+            root,
+            None,
+            None,
+        ));
+    }
+}

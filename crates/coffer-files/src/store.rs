@@ -41,6 +41,7 @@ pub struct ChunkStore<'a> {
     pending: HashSet<ChunkId>,
     index_writer: IndexWriter<'a>,
     stats: WriteStats,
+    local: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ChunkStore<'_> {
@@ -73,6 +74,7 @@ impl<'a> ChunkStore<'a> {
             pending: HashSet::new(),
             index_writer: IndexWriter::new(storage),
             stats: WriteStats::default(),
+            local: None,
         }
     }
 
@@ -86,10 +88,104 @@ impl<'a> ChunkStore<'a> {
         Ok(Self::new(storage, key, recipient, index))
     }
 
+    /// A store to read snapshots with, on any host: this host's copy of the chunk-id key, else
+    /// the key recovered from the repository (decrypted with `identity` when it is stored
+    /// encrypted, and then installed as this host's copy), with its index loaded. Encrypted
+    /// chunks need `identity`.
+    pub async fn open_for_reading(
+        storage: &'a dyn Storage,
+        state_dir: &std::path::Path,
+        recipient: Option<age::x25519::Recipient>,
+        identity: Option<age::x25519::Identity>,
+    ) -> Result<Self> {
+        let key = match crate::chunk_id::load_or_create(storage, state_dir, recipient.as_ref()).await
+        {
+            Ok(key) => key,
+            Err(e) if e.kind() == coffer_core::error::ErrorKind::Config => match &identity {
+                Some(identity) => crate::chunk_id::recover(storage, state_dir, identity).await?,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        let store = Self::open(storage, key, recipient).await?;
+        Ok(match identity {
+            Some(identity) => store.with_identity(identity),
+            None => store,
+        })
+    }
+
     /// Decrypts blobs with `identity` when reading (needed for encrypted repositories).
     pub fn with_identity(mut self, identity: age::x25519::Identity) -> Self {
         self.identity = Some(identity);
         self
+    }
+
+    /// Keeps plain copies of listing chunks in the private folder `dir` (created 0700 when
+    /// missing), and reads chunks from there before the repository.
+    ///
+    /// This is how a backup host that holds only the repository's recipient reads its last
+    /// snapshot's listing, to skip unchanged files: it cannot decrypt the stored copy. A local
+    /// copy is used only when its keyed id is the chunk's, so a changed or stale file is never
+    /// read as the chunk; it is then read from the repository as usual.
+    pub fn with_local_copies(mut self, dir: std::path::PathBuf) -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::other(format!("creating {}: {e}", dir.display())))?;
+        self.local = Some(dir);
+        Ok(self)
+    }
+
+    /// Keeps a plain copy of chunk `id` (a listing chunk) when [`Self::with_local_copies`] is
+    /// set. A copy that cannot be written only costs the next backup a read of every file.
+    pub fn keep_local(&self, id: &ChunkId, plain: &[u8]) {
+        let Some(dir) = &self.local else { return };
+        let path = dir.join(id.to_hex());
+        let tmp = dir.join(format!(".{}.tmp", id.to_hex()));
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(plain)?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not keep a local copy of a listing chunk");
+        }
+    }
+
+    /// Removes the local copies of chunks not in `keep` (the listings of the snapshots a later
+    /// backup may use as parent).
+    pub fn forget_local_except(&self, keep: &HashSet<ChunkId>) {
+        let Some(dir) = &self.local else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let keep_it = name
+                .to_str()
+                .and_then(|n| ChunkId::from_hex(n).ok())
+                .is_some_and(|id| keep.contains(&id));
+            if !keep_it {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Whether chunk `id` has a valid local copy (see [`Self::with_local_copies`]).
+    pub fn has_local(&self, id: &ChunkId) -> bool {
+        self.read_local(id).is_some()
+    }
+
+    fn read_local(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        let plain = std::fs::read(self.local.as_ref()?.join(id.to_hex())).ok()?;
+        (self.key.id(&plain) == *id).then_some(plain)
     }
 
     /// Uses `packs` (its target size, its retry) to write packs.
@@ -162,6 +258,9 @@ impl<'a> ChunkStore<'a> {
     /// Reads chunk `id` back: one range read of its blob, decoded and checked against `id`. A
     /// chunk the index does not know is `NotFound`; one written but not yet flushed too.
     pub async fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        if let Some(plain) = self.read_local(id) {
+            return Ok(plain);
+        }
         let at = self
             .index
             .get(id)

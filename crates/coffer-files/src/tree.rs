@@ -170,6 +170,7 @@ impl ListingWriter {
                 break;
             }
             let (id, _) = store.write(&chunk.data).await?;
+            store.keep_local(&id, &chunk.data);
             self.chunks.push(id);
             done = chunk.offset as usize + chunk.data.len();
         }

@@ -12,6 +12,9 @@
 //!   `--stop-never` replication stream; closed files archived whole, the active file shipped as
 //!   segments every interval, reconnecting without gaps or duplicates.
 //!
+//! - [`files`]: the file snapshot job, [`run_files_backup`]: each `[[files]]` source
+//!   snapshotted into deduplicated chunks, its parent's unchanged files not read again.
+//!
 //! - [`recovery_point`]: how many seconds of committed transactions the archive lacks;
 //!   [`status`]: that and the newest backups, as the value `coffer status` prints;
 //!   [`health`]: config, database, dump tool and storage checked, as `coffer check` prints them.
@@ -37,6 +40,7 @@
 
 pub mod archiver;
 pub mod daemon;
+pub mod files;
 pub mod full;
 pub mod health;
 pub mod incremental;
@@ -47,6 +51,7 @@ pub mod status;
 pub mod stream;
 
 pub use coffer_core::schedule;
+pub use files::{FilesOptions, run_files_backup};
 pub use full::run_full_backup;
 pub use incremental::run_incremental_backup;
 pub use prune::{PruneReport, run_prune};

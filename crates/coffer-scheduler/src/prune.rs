@@ -37,6 +37,8 @@ pub struct PruneReport {
     pub orphans: Vec<String>,
     /// Drill reports under `[retention.drill]`, kept or deleted, oldest first.
     pub drill_reports: Vec<retention::PlanItem>,
+    /// File snapshots under `[retention.files]`, kept or deleted, oldest first.
+    pub snapshots: Vec<retention::PlanItem>,
     /// Uploads begun more than the grace period ago and never finished (an S3 multipart upload
     /// or a folder's partial file a killed writer left), aborted (or, dry, to abort).
     pub abandoned_uploads: Vec<coffer_core::storage::AbandonedUpload>,
@@ -108,8 +110,11 @@ async fn prune(
         .storage()
         .abandoned_uploads(grace_cutoff(now)?)
         .await?;
+    let snapshots = coffer_files::snapshot::list(repository).await?;
+    let snapshot_plan = plan_snapshots(&snapshots, config, now);
     let mut report = PruneReport {
         abandoned_uploads,
+        snapshots: snapshot_plan,
         dry_run,
         deleted: Vec::new(),
         orphans: orphans.clone(),
@@ -124,6 +129,11 @@ async fn prune(
         repository.remove_backup(id).await?;
         info!(id, "backup deleted");
         report.deleted.push(id.to_string());
+    }
+    for item in report.snapshots.iter().filter(|r| !r.keep) {
+        go_on()?;
+        coffer_files::snapshot::remove(repository, &item.id).await?;
+        info!(id = %item.id, "file snapshot deleted");
     }
     for id in &orphans {
         go_on()?;
@@ -264,4 +274,48 @@ async fn drill_reports(
             }
         })
         .collect())
+}
+
+/// Every file snapshot judged by `[retention.files]`, one source at a time; the newest snapshot
+/// of each source is kept whatever the rule says (the last copy of those files).
+fn plan_snapshots(
+    snapshots: &[coffer_files::snapshot::SnapshotManifest],
+    config: &Config,
+    now: Timestamp,
+) -> Vec<retention::PlanItem> {
+    let policy = &config.retention.files;
+    let sources: BTreeSet<&str> = snapshots.iter().map(|s| s.source.as_str()).collect();
+    let mut items = Vec::new();
+    for source in sources {
+        // Oldest first, as listed.
+        let of_source: Vec<_> = snapshots.iter().filter(|s| s.source == source).collect();
+        let times: Vec<Timestamp> = of_source.iter().map(|s| s.started_at).collect();
+        let decided = policy.decide(&times, now, &config.timezone);
+        let last = of_source.len().saturating_sub(1);
+        for (i, (snapshot, why)) in of_source.into_iter().zip(decided).enumerate() {
+            let mut reasons: Vec<String> = why
+                .into_iter()
+                .map(|w| format!("[retention.files] {w}"))
+                .collect();
+            if i == last {
+                reasons.push(format!("the newest snapshot of {source}"));
+            }
+            let keep = !reasons.is_empty();
+            if !keep {
+                reasons.push(format!(
+                    "not kept by [retention.files] ({})",
+                    retention::plan::describe(policy)
+                ));
+            }
+            items.push(retention::PlanItem {
+                id: snapshot.id.clone(),
+                kind: "files".into(),
+                started_at: snapshot.started_at,
+                keep,
+                reasons,
+            });
+        }
+    }
+    items.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+    items
 }

@@ -76,7 +76,14 @@ pub struct DrillConfig {
     pub app_checks: Vec<AppCheck>,
     /// "Critical features work" probes.
     pub sql_checks: Vec<SqlCheck>,
+    /// "Files accessible": how many files of each source's newest snapshot are restored and
+    /// checked (`files_sample`, default [`DEFAULT_FILES_SAMPLE`]; the newest and the largest
+    /// file are always among them).
+    pub files_sample: usize,
 }
+
+/// How many files the drill's "files accessible" item restores when `files_sample` is not set.
+pub const DEFAULT_FILES_SAMPLE: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +102,7 @@ pub(super) struct RawDrill {
     after_restore: Option<Vec<String>>,
     app_checks: Option<Vec<AppCheck>>,
     sql_checks: Option<Vec<SqlCheck>>,
+    files_sample: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -162,7 +170,14 @@ pub(super) fn resolve(ld: &Loader<'_>, raw: Option<RawDrill>) -> Result<DrillCon
             ));
         }
     }
+    if raw_drill.files_sample == Some(0) {
+        return Err(ld.fail(
+            "drill.files_sample",
+            &"must be at least 1 (the newest and the largest file are always checked)",
+        ));
+    }
     let drill = DrillConfig {
+        files_sample: raw_drill.files_sample.unwrap_or(DEFAULT_FILES_SAMPLE),
         sandbox,
         // The safe defaults stay unless the file overrides them one by one.
         env: [("MAIL_MAILER", "log"), ("QUEUE_CONNECTION", "sync")]

@@ -34,7 +34,7 @@ pub use binlog::{BinlogConfig, DEFAULT_STREAM_SERVER_ID};
 pub use daemon::{DaemonConfig, JobName, RUNBOOK_SCHEDULE, ScheduleConfig, When};
 use daemon::{RawDaemon, RawSchedule};
 use drill::RawDrill;
-pub use drill::{AppCheck, DrillConfig, DrillSandbox, SqlCheck};
+pub use drill::{AppCheck, DEFAULT_FILES_SAMPLE, DrillConfig, DrillSandbox, SqlCheck};
 pub use files::{ConfigBackup, DEFAULT_MASK_KEYS, FilesLocation, FilesSource, GlobList};
 use files::{RawConfigBackup, RawFiles};
 use notify::RawNotify;
@@ -249,6 +249,25 @@ impl Config {
                 self.path.display()
             ))
         })
+    }
+
+    /// The folder where this host keeps what must outlive a run (the chunk-id key of file
+    /// snapshots, its copy of keys): `state_dir`, else `$XDG_STATE_HOME/coffer`, else
+    /// `$HOME/.local/state/coffer`. A configuration error when none of them is set.
+    pub fn persistent_state_dir(&self) -> Result<PathBuf> {
+        if let Some(dir) = &self.state_dir {
+            return Ok(dir.clone());
+        }
+        let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        from_env("XDG_STATE_HOME")
+            .map(|d| d.join("coffer"))
+            .or_else(|| from_env("HOME").map(|h| h.join(".local/state/coffer")))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "no folder to keep this host's state in: set state_dir in {}",
+                    self.path.display()
+                ))
+            })
     }
 }
 

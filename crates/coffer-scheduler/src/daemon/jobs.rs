@@ -89,7 +89,22 @@ impl Runner for ConfiguredRunner {
                 )
                 .await
             }
-            JobName::Files | JobName::Config => Err(Error::new(
+            JobName::Files => {
+                let taken = crate::run_files_backup(
+                    config,
+                    repository,
+                    ctx,
+                    &crate::FilesOptions::default(),
+                    lock_wait,
+                )
+                .await?;
+                let names: Vec<String> = taken
+                    .iter()
+                    .map(|m| format!("{} ({} new bytes)", m.id, m.stored.new_bytes))
+                    .collect();
+                Ok(format!("file snapshots stored: {}", names.join(", ")))
+            }
+            JobName::Config => Err(Error::new(
                 ErrorKind::Other,
                 format!("the {job} job is not implemented yet"),
             )),

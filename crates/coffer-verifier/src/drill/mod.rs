@@ -12,6 +12,7 @@
 //! run because an earlier step failed fails with that reason.
 
 mod checks;
+mod files;
 mod target;
 
 use std::collections::BTreeMap;
@@ -45,8 +46,6 @@ use crate::sandbox::{Sandbox, SandboxOptions};
 const SANDBOX_SERVER_ID: u32 = 4_012_023_002;
 /// The account the drill creates in a managed sandbox.
 const SANDBOX_USER: &str = "coffer_drill";
-/// Why "files accessible" is skipped.
-const FILES_SKIPPED: &str = "coffer does not back up files yet: nothing to check";
 
 /// What to drill.
 #[derive(Default)]
@@ -243,12 +242,6 @@ impl Drill<'_> {
     }
 
     fn fail_rest(&mut self, why: &str) {
-        self.record(
-            ChecklistItem::FilesAccessible,
-            Status::Skipped,
-            vec![FILES_SKIPPED.into()],
-            Instant::now(),
-        );
         for name in CHECKLIST {
             self.items.entry(name).or_insert_with(|| Item {
                 name: name.to_string(),
@@ -450,12 +443,10 @@ impl Drill<'_> {
             clock,
         );
 
-        self.record(
-            ChecklistItem::FilesAccessible,
-            Status::Skipped,
-            vec![FILES_SKIPPED.into()],
-            Instant::now(),
-        );
+        let since = Instant::now();
+        let (status, evidence) =
+            files::check_files(self.config, self.repository, self.identity.as_ref()).await;
+        self.record(ChecklistItem::FilesAccessible, status, evidence, since);
 
         let since = Instant::now();
         let (status, evidence) = self.check_app(&env).await;
