@@ -448,3 +448,54 @@ fn a_kept_sandbox_is_reachable_until_the_drill_is_stopped() {
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn the_files_item_restores_a_sample_of_the_newest_snapshot_and_fails_on_a_damaged_pack() {
+    let (_source, setup) = source_with_history(947, Repo::Folder);
+    let tree = setup.dir.path().join("storage");
+    std::fs::create_dir_all(tree.join("invoices")).unwrap();
+    for n in 0..30u32 {
+        let body: Vec<u8> = (0..3000 + n * 41).map(|i| (i * 7 + n) as u8).collect();
+        std::fs::write(tree.join(format!("invoices/INV-{n:03}.pdf")), body).unwrap();
+    }
+    let large: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(tree.join("invoices/ledger.bin"), large).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(tree.join("newest.txt"), b"written last").unwrap();
+    setup.append_config(&format!(
+        "\n[[files]]\nname = \"storage\"\npath = \"{}\"\n\n[drill]\nfiles_sample = 10\n",
+        tree.display()
+    ));
+    setup.run(&["backup", "run", "files"]).expect_code(0);
+
+    let tmp = setup.dir.path().join("tmp");
+    let (run, report) = drill(&setup, &tmp);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let files = item(&report, "files accessible");
+    assert_eq!(files["status"], "pass", "{report:#}");
+    let said = evidence(&report, "files accessible");
+    assert!(said.contains("10 of 32 files"), "{said}");
+    assert!(said.contains("newest newest.txt"), "{said}");
+    assert!(said.contains("largest invoices/ledger.bin"), "{said}");
+
+    // Every blob of every pack damaged: whatever the sample, the item fails naming a chunk.
+    let mut todo = vec![setup.repo_dir().join("packs")];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let mut bytes = std::fs::read(&path).unwrap();
+                for byte in bytes.iter_mut().step_by(16) {
+                    *byte ^= 0x01;
+                }
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
+    }
+    let (run, report) = drill(&setup, &tmp);
+    assert_eq!(run.code, 10, "{run:#?}");
+    assert_eq!(item(&report, "files accessible")["status"], "fail", "{report:#}");
+    assert!(evidence(&report, "files accessible").contains("chunk"), "{report:#}");
+}
