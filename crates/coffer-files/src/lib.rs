@@ -25,7 +25,9 @@
 //! - [`restore`]: a snapshot, or one folder of it, written back into a folder
 //!   ([`restore::restore_snapshot`]), and its entries listed ([`restore::list_entries`]);
 //! - [`verify`]: a snapshot checked against the index and the packs, and optionally its chunks
-//!   read back, all or one subset of the packs ([`verify::verify_snapshot`]).
+//!   read back, all or one subset of the packs ([`verify::verify_snapshot`]);
+//! - [`gc`]: chunks no kept snapshot references marked, then deleted or repacked after a grace
+//!   period, so a backup running meanwhile loses nothing ([`gc::prune_chunks`]).
 //!
 //! Errors are [`coffer_core::error::Error`]s: damage found in stored bytes is
 //! [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity) and names the chunk or pack.
@@ -35,6 +37,7 @@ pub mod blob;
 pub mod chunk_id;
 pub mod chunker;
 pub mod entry;
+pub mod gc;
 pub mod index;
 pub mod pack;
 pub mod restore;
