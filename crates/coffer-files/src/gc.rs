@@ -26,7 +26,8 @@
 //! - one that started **before** the mark naming the chunk was written: it finishes (and its
 //!   snapshot, referencing the chunk, becomes visible) before `grace` has passed since the mark,
 //!   so the sweep, which runs later, sees the chunk referenced and keeps it. This is why `grace`
-//!   must exceed the longest backup; [`MIN_GRACE`] is enforced, [`DEFAULT_GRACE`] is 24 hours;
+//!   must exceed the longest backup plus the longest prune (a mark is dated with the run's
+//!   `now` but stored at its end); [`MIN_GRACE`] is enforced, [`DEFAULT_GRACE`] is 24 hours;
 //! - one that started **after** the mark: [`ChunkStore::open`] loads the marks
 //!   ([`marked_chunks`]) and does not deduplicate against a marked chunk; it stores its own copy,
 //!   in a new pack that no mark names, which no sweep touches until a later mark names it.
@@ -36,7 +37,12 @@
 //! references them, or has failed and left garbage. Packs younger than `grace` by their
 //! last-modified time are never deleted nor repacked, as a second guard.
 //!
-//! This needs no lock. `coffer prune` still takes the exclusive lock, so that restores and
+//! A backup never stores a pack under the name of a pack that exists ([`PackWriter`]): without
+//! encryption its copies of marked chunks could otherwise make a pack byte-identical to the
+//! marked one, which the sweep would delete.
+//!
+//! This needs no lock between backups and a prune; two prunes must not run at once. `coffer
+//! prune` takes the exclusive lock anyway, so that restores and
 //! verifies, which read packs by an index loaded at their start, do not see a repacked pack
 //! vanish under them. The clocks involved are the `now` of successive prunes (which must not go
 //! backwards by more than `grace` minus the longest backup) and, for the second guard, the

@@ -400,7 +400,27 @@ async fn a_dry_run_changes_nothing(backend: Backend) {
     );
 }
 
+async fn an_unreadable_kept_listing_stops_the_prune_before_anything_changes(backend: Backend) {
+    let repo = Repo::new(backend);
+    let work = tempfile::tempdir().unwrap();
+    let (_dropped, kept) = two_snapshots(&repo, work.path(), 4).await;
+    let t0 = Timestamp::now();
+    prune(&repo, std::slice::from_ref(&kept), t0).await;
+    let before = objects(&repo).await;
+    let mut lost = kept.clone();
+    lost.listing
+        .push(coffer_files::chunk_id::ChunkId([0xee; 32]));
+    let store = open(&repo).await;
+    let err = prune_chunks(&store, &[lost], t0 + hours(25), &options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("nothing was pruned"), "{err}");
+    assert_eq!(objects(&repo).await, before);
+}
+
 on_both_backends!(
+    an_unreadable_kept_listing_stops_the_prune_before_anything_changes,
     a_dropped_snapshot_is_marked_first_and_swept_only_after_the_grace_period,
     a_mostly_garbage_pack_is_repacked_and_the_kept_snapshot_still_restores,
     a_chunk_referenced_again_between_mark_and_sweep_is_kept,
