@@ -1,7 +1,8 @@
 //! Pruning chunks against a folder repository and an s3s-fs server: a dropped snapshot's chunks
 //! are marked first and deleted only after the grace period, a mostly-garbage pack is repacked,
 //! a chunk referenced again before the sweep is kept, a prune running during a backup does not
-//! break it, and a dry run changes nothing.
+//! break it, a dry run changes nothing, an unreadable kept listing stops the prune, and an
+//! encrypted repository is repacked with its identity.
 
 #[allow(dead_code)]
 #[macro_use]
@@ -419,7 +420,62 @@ async fn an_unreadable_kept_listing_stops_the_prune_before_anything_changes(back
     assert_eq!(objects(&repo).await, before);
 }
 
+async fn an_encrypted_repository_is_repacked_with_the_identity(backend: Backend) {
+    let repo = Repo::new(backend);
+    let identity = age::x25519::Identity::generate();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("src");
+    make_tree(&root, 6, 4000);
+    let storage = repo.storage.as_ref();
+    let key = || ChunkIdKey::from_bytes(KEY);
+    let mut store = ChunkStore::open(storage, key(), Some(identity.to_public()))
+        .await
+        .unwrap();
+    let first = snapshot(&mut store, &root).await;
+    for n in 1..6 {
+        std::fs::remove_file(root.join(format!("data/{n:03}.bin"))).unwrap();
+    }
+    let second = snapshot(&mut store, &root).await;
+    drop((store, first));
+    let reader = || async {
+        ChunkStore::open(storage, key(), None)
+            .await
+            .unwrap()
+            .with_identity(identity.clone())
+    };
+    let kept = std::slice::from_ref(&second);
+
+    // Without the identity a listing cannot be read: nothing is pruned.
+    let blind = ChunkStore::open(storage, key(), None).await.unwrap();
+    let t0 = Timestamp::now();
+    assert!(prune_chunks(&blind, kept, t0, &options()).await.is_err());
+
+    let t0 = Timestamp::now();
+    prune_chunks(&reader().await, kept, t0, &options())
+        .await
+        .unwrap();
+    let sweep = prune_chunks(&reader().await, kept, t0 + hours(25), &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        (sweep.packs_repacked, sweep.packs_written),
+        (1, 1),
+        "{sweep:?}"
+    );
+    let store = reader().await;
+    let report = verify_snapshot(&store, &second, ReadData::All)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let out = work.path().join("restored");
+    restore_snapshot(&store, &second, None, &out, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(contents(&out), contents(&root));
+}
+
 on_both_backends!(
+    an_encrypted_repository_is_repacked_with_the_identity,
     an_unreadable_kept_listing_stops_the_prune_before_anything_changes,
     a_dropped_snapshot_is_marked_first_and_swept_only_after_the_grace_period,
     a_mostly_garbage_pack_is_repacked_and_the_kept_snapshot_still_restores,
