@@ -53,9 +53,10 @@ struct Slot {
 }
 
 /// Hashes a [`ChunkId`] by its first eight bytes, which are already uniformly random (see its
-/// `Hash`); anything else is hashed by its last written `u64`.
-#[derive(Default)]
-struct IdHasher(u64);
+/// `Hash`); anything else is hashed by its last written `u64`. For sets and maps keyed by chunk
+/// ids ([`crate::gc::ChunkSet`]).
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -149,6 +150,11 @@ impl ChunkIndex {
             },
         );
         Ok(true)
+    }
+
+    /// Forgets chunk `id`; returns whether it was known.
+    pub fn remove(&mut self, id: &ChunkId) -> bool {
+        self.chunks.remove(id).is_some()
     }
 
     /// Records every blob of a pack.

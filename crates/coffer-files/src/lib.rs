@@ -27,7 +27,9 @@
 //! - [`snapshot`]: what a snapshot is, its manifest `snapshots/ID.json`, written last and
 //!   signed ([`snapshot::SnapshotManifest`]), listed and resolved (`latest`);
 //! - [`verify`]: a snapshot checked against the index and the packs, and optionally its chunks
-//!   read back, all or one subset of the packs ([`verify::verify_snapshot`]).
+//!   read back, all or one subset of the packs ([`verify::verify_snapshot`]);
+//! - [`gc`]: chunks no kept snapshot references marked, then deleted or repacked after a grace
+//!   period, so a backup running meanwhile loses nothing ([`gc::prune_chunks`]).
 //!
 //! Errors are [`coffer_core::error::Error`]s: damage found in stored bytes is
 //! [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity) and names the chunk or pack.
@@ -37,6 +39,7 @@ pub mod blob;
 pub mod chunk_id;
 pub mod chunker;
 pub mod entry;
+pub mod gc;
 pub mod index;
 pub mod pack;
 pub mod restore;

@@ -279,8 +279,26 @@ impl<'a> PackWriter<'a> {
             return Ok(None);
         }
         let mut bytes = std::mem::take(&mut self.buf);
-        let entries = std::mem::take(&mut self.entries);
-        let id = seal(&mut bytes, &entries);
+        let mut entries = std::mem::take(&mut self.entries);
+        let mut blob_area = bytes.len();
+        let mut id = seal(&mut bytes, &entries);
+        // Never write under the name of a pack that exists: a prune may be deleting that pack
+        // (it holds chunks marked as garbage, which a backup stores again, see `crate::gc`), and
+        // would delete ours with it. An existing name means these very bytes are stored already;
+        // the last blob appended once more gives other bytes, and another name.
+        while self.exists(&id).await? {
+            let last = *entries.last().expect("a pack being flushed holds a blob");
+            bytes.truncate(blob_area);
+            let start = last.offset as usize;
+            bytes.extend_from_within(start..start + last.length as usize);
+            entries.push(PackEntry {
+                offset: blob_area as u64,
+                ..last
+            });
+            blob_area = bytes.len();
+            tracing::debug!(pack = %id, "a pack of these bytes exists: its last blob repeated");
+            id = seal(&mut bytes, &entries);
+        }
         let size = bytes.len() as u64;
         let key = id.key();
         let body = bytes::Bytes::from(bytes);
@@ -290,6 +308,17 @@ impl<'a> PackWriter<'a> {
             .map_err(|e| e.context(format!("storing pack {key}")))?;
         tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
         Ok(Some(PackInfo { id, size, entries }))
+    }
+}
+
+impl PackWriter<'_> {
+    async fn exists(&self, id: &PackId) -> Result<bool> {
+        let key = id.key();
+        match self.retry.run(&key, || self.storage.head(&key)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == coffer_core::error::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.context(format!("looking for pack {key}"))),
+        }
     }
 }
 
@@ -450,6 +479,32 @@ mod tests {
         trailer[0] = 200; // more entries than the pack has room for
         assert!(parse_trailer(&pack, size, &trailer).is_err());
         assert!(parse_trailer(&pack, size, b"0123456789abcdef").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_writer_never_writes_under_the_name_of_a_pack_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().to_path_buf());
+        let mut names = Vec::new();
+        for _ in 0..3 {
+            let mut writer = PackWriter::new(&storage);
+            writer.add(id(1), 30, b"abc").await.unwrap();
+            writer.add(id(2), 50, b"defgh").await.unwrap();
+            names.push(writer.flush().await.unwrap().unwrap());
+        }
+        // The same blobs three times: three packs, the later ones with the last blob repeated.
+        assert_eq!(names[0].entries.len(), 2);
+        assert_eq!(names[1].entries.len(), 3);
+        assert_eq!(names[2].entries.len(), 4);
+        let reader = PackReader::new(&storage);
+        assert_eq!(reader.list().await.unwrap().len(), 3);
+        for info in &names {
+            let (bytes, entries) = reader.read_verified(&info.id).await.unwrap();
+            assert_eq!(entries, info.entries);
+            let last = entries.last().unwrap();
+            let at = last.offset as usize;
+            assert_eq!(&bytes[at..at + last.length as usize], b"defgh");
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,11 @@
 //! has it; [`ChunkStore::flush`] stores the last pack and then the index file naming it, in that
 //! order, so an index file never names a pack that is not there. [`ChunkStore::read`] fetches one
 //! blob by a range read and decodes it verified.
+//!
+//! A chunk a prune has marked as garbage ([`crate::gc`]) is not deduplicated against: the store
+//! writes its own copy, so that a sweep deleting the marked one cannot take a chunk this run's
+//! snapshot relies on. [`ChunkStore::open`] loads the marks; [`ChunkStore::with_avoided`] sets
+//! them by hand.
 
 use std::collections::HashSet;
 
@@ -12,6 +17,7 @@ use coffer_core::storage::Storage;
 
 use crate::blob;
 use crate::chunk_id::{ChunkId, ChunkIdKey};
+use crate::gc::ChunkSet;
 use crate::index::{ChunkIndex, IndexWriter, Location};
 use crate::pack::{PackInfo, PackReader, PackWriter};
 
@@ -39,6 +45,7 @@ pub struct ChunkStore<'a> {
     index: ChunkIndex,
     packs: PackWriter<'a>,
     pending: HashSet<ChunkId>,
+    avoided: ChunkSet,
     index_writer: IndexWriter<'a>,
     stats: WriteStats,
     local: Option<std::path::PathBuf>,
@@ -72,20 +79,33 @@ impl<'a> ChunkStore<'a> {
             index,
             packs: PackWriter::new(storage),
             pending: HashSet::new(),
+            avoided: ChunkSet::default(),
             index_writer: IndexWriter::new(storage),
             stats: WriteStats::default(),
             local: None,
         }
     }
 
-    /// A store over `storage` with its index loaded from the index files.
+    /// A store over `storage` with its index loaded from the index files, and the chunks prunes
+    /// have marked as garbage ([`crate::gc::marked_chunks`]) not deduplicated against. The marks
+    /// are read before the index: a mark written after that read names only chunks that were
+    /// indexed before it, which this run may reuse because it started before the mark (the
+    /// grace period covers it, see [`crate::gc`]).
     pub async fn open(
         storage: &'a dyn Storage,
         key: ChunkIdKey,
         recipient: Option<age::x25519::Recipient>,
     ) -> Result<Self> {
+        let avoided = crate::gc::marked_chunks(storage).await?;
         let index = ChunkIndex::load(storage).await?;
-        Ok(Self::new(storage, key, recipient, index))
+        Ok(Self::new(storage, key, recipient, index).with_avoided(avoided))
+    }
+
+    /// Does not deduplicate against the chunks `avoided` (marked as garbage by a prune): they
+    /// are stored again if this run needs them.
+    pub fn with_avoided(mut self, avoided: ChunkSet) -> Self {
+        self.avoided = avoided;
+        self
     }
 
     /// A store to read snapshots with, on any host: this host's copy of the chunk-id key, else
@@ -219,7 +239,8 @@ impl<'a> ChunkStore<'a> {
     /// stored now.
     pub async fn write(&mut self, plain: &[u8]) -> Result<(ChunkId, bool)> {
         let id = self.key.id(plain);
-        if self.index.contains(&id) || self.pending.contains(&id) {
+        let known = self.index.contains(&id) && !self.avoided.contains(&id);
+        if known || self.pending.contains(&id) {
             self.stats.deduplicated += 1;
             return Ok((id, false));
         }
@@ -247,10 +268,14 @@ impl<'a> ChunkStore<'a> {
 
     async fn pack_stored(&mut self, pack: PackInfo) -> Result<()> {
         self.stats.packs += 1;
-        self.index.add_pack(&pack.id, &pack.entries)?;
         for entry in &pack.entries {
             self.pending.remove(&entry.id);
+            // A marked chunk stored again is read from its new copy from now on.
+            if self.avoided.remove(&entry.id) {
+                self.index.remove(&entry.id);
+            }
         }
+        self.index.add_pack(&pack.id, &pack.entries)?;
         self.index_writer.add(pack).await?;
         Ok(())
     }

@@ -94,19 +94,30 @@ impl LocalStorage {
         path: &std::path::Path,
     ) -> Result<(tokio::fs::File, tempfile::TempPath)> {
         let parent = path.parent().expect("keys have a parent under the root");
-        self.bounded(
-            "creating folder for",
-            key,
-            tokio::fs::create_dir_all(parent),
-        )
-        .await?
-        .map_err(|e| self.io_error("creating folder for", key, e))?;
-        let temp = tempfile::Builder::new()
-            .prefix(".coffer-partial-")
-            .tempfile_in(parent)
-            .map_err(|e| self.io_error("creating temporary file for", key, e))?;
-        let (file, temp_path) = temp.into_parts();
-        Ok((tokio::fs::File::from_std(file), temp_path))
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.bounded(
+                "creating folder for",
+                key,
+                tokio::fs::create_dir_all(parent),
+            )
+            .await?
+            .map_err(|e| self.io_error("creating folder for", key, e))?;
+            match tempfile::Builder::new()
+                .prefix(".coffer-partial-")
+                .tempfile_in(parent)
+            {
+                Ok(temp) => {
+                    let (file, temp_path) = temp.into_parts();
+                    return Ok((tokio::fs::File::from_std(file), temp_path));
+                }
+                // A delete of the folder's last object (a prune) removed the folder between the
+                // two calls: make it again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 5 => continue,
+                Err(e) => return Err(self.io_error("creating temporary file for", key, e)),
+            }
+        }
     }
 
     async fn commit(
