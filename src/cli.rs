@@ -81,6 +81,10 @@ pub struct PruneArgs {
     /// How long to wait for the repository's exclusive lock before giving up (exit 7).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub lock_wait: u64,
+    /// age identity file (private key): in an encrypted repository, file-snapshot chunks are
+    /// pruned only with it (their listings must be read).
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
     #[command(flatten)]
     pub output: JsonFlag,
 }

@@ -58,7 +58,10 @@ pub async fn run(config: &Config, job: &JobContext, args: &RunFilesArgs) -> Resu
                 println!("    {}: {}", skipped.path, skipped.reason);
             }
             if s.skipped_count > s.skipped.len() as u64 {
-                println!("    … and {} more", s.skipped_count - s.skipped.len() as u64);
+                println!(
+                    "    … and {} more",
+                    s.skipped_count - s.skipped.len() as u64
+                );
             }
         }
     }
@@ -103,7 +106,11 @@ async fn find_snapshot(
 
 /// `restore files`: under the repository's shared lock.
 pub async fn restore(config: &Config, job: &JobContext, args: &RestoreFilesArgs) -> Result<u8> {
-    let identity = args.identity_file.as_deref().map(read_identity).transpose()?;
+    let identity = args
+        .identity_file
+        .as_deref()
+        .map(read_identity)
+        .transpose()?;
     let repository = Arc::new(open_repository(config).await?);
     let id = args.snapshot.as_deref().unwrap_or(LATEST);
     let wait = args.lock.or_config(config);
@@ -126,8 +133,14 @@ pub async fn restore(config: &Config, job: &JobContext, args: &RestoreFilesArgs)
         }
         let summary = match (&args.to, &args.to_s3) {
             (Some(dir), _) => {
-                restore_snapshot(&store, &manifest.snapshot, args.path.as_deref(), dir, &options)
-                    .await?
+                restore_snapshot(
+                    &store,
+                    &manifest.snapshot,
+                    args.path.as_deref(),
+                    dir,
+                    &options,
+                )
+                .await?
             }
             (None, Some(url)) => {
                 return Err(Error::config(format!(
@@ -166,11 +179,19 @@ pub async fn restore(config: &Config, job: &JobContext, args: &RestoreFilesArgs)
     } else {
         println!(
             "{} {} of snapshot {} ({}){} into {target}: {} files, {} folders, {} symlinks, {} hard links, {}",
-            if args.dry_run { "would restore" } else { "restored" },
+            if args.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
             args.path.as_deref().unwrap_or("everything"),
             manifest.id,
             manifest.source,
-            if args.dry_run { "" } else { ", every chunk verified," },
+            if args.dry_run {
+                ""
+            } else {
+                ", every chunk verified,"
+            },
             summary.files,
             summary.dirs,
             summary.symlinks,

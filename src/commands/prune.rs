@@ -12,9 +12,21 @@ use crate::{exit, output};
 pub async fn run(config: &Config, job: &JobContext, args: PruneArgs) -> Result<u8> {
     let repository = std::sync::Arc::new(open_repository(config).await?);
     let wait = std::time::Duration::from_secs(args.lock_wait);
-    let report = coffer_scheduler::run_prune(config, &repository, job, args.dry_run, wait)
-        .await
-        .context("prune failed")?;
+    let identity = args
+        .identity_file
+        .as_deref()
+        .map(super::read_identity)
+        .transpose()?;
+    let report = coffer_scheduler::run_prune(
+        config,
+        &repository,
+        job,
+        args.dry_run,
+        wait,
+        identity.as_ref(),
+    )
+    .await
+    .context("prune failed")?;
     if args.output.json {
         output::json(&report)?;
         return Ok(exit::OK);
@@ -29,7 +41,8 @@ pub async fn run(config: &Config, job: &JobContext, args: PruneArgs) -> Result<u
         .items
         .iter()
         .chain(&report.snapshots)
-        .chain(&report.drill_reports) {
+        .chain(&report.drill_reports)
+    {
         print_item(item, &config.timezone);
     }
     for id in &report.orphans {
@@ -49,6 +62,20 @@ pub async fn run(config: &Config, job: &JobContext, args: PruneArgs) -> Result<u
                 |t| output::local_time(t, &config.timezone)
             )
         );
+    }
+    if let Some(chunks) = &report.chunks {
+        println!(
+            "file-snapshot chunks: {} referenced, {} newly marked as garbage; {verb} {} chunks ({} packs deleted, {} repacked), {} freed",
+            chunks.chunks_referenced,
+            chunks.chunks_marked,
+            chunks.chunks_deleted,
+            chunks.packs_deleted,
+            chunks.packs_repacked,
+            output::bytes(chunks.bytes_freed)
+        );
+    }
+    if let Some(why) = &report.chunks_skipped {
+        println!("file-snapshot chunks not pruned: {why}");
     }
     let deletions = report.plan.deletions().len();
     println!(

@@ -496,6 +496,13 @@ fn the_files_item_restores_a_sample_of_the_newest_snapshot_and_fails_on_a_damage
     }
     let (run, report) = drill(&setup, &tmp);
     assert_eq!(run.code, 10, "{run:#?}");
-    assert_eq!(item(&report, "files accessible")["status"], "fail", "{report:#}");
-    assert!(evidence(&report, "files accessible").contains("chunk"), "{report:#}");
+    assert_eq!(
+        item(&report, "files accessible")["status"],
+        "fail",
+        "{report:#}"
+    );
+    assert!(
+        evidence(&report, "files accessible").contains("chunk"),
+        "{report:#}"
+    );
 }

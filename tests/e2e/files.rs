@@ -83,15 +83,21 @@ fn make_tree(root: &Path) {
     w("odd/caf\u{e9} \u{1f600}.txt", b"utf-8");
     w("odd/new\nline", b"newline");
     w("odd/-rf", b"leading dash");
-    std::fs::write(root.join(OsStr::from_bytes(b"odd/latin1-\xe9")), b"not utf-8").unwrap();
+    std::fs::write(
+        root.join(OsStr::from_bytes(b"odd/latin1-\xe9")),
+        b"not utf-8",
+    )
+    .unwrap();
     std::fs::hard_link(root.join("odd/-rf"), root.join("documents/hard-link")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", root.join("odd/outside")).unwrap();
     std::os::unix::fs::symlink("../big", root.join("documents/big-link")).unwrap();
-    std::fs::set_permissions(root.join("odd/-rf"), std::fs::Permissions::from_mode(0o751))
-        .unwrap();
+    std::fs::set_permissions(root.join("odd/-rf"), std::fs::Permissions::from_mode(0o751)).unwrap();
     std::fs::create_dir(root.join("empty-dir")).unwrap();
-    std::fs::set_permissions(root.join("empty-dir"), std::fs::Permissions::from_mode(0o705))
-        .unwrap();
+    std::fs::set_permissions(
+        root.join("empty-dir"),
+        std::fs::Permissions::from_mode(0o705),
+    )
+    .unwrap();
 }
 
 /// Every entry under `root` as `find` sees it (type, mode, mtime, symlink target, and for
@@ -123,7 +129,9 @@ fn scan(root: &Path) -> BTreeMap<Vec<u8>, (String, Vec<u8>)> {
 fn assert_same_tree(a: &Path, b: &Path) {
     let (left, right) = (scan(a), scan(b));
     let names = |m: &BTreeMap<Vec<u8>, (String, Vec<u8>)>| -> Vec<String> {
-        m.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+        m.keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
     };
     assert_eq!(names(&left), names(&right), "the same entries");
     for (path, (meta, content)) in &left {
@@ -175,14 +183,22 @@ fn a_tree_snapshots_twice_and_restores_whole_and_by_folder_byte_for_byte() {
 
     // The latest, whole.
     let whole = setup.dir.path().join("whole");
-    let run = setup.run(&["restore", "files", "--latest", "--to", whole.to_str().unwrap()]);
+    let run = setup.run(&[
+        "restore",
+        "files",
+        "--latest",
+        "--to",
+        whole.to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert_same_tree(&setup.tree(), &whole);
     // Hard links come back as one file with two names.
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
         std::fs::metadata(whole.join("odd/-rf")).unwrap().ino(),
-        std::fs::metadata(whole.join("documents/hard-link")).unwrap().ino()
+        std::fs::metadata(whole.join("documents/hard-link"))
+            .unwrap()
+            .ino()
     );
 
     // One folder, kept at its path under the target.
@@ -199,17 +215,38 @@ fn a_tree_snapshots_twice_and_restores_whole_and_by_folder_byte_for_byte() {
     ]);
     let result = run.json();
     assert_eq!(result["files"], 60, "{result}");
-    assert_same_tree(&setup.tree().join("documents/tenant-3"), &part.join("documents/tenant-3"));
-    let top: Vec<_> = std::fs::read_dir(&part).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_same_tree(
+        &setup.tree().join("documents/tenant-3"),
+        &part.join("documents/tenant-3"),
+    );
+    let top: Vec<_> = std::fs::read_dir(&part)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(top, vec![std::ffi::OsString::from("documents")]);
 
     // The first snapshot still restores as it was.
     let old = setup.dir.path().join("old");
     let id = first["id"].as_str().unwrap();
-    let run = setup.run(&["restore", "files", "--snapshot", id, "--path", "documents/new-0.pdf", "--to", old.to_str().unwrap()]);
+    let run = setup.run(&[
+        "restore",
+        "files",
+        "--snapshot",
+        id,
+        "--path",
+        "documents/new-0.pdf",
+        "--to",
+        old.to_str().unwrap(),
+    ]);
     run.expect_code(8);
-    assert!(run.error_line().contains("nothing at documents/new-0.pdf"), "{run:#?}");
-    assert!(!old.exists(), "nothing created for a path the snapshot lacks");
+    assert!(
+        run.error_line().contains("nothing at documents/new-0.pdf"),
+        "{run:#?}"
+    );
+    assert!(
+        !old.exists(),
+        "nothing created for a path the snapshot lacks"
+    );
 }
 
 #[test]
@@ -220,22 +257,53 @@ fn a_non_empty_target_needs_overwrite_and_a_dry_run_writes_nothing() {
     let target = setup.dir.path().join("target");
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("keep.txt"), b"operator's file").unwrap();
-    let run = setup.run(&["restore", "files", "--latest", "--to", target.to_str().unwrap()]);
+    let run = setup.run(&[
+        "restore",
+        "files",
+        "--latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
     run.expect_code(9);
     assert!(run.error_line().contains("not empty"), "{run:#?}");
-    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1, "nothing written");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        1,
+        "nothing written"
+    );
 
     let dry = setup.dir.path().join("dry");
     let result = setup
-        .run(&["restore", "files", "--latest", "--dry-run", "--to", dry.to_str().unwrap(), "--json"])
+        .run(&[
+            "restore",
+            "files",
+            "--latest",
+            "--dry-run",
+            "--to",
+            dry.to_str().unwrap(),
+            "--json",
+        ])
         .json();
     assert!(result["files"].as_u64().unwrap() >= 300, "{result}");
     assert!(!dry.exists(), "a dry run creates nothing");
 
-    let run = setup.run(&["restore", "files", "--latest", "--overwrite", "--to", target.to_str().unwrap()]);
+    let run = setup.run(&[
+        "restore",
+        "files",
+        "--latest",
+        "--overwrite",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(std::fs::read(target.join("odd/-rf")).unwrap(), b"leading dash");
-    assert_eq!(std::fs::read(target.join("keep.txt")).unwrap(), b"operator's file");
+    assert_eq!(
+        std::fs::read(target.join("odd/-rf")).unwrap(),
+        b"leading dash"
+    );
+    assert_eq!(
+        std::fs::read(target.join("keep.txt")).unwrap(),
+        b"operator's file"
+    );
 }
 
 #[test]
@@ -266,12 +334,25 @@ fn snapshots_are_browsed_without_restoring() {
     assert_eq!(outside["type"], "symlink");
     assert_eq!(outside["target"], "/etc/hostname");
 
-    let found = setup.run(&["files", "find", "invoice-001*.pdf", "--json"]).json();
+    let found = setup
+        .run(&["files", "find", "invoice-001*.pdf", "--json"])
+        .json();
     assert_eq!(found.as_array().unwrap().len(), 10, "{found}");
-    assert!(found.as_array().unwrap().iter().all(|e| e["snapshot"] == id));
+    assert!(
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["snapshot"] == id)
+    );
     let text = setup.run(&["files", "find", "documents/tenant-0/*.pdf"]);
     assert_eq!(text.code, 0);
-    assert_eq!(text.stdout.matches("invoice-").count(), 60, "{}", text.stdout);
+    assert_eq!(
+        text.stdout.matches("invoice-").count(),
+        60,
+        "{}",
+        text.stdout
+    );
 }
 
 /// Flips one byte in the middle of the largest pack file.
@@ -299,7 +380,9 @@ fn a_flipped_byte_in_a_pack_is_found_by_read_data_and_by_restore() {
     let setup = FilesSetup::new("");
     make_tree(&setup.tree());
     let id = setup.backup()["id"].as_str().unwrap().to_string();
-    let clean = setup.run(&["backup", "verify", &id, "--read-data", "--json"]).json();
+    let clean = setup
+        .run(&["backup", "verify", &id, "--read-data", "--json"])
+        .json();
     assert_eq!(clean["ok"], true, "{clean}");
     assert!(clean["packs_read"].as_u64().unwrap() >= 1);
 
@@ -315,7 +398,13 @@ fn a_flipped_byte_in_a_pack_is_found_by_read_data_and_by_restore() {
     assert!(subset.code == 0 || subset.code == 6, "{subset:#?}");
 
     let target = setup.dir.path().join("restored");
-    let run = setup.run(&["restore", "files", "--latest", "--to", target.to_str().unwrap()]);
+    let run = setup.run(&[
+        "restore",
+        "files",
+        "--latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
     run.expect_code(6);
     assert!(run.error_line().contains("chunk"), "{run:#?}");
 }
@@ -330,10 +419,21 @@ fn bad_input_gets_one_clear_line() {
     // An unknown source.
     let run = setup.run(&["backup", "run", "files", "--source", "nope"]);
     run.expect_code(2);
-    assert!(run.error_line().contains("storage"), "names the known sources: {run:#?}");
+    assert!(
+        run.error_line().contains("storage"),
+        "names the known sources: {run:#?}"
+    );
     setup.backup();
     // A path filter that could escape.
-    let run = setup.run(&["restore", "files", "--latest", "--path", "../etc", "--to", "/tmp/never"]);
+    let run = setup.run(&[
+        "restore",
+        "files",
+        "--latest",
+        "--path",
+        "../etc",
+        "--to",
+        "/tmp/never",
+    ]);
     run.expect_code(2);
     // A database command without [source].
     let run = setup.run(&["backup", "run", "full"]);
@@ -369,12 +469,23 @@ fn prune_deletes_the_snapshots_retention_no_longer_keeps_and_the_newest_restores
             (second["id"].as_str().unwrap(), true)
         ]
     );
-    setup.run(&["prune", "--json"]).json();
+    let pruned = setup.run(&["prune", "--json"]).json();
+    // The first snapshot's own chunks (the 1 % changed since, its listing) are garbage now:
+    // marked, not deleted before the grace period.
+    let chunks = &pruned["chunks"];
+    assert!(chunks["chunks_marked"].as_u64().unwrap() >= 1, "{pruned:#}");
+    assert_eq!(chunks["chunks_deleted"], 0, "{pruned:#}");
     let listed = setup.run(&["files", "list", "--json"]).json();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], second["id"]);
     let target = setup.dir.path().join("after-prune");
-    let run = setup.run(&["restore", "files", "--latest", "--to", target.to_str().unwrap()]);
+    let run = setup.run(&[
+        "restore",
+        "files",
+        "--latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert_same_tree(&setup.tree(), &target);
 }
@@ -401,7 +512,11 @@ fn an_encrypted_repository_skips_unchanged_files_and_restores_elsewhere_with_the
         .arg(setup.dir.path().join("repo"))
         .output()
         .unwrap();
-    assert!(grep.stdout.is_empty(), "plain text stored: {}", String::from_utf8_lossy(&grep.stdout));
+    assert!(
+        grep.stdout.is_empty(),
+        "plain text stored: {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
 
     // Another host: a state folder of its own, no key, only the identity.
     let other = setup.dir.path().join("other-host.toml");
@@ -413,7 +528,11 @@ fn an_encrypted_repository_skips_unchanged_files_and_restores_elsewhere_with_the
     )
     .unwrap();
     let key_file = setup.dir.path().join("identity.txt");
-    std::fs::write(&key_file, format!("{}\n", identity.to_string().expose_secret())).unwrap();
+    std::fs::write(
+        &key_file,
+        format!("{}\n", identity.to_string().expose_secret()),
+    )
+    .unwrap();
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let target = setup.dir.path().join("elsewhere");
     let restore = |extra: &[&str]| {
@@ -421,7 +540,13 @@ fn an_encrypted_repository_skips_unchanged_files_and_restores_elsewhere_with_the
         command
             .arg("--config")
             .arg(&other)
-            .args(["restore", "files", "--latest", "--to", target.to_str().unwrap()])
+            .args([
+                "restore",
+                "files",
+                "--latest",
+                "--to",
+                target.to_str().unwrap(),
+            ])
             .args(extra);
         Run::from(command.output().unwrap())
     };

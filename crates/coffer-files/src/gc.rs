@@ -399,6 +399,18 @@ pub async fn prune_chunks(
     now: Timestamp,
     options: &PruneOptions,
 ) -> Result<PruneReport> {
+    prune_chunks_also_keeping(store, kept, &[], now, options).await
+}
+
+/// [`prune_chunks`], keeping also the chunks in `also_kept`: what other records in the
+/// repository reference directly, without a listing (configuration versions).
+pub async fn prune_chunks_also_keeping(
+    store: &ChunkStore<'_>,
+    kept: &[SnapshotSummary],
+    also_kept: &[ChunkId],
+    now: Timestamp,
+    options: &PruneOptions,
+) -> Result<PruneReport> {
     if options.grace < MIN_GRACE {
         return Err(Error::config(format!(
             "a grace period of {:?} is shorter than the minimum {:?}: a backup running during \
@@ -419,7 +431,8 @@ pub async fn prune_chunks(
     let (marks, unreadable) = load_marks(storage).await?;
     report.marks_unreadable = unreadable.len() as u64;
 
-    let referenced = referenced_chunks(store, kept).await?;
+    let mut referenced = referenced_chunks(store, kept).await?;
+    referenced.extend(also_kept.iter().copied());
     report.chunks_referenced = referenced.len() as u64;
 
     // The packs: index files say what most hold; the others are read by their headers.

@@ -65,10 +65,16 @@ mod send {
         filters: &crate::backup::Filters,
         options: &crate::backup::SnapshotOptions,
     ) {
-        is_send(&crate::backup::take_snapshot(store, root, filters, None, options));
+        is_send(&crate::backup::take_snapshot(
+            store, root, filters, None, options,
+        ));
         is_send(&crate::snapshot::list(repository));
         let key = crate::chunk_id::ChunkIdKey::from_bytes([0; 32]);
-        is_send(&crate::store::ChunkStore::open(repository.storage(), key, None));
+        is_send(&crate::store::ChunkStore::open(
+            repository.storage(),
+            key,
+            None,
+        ));
         is_send(&crate::store::ChunkStore::open_for_reading(
             repository.storage(),
             root,

@@ -161,7 +161,11 @@ impl SnapshotManifest {
 
 /// Stores `manifest`: the last step of a snapshot. Never replaces an existing one; nothing is
 /// written once `cancel` has fired.
-pub async fn write(repository: &Repository, manifest: &SnapshotManifest, cancel: &Cancel) -> Result<()> {
+pub async fn write(
+    repository: &Repository,
+    manifest: &SnapshotManifest,
+    cancel: &Cancel,
+) -> Result<()> {
     repository
         .write_once_signed(&manifest_key(&manifest.id), manifest.to_json(), cancel)
         .await
@@ -175,7 +179,10 @@ pub async fn load(repository: &Repository, id: &str) -> Result<SnapshotManifest>
     let key = manifest_key(id);
     let bytes = repository.get_verified(&key).await.map_err(|e| {
         if e.kind() == coffer_core::error::ErrorKind::NotFound {
-            Error::not_found(format!("no snapshot {id} in {}", repository.storage().location()))
+            Error::not_found(format!(
+                "no snapshot {id} in {}",
+                repository.storage().location()
+            ))
         } else {
             e
         }
@@ -225,7 +232,10 @@ async fn read(repository: &Repository, key: &str) -> Result<SnapshotManifest> {
 }
 
 /// The newest snapshot of `source` (of any source when `None`) in `snapshots` (oldest first).
-pub fn newest<'a>(snapshots: &'a [SnapshotManifest], source: Option<&str>) -> Option<&'a SnapshotManifest> {
+pub fn newest<'a>(
+    snapshots: &'a [SnapshotManifest],
+    source: Option<&str>,
+) -> Option<&'a SnapshotManifest> {
     snapshots
         .iter()
         .rev()
@@ -287,7 +297,11 @@ mod tests {
 
     #[test]
     fn a_manifest_round_trips_and_keeps_fields_it_does_not_know() {
-        let m = sample("20261202T030000Z-files-0001", "storage", "2026-12-02T03:00:00Z");
+        let m = sample(
+            "20261202T030000Z-files-0001",
+            "storage",
+            "2026-12-02T03:00:00Z",
+        );
         let mut json: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
         json["added_later"] = serde_json::json!({"x": 1});
         let bytes = serde_json::to_vec(&json).unwrap();
@@ -299,19 +313,35 @@ mod tests {
 
     #[test]
     fn a_manifest_under_another_name_or_with_a_bad_id_is_refused() {
-        let m = sample("20261202T030000Z-files-0001", "storage", "2026-12-02T03:00:00Z");
-        let err = SnapshotManifest::from_json("snapshots/20261202T030000Z-files-0002.json", &m.to_json())
-            .unwrap_err();
-        assert!(err.to_string().contains("not the one its name says"), "{err}");
+        let m = sample(
+            "20261202T030000Z-files-0001",
+            "storage",
+            "2026-12-02T03:00:00Z",
+        );
+        let err =
+            SnapshotManifest::from_json("snapshots/20261202T030000Z-files-0002.json", &m.to_json())
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("not the one its name says"),
+            "{err}"
+        );
         let mut bad = m.clone();
         bad.id = "../../etc".into();
-        let err = SnapshotManifest::from_json("snapshots/../../etc.json", &bad.to_json()).unwrap_err();
-        assert!(err.to_string().contains("not the one its name says"), "{err}");
+        let err =
+            SnapshotManifest::from_json("snapshots/../../etc.json", &bad.to_json()).unwrap_err();
+        assert!(
+            err.to_string().contains("not the one its name says"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_newer_format_is_named_as_such() {
-        let mut m = sample("20261202T030000Z-files-0001", "storage", "2026-12-02T03:00:00Z");
+        let mut m = sample(
+            "20261202T030000Z-files-0001",
+            "storage",
+            "2026-12-02T03:00:00Z",
+        );
         m.format_version = SNAPSHOT_FORMAT_VERSION + 1;
         let err = SnapshotManifest::from_json(&manifest_key(&m.id), &m.to_json()).unwrap_err();
         assert!(err.to_string().contains("upgrade coffer"), "{err}");
@@ -320,11 +350,26 @@ mod tests {
     #[test]
     fn latest_is_the_newest_of_the_named_source() {
         let snapshots = vec![
-            sample("20261201T030000Z-files-0001", "storage", "2026-12-01T03:00:00Z"),
-            sample("20261201T040000Z-files-0002", "uploads", "2026-12-01T04:00:00Z"),
-            sample("20261202T030000Z-files-0003", "storage", "2026-12-02T03:00:00Z"),
+            sample(
+                "20261201T030000Z-files-0001",
+                "storage",
+                "2026-12-01T03:00:00Z",
+            ),
+            sample(
+                "20261201T040000Z-files-0002",
+                "uploads",
+                "2026-12-01T04:00:00Z",
+            ),
+            sample(
+                "20261202T030000Z-files-0003",
+                "storage",
+                "2026-12-02T03:00:00Z",
+            ),
         ];
-        assert_eq!(resolve(&snapshots, LATEST, None).unwrap().id, "20261202T030000Z-files-0003");
+        assert_eq!(
+            resolve(&snapshots, LATEST, None).unwrap().id,
+            "20261202T030000Z-files-0003"
+        );
         assert_eq!(
             resolve(&snapshots, LATEST, Some("uploads")).unwrap().id,
             "20261201T040000Z-files-0002"

@@ -118,7 +118,8 @@ impl<'a> ChunkStore<'a> {
         recipient: Option<age::x25519::Recipient>,
         identity: Option<age::x25519::Identity>,
     ) -> Result<Self> {
-        let key = match crate::chunk_id::load_or_create(storage, state_dir, recipient.as_ref()).await
+        let key = match crate::chunk_id::load_or_create(storage, state_dir, recipient.as_ref())
+            .await
         {
             Ok(key) => key,
             Err(e) if e.kind() == coffer_core::error::ErrorKind::Config => match &identity {
@@ -185,7 +186,9 @@ impl<'a> ChunkStore<'a> {
     /// backup may use as parent).
     pub fn forget_local_except(&self, keep: &HashSet<ChunkId>) {
         let Some(dir) = &self.local else { return };
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let keep_it = name

@@ -32,7 +32,10 @@ pub struct FilesOptions {
 
 /// The sources a run covers: all, or the one named (a configuration error naming the known
 /// names when there is none of that name, or no `[[files]]` at all).
-pub fn selected_sources<'c>(config: &'c Config, only: Option<&str>) -> Result<Vec<&'c FilesSource>> {
+pub fn selected_sources<'c>(
+    config: &'c Config,
+    only: Option<&str>,
+) -> Result<Vec<&'c FilesSource>> {
     if config.files.is_empty() {
         return Err(Error::config(format!(
             "no [[files]] source in {}",
@@ -133,7 +136,11 @@ pub async fn run_files_backup(
                 .collect();
             Err(Error::new(
                 kind,
-                format!("{} files sources failed: {}", failures.len(), text.join("; ")),
+                format!(
+                    "{} files sources failed: {}",
+                    failures.len(),
+                    text.join("; ")
+                ),
             ))
         }
     }
@@ -163,7 +170,9 @@ async fn snapshot_source(
     let existing = snapshot::list(repository).await?;
     let parent = snapshot::newest(&existing, Some(&source.name));
     let parent = match parent {
-        Some(p) if recipient.is_some() && !p.snapshot.listing.iter().all(|id| store.has_local(id)) => {
+        Some(p)
+            if recipient.is_some() && !p.snapshot.listing.iter().all(|id| store.has_local(id)) =>
+        {
             info!(
                 parent = %p.id,
                 "the repository is encrypted and this host has no copy of the last listing: every file is read (unchanged chunks are still not stored again)"
@@ -205,7 +214,8 @@ async fn snapshot_source(
         id,
         started_at,
         finished_at,
-        duration_seconds: (finished_at.as_millisecond() - started_at.as_millisecond()).max(0) as f64
+        duration_seconds: (finished_at.as_millisecond() - started_at.as_millisecond()).max(0)
+            as f64
             / 1000.0,
         coffer_version: env!("CARGO_PKG_VERSION").to_string(),
         host: host_name(),

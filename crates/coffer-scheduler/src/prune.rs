@@ -39,6 +39,11 @@ pub struct PruneReport {
     pub drill_reports: Vec<retention::PlanItem>,
     /// File snapshots under `[retention.files]`, kept or deleted, oldest first.
     pub snapshots: Vec<retention::PlanItem>,
+    /// What the prune of file-snapshot chunks did (`None` when it did not run: no snapshots
+    /// and no chunks, or see `chunks_skipped`).
+    pub chunks: Option<coffer_files::gc::PruneReport>,
+    /// Why chunks were not pruned, when they were not although the repository holds some.
+    pub chunks_skipped: Option<String>,
     /// Uploads begun more than the grace period ago and never finished (an S3 multipart upload
     /// or a folder's partial file a killed writer left), aborted (or, dry, to abort).
     pub abandoned_uploads: Vec<coffer_core::storage::AbandonedUpload>,
@@ -54,6 +59,7 @@ pub async fn run_prune(
     job: &JobContext,
     dry_run: bool,
     lock_wait: std::time::Duration,
+    identity: Option<&age::x25519::Identity>,
 ) -> Result<PruneReport> {
     let span = info_span!("prune", dry_run);
     async {
@@ -72,7 +78,7 @@ pub async fn run_prune(
                 .await?,
             )
         };
-        let result = prune(config, repository, job, dry_run, guard.as_ref()).await;
+        let result = prune(config, repository, job, dry_run, guard.as_ref(), identity).await;
         if let Some(guard) = guard {
             // A lock lost half-way says so rather than "interrupted".
             let lost = guard.check();
@@ -93,6 +99,7 @@ async fn prune(
     job: &JobContext,
     dry_run: bool,
     guard: Option<&coffer_core::lock::LockGuard>,
+    identity: Option<&age::x25519::Identity>,
 ) -> Result<PruneReport> {
     // Before each deletion: stopped, or the lock lost (someone broke it), means stop here.
     let go_on = || -> Result<()> {
@@ -115,13 +122,22 @@ async fn prune(
     let mut report = PruneReport {
         abandoned_uploads,
         snapshots: snapshot_plan,
+        chunks: None,
+        chunks_skipped: None,
         dry_run,
         deleted: Vec::new(),
         orphans: orphans.clone(),
         plan,
         drill_reports,
     };
+    let kept: Vec<coffer_files::tree::SnapshotSummary> = snapshots
+        .iter()
+        .filter(|s| report.snapshots.iter().any(|i| i.keep && i.id == s.id))
+        .map(|s| s.snapshot.clone())
+        .collect();
     if dry_run {
+        (report.chunks, report.chunks_skipped) =
+            prune_chunks(config, repository, &kept, now, true, identity).await?;
         return Ok(report);
     }
     for id in report.plan.deletions() {
@@ -135,6 +151,10 @@ async fn prune(
         coffer_files::snapshot::remove(repository, &item.id).await?;
         info!(id = %item.id, "file snapshot deleted");
     }
+    // After the snapshots retention dropped are gone: their chunks are garbage now.
+    go_on()?;
+    (report.chunks, report.chunks_skipped) =
+        prune_chunks(config, repository, &kept, now, false, identity).await?;
     for id in &orphans {
         go_on()?;
         let removed = repository.remove_data(id).await?;
@@ -166,6 +186,43 @@ async fn prune(
         "prune finished"
     );
     Ok(report)
+}
+
+/// Prunes the chunks of file snapshots no kept snapshot references ([`coffer_files::gc`]), when
+/// the repository holds any. An encrypted repository's listings need its identity: without one
+/// the chunks are left for a prune that has it, and the report says so.
+async fn prune_chunks(
+    config: &Config,
+    repository: &Repository,
+    kept: &[coffer_files::tree::SnapshotSummary],
+    now: Timestamp,
+    dry_run: bool,
+    identity: Option<&age::x25519::Identity>,
+) -> Result<(Option<coffer_files::gc::PruneReport>, Option<String>)> {
+    let storage = repository.storage();
+    if kept.is_empty() && storage.list(coffer_files::index::INDEX).await?.is_empty() {
+        return Ok((None, None));
+    }
+    let recipient = crate::files::recipient(config)?;
+    if recipient.is_some() && identity.is_none() {
+        let why = "the repository is encrypted: file-snapshot chunks are pruned only with its \
+                   identity (coffer prune --identity-file)";
+        warn!("{why}");
+        return Ok((None, Some(why.to_string())));
+    }
+    let store = coffer_files::store::ChunkStore::open_for_reading(
+        storage,
+        &config.persistent_state_dir()?,
+        recipient,
+        identity.cloned(),
+    )
+    .await?;
+    let options = coffer_files::gc::PruneOptions {
+        dry_run,
+        ..Default::default()
+    };
+    let report = coffer_files::gc::prune_chunks(&store, kept, now, &options).await?;
+    Ok((Some(report), None))
 }
 
 /// Ids under `data/` with no manifest whose newest object is older than [`ORPHAN_GRACE`].

@@ -258,7 +258,11 @@ impl Config {
         if let Some(dir) = &self.state_dir {
             return Ok(dir.clone());
         }
-        let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let from_env = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         from_env("XDG_STATE_HOME")
             .map(|d| d.join("coffer"))
             .or_else(|| from_env("HOME").map(|h| h.join(".local/state/coffer")))

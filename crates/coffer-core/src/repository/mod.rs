@@ -348,8 +348,12 @@ impl Repository {
         manifest: &Manifest,
         cancel: &crate::cancel::Cancel,
     ) -> Result<()> {
-        self.write_once_signed(&Self::manifest_key(&manifest.id), manifest.to_json(), cancel)
-            .await
+        self.write_once_signed(
+            &Self::manifest_key(&manifest.id),
+            manifest.to_json(),
+            cancel,
+        )
+        .await
     }
 
     /// Writes `body` at `key`, the last step of a job that records something (a backup's

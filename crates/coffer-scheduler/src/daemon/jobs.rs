@@ -72,7 +72,8 @@ impl Runner for ConfiguredRunner {
                 Ok(format!("{} binlog file(s) archived", archived.len()))
             }
             JobName::Prune => {
-                let report = crate::run_prune(config, repository, ctx, false, lock_wait).await?;
+                let report =
+                    crate::run_prune(config, repository, ctx, false, lock_wait, None).await?;
                 Ok(format!(
                     "{} of {} backups deleted",
                     report.deleted.len(),

@@ -32,7 +32,10 @@ pub async fn check_files(
     }
     match check(config, repository, identity).await {
         Ok((ok, evidence)) => (if ok { Status::Pass } else { Status::Fail }, evidence),
-        Err(e) => (Status::Fail, vec![format!("could not check the files: {e}")]),
+        Err(e) => (
+            Status::Fail,
+            vec![format!("could not check the files: {e}")],
+        ),
     }
 }
 
@@ -100,7 +103,10 @@ async fn check_snapshot(
         let mut written = 0u64;
         for id in &entry.chunks {
             // Each chunk is decoded and checked against its keyed id by the store.
-            let plain = store.read(id).await.map_err(|e| e.context(entry.display()))?;
+            let plain = store
+                .read(id)
+                .await
+                .map_err(|e| e.context(entry.display()))?;
             file.write_all(&plain)
                 .map_err(|e| Error::other(format!("writing {}: {e}", path.display())))?;
             written += plain.len() as u64;
@@ -147,8 +153,9 @@ struct Sample {
 /// A seed from the snapshot id, so one snapshot's drills check the same files and a new
 /// snapshot other ones.
 fn seed(id: &str) -> u64 {
-    id.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// xorshift64*: enough to spread a sample, no cryptography asked of it.
