@@ -93,6 +93,24 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
         if !kinds.is_empty() {
             println!("stored: {}", kinds.join(", "));
         }
+        for files in &status.file_snapshots {
+            match (&files.id, files.finished_at) {
+                (Some(id), Some(at)) => println!(
+                    "files {}: snapshot {id} finished {} ({} files, {}{}; {} snapshots)",
+                    files.source,
+                    output::local_time(at, &config.timezone),
+                    files.files,
+                    output::bytes(files.bytes),
+                    if files.skipped > 0 {
+                        format!(", {} skipped", files.skipped)
+                    } else {
+                        String::new()
+                    },
+                    files.snapshots
+                ),
+                _ => println!("files {}: no snapshot yet", files.source),
+            }
+        }
         match &status.last_drill {
             Some(d) => println!(
                 "last drill: {} {} finished {} (recovery time {}; backup {})",

@@ -315,6 +315,14 @@ fn snapshots_are_browsed_without_restoring() {
 
     let listed = setup.run(&["files", "list", "--json"]).json();
     assert_eq!(listed[0]["id"], id);
+    // No database configured: status still answers, with the source's newest snapshot.
+    let status = setup.run(&["status", "--json"]).json();
+    assert_eq!(
+        status["file_snapshots"][0]["source"], "storage",
+        "{status:#}"
+    );
+    assert_eq!(status["file_snapshots"][0]["id"], id);
+    assert!(status["recovery_point"].is_null());
 
     let entries = setup.run(&["files", "ls", id, "odd/", "--json"]).json();
     let paths: Vec<&str> = entries

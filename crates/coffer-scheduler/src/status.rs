@@ -53,6 +53,29 @@ pub struct Status {
     pub last_drill: Option<LastDrill>,
     /// Every lock under `locks/`, stale ones included (marked), oldest first.
     pub locks: Vec<HeldLock>,
+    /// Each configured `[[files]]` source and its newest snapshot.
+    pub file_snapshots: Vec<NewestSnapshot>,
+}
+
+/// A `[[files]]` source's newest snapshot, in short.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewestSnapshot {
+    /// The source's name.
+    pub source: String,
+    /// How many snapshots of it the repository holds.
+    pub snapshots: usize,
+    /// The newest one's id; `None` when there is none yet.
+    pub id: Option<String>,
+    /// When it finished.
+    pub finished_at: Option<Timestamp>,
+    /// Seconds from then to the status's time.
+    pub age_seconds: Option<i64>,
+    /// Files it holds.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Entries it could not record.
+    pub skipped: u64,
 }
 
 /// The backups of one kind.
@@ -326,10 +349,37 @@ pub async fn status(config: &Config, repository: &Repository, job: &JobContext) 
         .files()
         .iter()
         .max_by_key(|f| (f.archived_at, f.sequence));
-    let (point, failure) = match recovery_point(config, repository, job, &archive, &damaged).await {
-        Ok(point) => (Some(point), None),
-        Err(e) => (None, Some(e)),
+    // A configuration of file backups alone has no database to ask.
+    let (point, failure) = if config.source.is_none() {
+        (None, None)
+    } else {
+        match recovery_point(config, repository, job, &archive, &damaged).await {
+            Ok(point) => (Some(point), None),
+            Err(e) => (None, Some(e)),
+        }
     };
+    let snapshots = if config.files.is_empty() {
+        Vec::new()
+    } else {
+        coffer_files::snapshot::list(repository).await?
+    };
+    let file_snapshots = config
+        .files
+        .iter()
+        .map(|source| {
+            let newest = coffer_files::snapshot::newest(&snapshots, Some(&source.name));
+            NewestSnapshot {
+                source: source.name.clone(),
+                snapshots: snapshots.iter().filter(|s| s.source == source.name).count(),
+                id: newest.map(|s| s.id.clone()),
+                finished_at: newest.map(|s| s.finished_at),
+                age_seconds: newest.map(|s| now.as_second() - s.finished_at.as_second()),
+                files: newest.map_or(0, |s| s.snapshot.files + s.snapshot.hardlinks),
+                bytes: newest.map_or(0, |s| s.snapshot.bytes),
+                skipped: newest.map_or(0, |s| s.snapshot.skipped_count),
+            }
+        })
+        .collect();
     let mut jobs = Vec::new();
     for (job, when) in &config.schedule.jobs {
         let (schedule, next_run) = match when {
@@ -367,6 +417,7 @@ pub async fn status(config: &Config, repository: &Repository, job: &JobContext) 
         point_in_time_window: window,
         last_drill,
         locks,
+        file_snapshots,
     })
 }
 

@@ -161,6 +161,11 @@ struct KindLabel {
     kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
 /// A gauge of any value, as every metric here is one.
 type Value = Gauge<f64, std::sync::atomic::AtomicU64>;
 
@@ -269,6 +274,29 @@ fn register_status(registry: &mut Registry, status: &Status, refreshed_at: Optio
             "When the newest drill finished (Unix seconds)",
         )
         .set(seconds(drill.finished_at));
+    }
+    if !status.file_snapshots.is_empty() {
+        let last = Family::<SourceLabel, Value>::default();
+        registry.register(
+            "coffer_files_last_snapshot_timestamp_seconds",
+            "When the newest snapshot of each [[files]] source finished (Unix seconds)",
+            last.clone(),
+        );
+        let files = Family::<SourceLabel, Value>::default();
+        registry.register(
+            "coffer_files_snapshot_files",
+            "Files in the newest snapshot of each [[files]] source",
+            files.clone(),
+        );
+        for snapshot in &status.file_snapshots {
+            let label = SourceLabel {
+                source: snapshot.source.clone(),
+            };
+            if let Some(at) = snapshot.finished_at {
+                last.get_or_create(&label).set(seconds(at));
+                files.get_or_create(&label).set(snapshot.files as f64);
+            }
+        }
     }
     let held = by_kind(
         registry,
@@ -508,6 +536,7 @@ mod tests {
                 lock("20261201T095800Z-b", LockKind::Shared, false),
                 lock("20261201T075800Z-c", LockKind::Exclusive, true),
             ],
+            file_snapshots: Vec::new(),
         }
     }
 
