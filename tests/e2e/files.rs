@@ -565,3 +565,49 @@ fn an_encrypted_repository_skips_unchanged_files_and_restores_elsewhere_with_the
     assert_eq!(with.code, 0, "{with:#?}");
     assert_same_tree(&setup.tree(), &target);
 }
+
+#[test]
+fn the_daemon_snapshots_the_files_on_its_schedule() {
+    let port = crate::util::free_port();
+    let setup = FilesSetup::new("");
+    make_tree(&setup.tree());
+    std::fs::write(&setup.config, {
+        let mut text = std::fs::read_to_string(&setup.config).unwrap();
+        text.push_str(&format!(
+            "\n[schedule]\nfiles = \"*/2 * * * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_seconds = 5\n"
+        ));
+        text
+    })
+    .unwrap();
+    let log = std::fs::File::create(setup.dir.path().join("daemon.log")).unwrap();
+    let mut daemon = coffer_command()
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("daemon")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let snapshots = loop {
+        let listed = setup.run(&["files", "list", "--json"]);
+        let count = if listed.code == 0 {
+            listed.json().as_array().unwrap().len()
+        } else {
+            0
+        };
+        if count >= 2 || started.elapsed() > std::time::Duration::from_secs(40) {
+            break count;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    crate::util::signal("-TERM", &daemon.id().to_string());
+    let status = daemon.wait().unwrap();
+    let log = std::fs::read_to_string(setup.dir.path().join("daemon.log")).unwrap();
+    assert!(
+        snapshots >= 2,
+        "the daemon took {snapshots} snapshots: {log}"
+    );
+    assert!(status.success(), "{status:?}: {log}");
+    let state = std::fs::read_to_string(setup.dir.path().join("repo/state/files.json")).unwrap();
+    assert!(state.contains("file snapshots stored"), "{state}");
+}
