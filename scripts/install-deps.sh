@@ -23,6 +23,7 @@ have pgrep || missing+=(procps)
 have sha256sum || missing+=(coreutils)
 have bc || missing+=(bc)
 have jq || missing+=(jq)
+have git || missing+=(git)           # the configuration history's git mirror (git plumbing)
 have curl || missing+=(curl)         # the demo reads the daemon's /up and /metrics
 have minisign || missing+=(minisign)   # checks coffer's signatures by hand, as FORMAT.md shows
 have openssl || missing+=(openssl)     # the TLS tests make their own CA and certificates

@@ -70,6 +70,63 @@ pub enum Command {
     /// `GET /up` and `/metrics` on \[daemon\] listen, alerts the \[\[notify\]\] targets, and
     /// re-reads the configuration on SIGHUP.
     Daemon,
+    /// Configuration history (`[[config_backup]]`): the versions of a file and their diffs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+// --- configuration history (`[[config_backup]]`) ---
+
+/// `coffer config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// List the versions in which a file was added, modified or deleted, oldest first.
+    History {
+        /// The file's absolute path, as `[[config_backup]] paths` names it.
+        path: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Show a unified diff of a file between two versions, secret values masked
+    /// [default: the version before the newest → the newest].
+    Diff(ConfigDiffArgs),
+}
+
+/// `coffer config diff` flags.
+#[derive(Debug, Args)]
+pub struct ConfigDiffArgs {
+    /// The file's absolute path.
+    pub path: String,
+    /// The older version [default: the file's version before --to].
+    #[arg(long, value_name = "ID")]
+    pub from: Option<String>,
+    /// The newer version [default: the file's newest].
+    #[arg(long, value_name = "ID")]
+    pub to: Option<String>,
+    /// age identity file (private key), for an encrypted repository.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
+}
+
+/// `coffer restore config` flags.
+#[derive(Debug, Args)]
+pub struct RestoreConfigArgs {
+    /// The file's absolute path, as recorded.
+    pub path: String,
+    /// The version to restore [default: the newest that holds the file].
+    #[arg(long, value_name = "ID")]
+    pub version: Option<String>,
+    /// Where to write it (refused if it exists, unless --overwrite).
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Replace an existing FILE.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// age identity file (private key), for an encrypted repository.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// `coffer prune` flags.
@@ -244,6 +301,8 @@ pub enum RestoreCommand {
     /// chunk's digest is verified before it is written; no path can leave the target; a
     /// non-empty target is refused unless --overwrite.
     Files(RestoreFilesArgs),
+    /// Restore one version of a configuration file, byte-exact with its recorded mode.
+    Config(RestoreConfigArgs),
 }
 
 /// `coffer restore files` flags.
@@ -481,6 +540,8 @@ pub enum RunCommand {
     /// A snapshot of each `[[files]]` source (or --source): only what changed since the last
     /// one is read and stored.
     Files(RunFilesArgs),
+    /// Version the `[[config_backup]]` files: a new version only when a content changed.
+    Config(JsonFlag),
 }
 
 /// `backup run files` flags.

@@ -4,6 +4,7 @@
 mod backup;
 mod binlog;
 mod check;
+mod config;
 mod daemon;
 mod drill;
 mod files;
@@ -112,6 +113,14 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
                 }
             }
         }
+        Command::Config(command) => {
+            let config = load_config(cli.config.as_deref())?;
+            config::run(&config, command).await
+        }
+        Command::Restore(RestoreCommand::Config(args)) => {
+            let config = load_config(cli.config.as_deref())?;
+            config::restore(&config, args).await
+        }
         Command::Daemon => {
             let config = load_config(cli.config.as_deref())?;
             daemon::run(&config).await
@@ -131,6 +140,9 @@ pub async fn run(cli: Cli, job: &JobContext) -> Result<u8> {
                 }
                 BackupCommand::Run(RunCommand::Files(args)) => {
                     files::run(&config, job, &args).await
+                }
+                BackupCommand::Run(RunCommand::Config(flags)) => {
+                    config::capture(&config, job, flags.json).await
                 }
                 BackupCommand::List { kind, output } => {
                     backup::list(&config, kind, output.json).await

@@ -8,6 +8,7 @@ mod binlog_archive;
 mod binlog_find;
 mod binlog_stream;
 mod catalog;
+mod config_history;
 mod daemon;
 mod drill;
 mod failures;

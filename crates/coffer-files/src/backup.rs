@@ -62,13 +62,13 @@ impl Filters {
         })
     }
 
-    fn excluded(&self, path: &[u8]) -> bool {
+    pub(crate) fn excluded(&self, path: &[u8]) -> bool {
         self.exclude
             .as_ref()
             .is_some_and(|set| set.is_match(OsStr::from_bytes(path)))
     }
 
-    fn included(&self, path: &[u8]) -> bool {
+    pub(crate) fn included(&self, path: &[u8]) -> bool {
         self.include
             .as_ref()
             .is_none_or(|set| set.is_match(OsStr::from_bytes(path)))
@@ -397,6 +397,7 @@ fn entry(path: &[u8], kind: EntryKind, meta: &std::fs::Metadata) -> Entry {
         target: None,
         link: None,
         chunks: Vec::new(),
+        object: None,
     }
 }
 

@@ -7,12 +7,17 @@
 //! it. Names are bytes (Unix file names need not be UTF-8); a name that is UTF-8 is written as a
 //! JSON string, any other as base64 in a `*_b64` field, so every name round-trips exactly.
 //!
+//! An entry taken from an S3 prefix also carries the object's [`ObjectInfo`] (ETag, content
+//! type, user metadata); a record has that field only when it is set, so listings of folders
+//! are the same bytes as before it existed.
+//!
 //! Listings are ordered by [`cmp_paths`]: component by component, each compared as bytes. That is
 //! the order of a depth-first walk that visits each folder's children sorted by name, so a
 //! directory comes right before its contents, and a walk and a parent listing can be merged in
 //! one pass.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -65,6 +70,25 @@ pub struct Entry {
     pub link: Option<Vec<u8>>,
     /// The content's chunks in order (files and hard links; empty for an empty file).
     pub chunks: Vec<ChunkId>,
+    /// For an entry read from an S3 prefix: what the object carried besides its bytes. `None`
+    /// for entries of a folder and for directories synthesized from key prefixes.
+    pub object: Option<ObjectInfo>,
+}
+
+/// What an S3 object carries besides its bytes, recorded so a restore to S3 gives it back and
+/// the next snapshot can tell whether it changed. Its last-modified time is the entry's
+/// `mtime_ns`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// The ETag (without quotes); empty when the server did not give one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etag: String,
+    /// `Content-Type`, when the object has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-NAME`: value), names as S3 returns them (lowercase).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The record as written: one JSON object per line.
@@ -94,6 +118,8 @@ struct Record {
     link_b64: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     chunks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    object: Option<ObjectInfo>,
 }
 
 /// A name as its text field or, when not UTF-8, its base64 field.
@@ -145,6 +171,7 @@ impl Entry {
             link,
             link_b64,
             chunks: self.chunks.iter().map(ChunkId::to_hex).collect(),
+            object: self.object.clone(),
         };
         let mut line = serde_json::to_vec(&record).expect("records serialize");
         line.push(b'\n');
@@ -211,6 +238,7 @@ impl Entry {
             target,
             link,
             chunks,
+            object: record.object,
         })
     }
 
@@ -286,7 +314,53 @@ mod tests {
             target: None,
             link: None,
             chunks: vec![ChunkId([9; 32])],
+            object: None,
         }
+    }
+
+    /// A folder's record is exactly what it was before object metadata existed: old readers
+    /// read new folder listings, and listings of an unchanged folder keep their chunks.
+    #[test]
+    fn a_record_without_object_metadata_is_unchanged_and_one_with_it_round_trips() {
+        let line = file(b"docs/a.pdf").to_json_line();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            concat!(
+                r#"{"path":"docs/a.pdf","type":"file","size":3,"mode":420,"#,
+                r#""mtime_ns":1700000000123456789,"ctime_ns":1700000000000000001,"#,
+                r#""uid":1000,"gid":1000,"inode":42,"device":7,"#,
+                r#""chunks":["0909090909090909090909090909090909090909090909090909090909090909"]}"#,
+                "\n"
+            )
+        );
+        let mut object = file(b"tenants/t1/report 2026.pdf");
+        object.object = Some(ObjectInfo {
+            etag: "5d41402abc4b2a76b9719d911017c592".into(),
+            content_type: Some("application/pdf".into()),
+            metadata: [("owner".to_string(), "Tenant \u{e9}".to_string())].into(),
+        });
+        let line = object.to_json_line();
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(
+            text.contains(r#""object":{"etag":"5d41402abc4b2a76b9719d911017c592","content_type":"application/pdf","metadata":{"owner":"Tenant é"}}"#),
+            "{text}"
+        );
+        assert_eq!(
+            Entry::from_json_line(&line[..line.len() - 1]).unwrap(),
+            object
+        );
+        // An old reader ignores the field (unknown fields are ignored); a new one reads old
+        // records without it.
+        let old = text.replace(
+            r#","object":{"etag":"5d41402abc4b2a76b9719d911017c592","content_type":"application/pdf","metadata":{"owner":"Tenant é"}}"#,
+            "",
+        );
+        assert_eq!(
+            Entry::from_json_line(old.trim_end().as_bytes())
+                .unwrap()
+                .object,
+            None
+        );
     }
 
     #[test]

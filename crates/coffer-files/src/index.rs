@@ -237,10 +237,10 @@ impl ChunkIndex {
             .map(|o| o.key)
             .collect();
         let mut index = Self::new();
-        // Owned keys: a closure over borrowed ones makes the future `Send` only for one
-        // lifetime, which a spawned job (the daemon's) cannot use.
+        // Owned keys: a closure over borrowed ones makes this future `Send` for one lifetime
+        // only (rust-lang/rust#102211), which a daemon job cannot await.
         let mut files = futures_util::stream::iter(keys)
-            .map(|key| async move { read_index_file(storage, &key).await })
+            .map(move |key| async move { read_index_file(storage, &key).await })
             .buffered(CONCURRENT_READS);
         while let Some(file) = files.next().await {
             for pack in file? {

@@ -24,6 +24,9 @@
 //! - [`backup`]: a snapshot of a local folder ([`backup::take_snapshot`]);
 //! - [`restore`]: a snapshot, or one folder of it, written back into a folder
 //!   ([`restore::restore_snapshot`]), and its entries listed ([`restore::list_entries`]);
+//! - [`s3source`]: a snapshot of an S3 bucket prefix ([`s3source::take_s3_snapshot`]), its
+//!   keys turned into paths and sorted, and its restore to another prefix with content types and
+//!   user metadata ([`s3source::restore_to_s3`]);
 //! - [`snapshot`]: what a snapshot is, its manifest `snapshots/ID.json`, written last and
 //!   signed ([`snapshot::SnapshotManifest`]), listed and resolved (`latest`);
 //! - [`verify`]: a snapshot checked against the index and the packs, and optionally its chunks
@@ -44,6 +47,7 @@ pub mod index;
 pub mod pack;
 pub mod restore;
 pub mod retry;
+pub mod s3source;
 pub mod snapshot;
 pub mod store;
 pub mod tree;

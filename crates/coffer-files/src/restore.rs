@@ -59,7 +59,7 @@ pub struct RestoreSummary {
 
 /// Parses a path filter from the command line (`documents/`): a relative path, trailing `/`
 /// allowed; empty or `/` means everything. A path that could escape is a configuration error.
-fn parse_filter(filter: Option<&str>) -> Result<Option<Vec<u8>>> {
+pub(crate) fn parse_filter(filter: Option<&str>) -> Result<Option<Vec<u8>>> {
     let Some(filter) = filter else {
         return Ok(None);
     };

@@ -305,6 +305,7 @@ mod tests {
             target: None,
             link: None,
             chunks: vec![ChunkId([(n % 251) as u8; 32])],
+            object: None,
         }
     }
 

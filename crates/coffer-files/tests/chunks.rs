@@ -1,6 +1,7 @@
 //! The chunk store against real backends: a folder and an s3s-fs server on loopback. Each
 //! scenario runs on both.
 
+#[allow(dead_code)]
 #[macro_use]
 mod support;
 

@@ -343,6 +343,7 @@ async fn a_crafted_listing_with_a_parent_path_is_refused_and_writes_nothing_outs
             target: None,
             link: None,
             chunks: Vec::new(),
+            object: None,
         };
         // Written by hand: the writer itself would refuse nothing here, the reader must.
         listing.extend(entry.to_json_line());
@@ -395,6 +396,7 @@ fn record(path: &str, kind: EntryKind) -> Entry {
         target: None,
         link: None,
         chunks: Vec::new(),
+        object: None,
     }
 }
 

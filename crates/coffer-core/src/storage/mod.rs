@@ -25,7 +25,7 @@ use tokio::io::AsyncRead;
 use tokio_stream::Stream;
 
 pub use local::LocalStorage;
-pub use s3::S3Storage;
+pub use s3::{ObjectAttrs, ObjectHead, S3Objects, S3Storage, SourceObject};
 pub use stall::DEFAULT_STALL_TIMEOUT;
 
 use crate::config::RepositoryLocation;

@@ -18,6 +18,10 @@
 //! then leaves the parts to the bucket's lifecycle rules). The SDK's own stalled-stream
 //! protection stays off: it judges an upload by how often the body is polled, and a part is one
 //! in-memory buffer handed over at once, so it cannot tell a slow link from a dead one.
+//!
+//! The same client, error classification, stall timeout and upload path serve [`S3Objects`]
+//! (`s3/objects.rs`): a bucket prefix read or written as files (a `[[files]]` source, a restore
+//! target), whose keys are raw and whose objects carry content types and user metadata.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +47,10 @@ use super::{
     check_key, range_past_end, stall,
 };
 use crate::config::{ChecksumMode, S3Config};
+
+mod objects;
 use crate::error::{Error, Result};
+pub use objects::{ObjectAttrs, ObjectHead, S3Objects, SourceObject};
 
 /// The most parts S3 accepts in one multipart upload.
 const MAX_PARTS: u32 = 10_000;
@@ -401,12 +408,15 @@ impl S3Storage {
         full: &str,
         body: Bytes,
         if_absent: bool,
+        attrs: &ObjectAttrs,
     ) -> Result<CreateOutcome> {
         let mut request = self
             .client
             .put_object()
             .bucket(&self.config.bucket)
             .key(full)
+            .set_content_type(attrs.content_type.clone())
+            .set_metadata(attrs.user_metadata())
             .body(ByteStream::from(body));
         if if_absent {
             request = request.if_none_match("*");
@@ -426,6 +436,7 @@ impl S3Storage {
         full: &str,
         first: Bytes,
         body: &mut BodyStream,
+        attrs: &ObjectAttrs,
     ) -> Result<u64> {
         let what = "starting multipart upload of";
         let created = self
@@ -436,6 +447,8 @@ impl S3Storage {
                     .create_multipart_upload()
                     .bucket(&self.config.bucket)
                     .key(full)
+                    .set_content_type(attrs.content_type.clone())
+                    .set_metadata(attrs.user_metadata())
                     .send(),
             )
             .await?
@@ -538,6 +551,45 @@ impl S3Storage {
             .await?
             .map_err(|e| self.error("completing multipart upload of", key, e))?;
         Ok(total)
+    }
+}
+
+impl S3Storage {
+    /// Stores a stream at the full key `full` (`key` names it in messages), with `attrs`: one
+    /// `PutObject` if it fits in one part, else a multipart upload, aborted on failure.
+    async fn put_stream_at(
+        &self,
+        key: &str,
+        full: &str,
+        mut body: BodyStream,
+        attrs: &ObjectAttrs,
+    ) -> Result<u64> {
+        let part_size = self.config.part_size;
+        let mut first = BytesMut::with_capacity(part_size);
+        let mut ended = false;
+        while first.len() < part_size {
+            match body.next().await {
+                Some(chunk) => first.extend_from_slice(&chunk.map_err(Error::from)?),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            let len = first.len() as u64;
+            self.put_object(key, full, first.freeze(), false, attrs)
+                .await?;
+            return Ok(len);
+        }
+        let rest = first.split_off(part_size);
+        let mut body: BodyStream = if rest.is_empty() {
+            body
+        } else {
+            Box::pin(tokio_stream::once(Ok(rest.freeze())).chain(body))
+        };
+        self.multipart(key, full, first.freeze(), &mut body, attrs)
+            .await
     }
 }
 
@@ -646,40 +698,21 @@ impl Storage for S3Storage {
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let full = self.full_key(key)?;
-        self.put_object(key, &full, body, false).await.map(drop)
+        self.put_object(key, &full, body, false, &ObjectAttrs::default())
+            .await
+            .map(drop)
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<CreateOutcome> {
         let full = self.full_key(key)?;
-        self.put_object(key, &full, body, true).await
+        self.put_object(key, &full, body, true, &ObjectAttrs::default())
+            .await
     }
 
-    async fn put_stream(&self, key: &str, mut body: BodyStream) -> Result<u64> {
+    async fn put_stream(&self, key: &str, body: BodyStream) -> Result<u64> {
         let full = self.full_key(key)?;
-        let part_size = self.config.part_size;
-        let mut first = BytesMut::with_capacity(part_size);
-        let mut ended = false;
-        while first.len() < part_size {
-            match body.next().await {
-                Some(chunk) => first.extend_from_slice(&chunk.map_err(Error::from)?),
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        if ended {
-            let len = first.len() as u64;
-            self.put_object(key, &full, first.freeze(), false).await?;
-            return Ok(len);
-        }
-        let rest = first.split_off(part_size);
-        let mut body: BodyStream = if rest.is_empty() {
-            body
-        } else {
-            Box::pin(tokio_stream::once(Ok(rest.freeze())).chain(body))
-        };
-        self.multipart(key, &full, first.freeze(), &mut body).await
+        self.put_stream_at(key, &full, body, &ObjectAttrs::default())
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
@@ -924,6 +957,7 @@ impl Storage for S3Storage {
                 &full,
                 Bytes::from_static(b"coffer multipart probe"),
                 &mut empty,
+                &ObjectAttrs::default(),
             )
             .await
         {

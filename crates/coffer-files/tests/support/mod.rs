@@ -205,3 +205,119 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// An S3 server for tests of S3 sources: the shared s3s-fs, or the shared moto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// s3s-fs: keeps content types and metadata, but lists no ETags, and stores keys as paths
+    /// (so `a//b` and folder markers do not survive).
+    S3sFs,
+    /// moto: keeps raw keys, ETags, markers, content types and metadata (in memory).
+    Moto,
+}
+
+/// A fresh bucket on `server`, and the settings to reach `prefix` in it.
+pub fn s3_prefix(server: Server, bucket: &str, prefix: &str) -> S3Config {
+    let endpoint = match server {
+        Server::S3sFs => {
+            let s3s = s3s();
+            std::fs::create_dir_all(s3s.data.join(bucket)).unwrap();
+            s3s.endpoint.clone()
+        }
+        Server::Moto => {
+            let endpoint = moto();
+            create_bucket(&endpoint, bucket);
+            endpoint
+        }
+    };
+    S3Config {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        endpoint: Some(endpoint),
+        region: "us-east-1".into(),
+        path_style: true,
+        checksum_mode: ChecksumMode::WhenRequired,
+        access_key_id: Secret::new(ACCESS_KEY),
+        secret_access_key: Secret::new(SECRET_KEY),
+        // moto answers CompleteMultipartUpload in a way the SDK does not parse (`unknown (HTTP
+        // 200)`): its objects stay below one part. s3s-fs takes the multipart uploads.
+        part_size: match server {
+            Server::S3sFs => 5 * 1024 * 1024,
+            Server::Moto => 16 * 1024 * 1024,
+        },
+    }
+}
+
+/// `PUT /bucket` (moto takes it unsigned).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "creating {bucket}: {answer}"
+    );
+}
+
+struct Moto {
+    endpoint: String,
+    _dir: tempfile::TempDir,
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+/// The shared moto server (`pip install "moto[server]"`), under the same guardian as s3s-fs.
+fn moto() -> String {
+    MOTO.get_or_init(|| {
+        let binary = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.is_file())
+            .expect("moto_server is not installed: pip install \"moto[server]\"");
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("moto.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; wait "$pid""#)
+            .arg("guardian")
+            .arg(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not listen on {port}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+            _child: child,
+            _stdin: stdin,
+        }
+    })
+    .endpoint
+    .clone()
+}

@@ -64,7 +64,14 @@ pub async fn run(
             std::future::pending(),
         ))
     };
-    let watching = std::sync::Mutex::new((watcher(started.clone()), refresher(started.clone())));
+    // Configuration files hashed every `poll_interval`, besides any `config` schedule.
+    let poller =
+        |config: Config| tokio::spawn(poll_config_files(config, repository.clone(), root.clone()));
+    let watching = std::sync::Mutex::new((
+        watcher(started.clone()),
+        refresher(started.clone()),
+        poller(started.clone()),
+    ));
     let (serving, served) = watch::channel(started.clone());
     let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(super::http::serve(
@@ -96,7 +103,12 @@ pub async fn run(
             let mut current = watching.lock().unwrap_or_else(|e| e.into_inner());
             current.0.abort();
             current.1.abort();
-            *current = (watcher(new.clone()), refresher(new.clone()));
+            current.2.abort();
+            *current = (
+                watcher(new.clone()),
+                refresher(new.clone()),
+                poller(new.clone()),
+            );
             drop(current);
             let _ = serving.send(new);
         }
@@ -110,6 +122,7 @@ pub async fn run(
         let current = watching.lock().unwrap_or_else(|e| e.into_inner());
         current.0.abort();
         current.1.abort();
+        current.2.abort();
     }
     let _ = stop_serving.send(());
     let _ = server.await;
@@ -117,6 +130,41 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), notifier.flush()).await;
     info!("daemon exited");
     result
+}
+
+/// Runs the `[[config_backup]]` capture every `poll_interval` (the shortest of the tables'),
+/// under the shared repository lock like the scheduled `config` job; a version is taken only
+/// when a content changed. Failures are logged and the next poll tries again.
+async fn poll_config_files(config: Config, repository: Arc<Repository>, root: JobContext) {
+    let Some(every) = config.config_backup.iter().map(|t| t.poll_interval).min() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let run = coffer_restore::read_locked(
+            &repository,
+            "config poll",
+            config.daemon.lock_wait,
+            &root,
+            coffer_config_history::capture::capture_all(&config, &repository, &root),
+        )
+        .await;
+        match run {
+            Ok(reports) => {
+                for report in reports.iter().filter(|r| r.version.is_some()) {
+                    info!(
+                        name = %report.name,
+                        version = report.version.as_deref().unwrap_or_default(),
+                        changed = report.changes.len(),
+                        "config poll: new configuration version"
+                    );
+                }
+            }
+            Err(e) => warn!(error = %e, "config poll failed"),
+        }
+    }
 }
 
 /// The parts of a configuration that a running daemon does not change, and whether `new`

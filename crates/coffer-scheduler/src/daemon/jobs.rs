@@ -105,10 +105,17 @@ impl Runner for ConfiguredRunner {
                     .collect();
                 Ok(format!("file snapshots stored: {}", names.join(", ")))
             }
-            JobName::Config => Err(Error::new(
-                ErrorKind::Other,
-                format!("the {job} job is not implemented yet"),
-            )),
+            JobName::Config => {
+                let reports = coffer_restore::read_locked(
+                    repository,
+                    "config backup",
+                    lock_wait,
+                    ctx,
+                    coffer_config_history::capture::capture_all(config, repository, ctx),
+                )
+                .await?;
+                Ok(config_summary(&reports))
+            }
             JobName::Drill => {
                 let outcome = coffer_verifier::run_drill(
                     config,
@@ -149,6 +156,18 @@ impl Runner for ConfiguredRunner {
             stats.files_archived, stats.segments_shipped
         ))
     }
+}
+
+/// One line for a config job's run: which tables took a version, which did not change.
+fn config_summary(reports: &[coffer_config_history::capture::CaptureReport]) -> String {
+    reports
+        .iter()
+        .map(|r| match &r.version {
+            Some(id) => format!("{}: version {id} ({} changed)", r.name, r.changes.len()),
+            None => format!("{}: no change", r.name),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Re-reads the newest full backup and the newest binlog backup (restic's `check` for what a

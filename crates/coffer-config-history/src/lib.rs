@@ -1,0 +1,71 @@
+//! # coffer-config-history
+//!
+//! Configuration history: the files a `[[config_backup]]` table names (`/srv/app/.env`,
+//! `/etc/nginx/**/*.conf`) versioned whenever a content changes, so an operator can see what
+//! changed when, with secrets masked, and get any version back byte-exact. The format is
+//! specified in `docs/FORMAT.md`, section *Configuration history*.
+//!
+//! - [`paths`]: the table's absolute paths and globs expanded to files, walking only the
+//!   folders a glob can match ([`paths::expand`]);
+//! - [`mask`]: values of secret-looking keys (`DB_PASSWORD=…`) replaced by `********`
+//!   ([`mask::Masker`]);
+//! - [`version`]: one version's manifest, `configs/NAME/ID.json`: every file of the table with
+//!   its metadata and chunk ids, and which paths changed ([`version::Version`]); version ids;
+//! - [`capture`]: one run: hash every file, store changed contents as chunks through
+//!   `coffer_files`' [`ChunkStore`](coffer_files::store::ChunkStore), and write a version only
+//!   when a content changed ([`capture::capture`], [`capture::capture_all`]);
+//! - [`read`]: the history of one path ([`read::history`]), the masked unified diff of two
+//!   versions ([`read::diff`]) and the restore of one version to a file ([`read::restore`]);
+//! - [`git`]: the optional mirror, one commit per version in a local bare git repository, secret
+//!   values masked ([`git::commit_version`]).
+//!
+//! Errors are [`coffer_core::error::Error`]s: a bad id or path on the command line is
+//! [`ErrorKind::Config`](coffer_core::error::ErrorKind::Config), a crafted or damaged version
+//! manifest [`ErrorKind::Integrity`](coffer_core::error::ErrorKind::Integrity).
+
+pub mod capture;
+pub mod git;
+pub mod mask;
+pub mod paths;
+pub mod read;
+pub mod version;
+
+use std::path::PathBuf;
+
+use coffer_core::config::Config;
+use coffer_core::error::{Error, Result};
+
+/// coffer's folder on this host for state that outlives a run (the chunk-id key's local copy):
+/// `state_dir` when configured, else `$XDG_STATE_HOME/coffer`, else `$HOME/.local/state/coffer`.
+pub fn state_dir(config: &Config) -> Result<PathBuf> {
+    if let Some(dir) = &config.state_dir {
+        return Ok(dir.clone());
+    }
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = absolute("XDG_STATE_HOME") {
+        return Ok(xdg.join("coffer"));
+    }
+    if let Some(home) = absolute("HOME") {
+        return Ok(home.join(".local/state/coffer"));
+    }
+    Err(Error::config(
+        "no state_dir configured and neither $XDG_STATE_HOME nor $HOME is an absolute path",
+    ))
+}
+
+/// The configured age recipient of the repository, parsed (checked at load already).
+pub(crate) fn recipient(config: &Config) -> Result<Option<age::x25519::Recipient>> {
+    config
+        .repository
+        .encryption_recipient
+        .as_deref()
+        .map(|r| {
+            r.parse::<age::x25519::Recipient>()
+                .map_err(|e| Error::config(format!("repository.encryption_recipient: {e}")))
+        })
+        .transpose()
+}
