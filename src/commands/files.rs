@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use coffer_core::config::Config;
+use coffer_core::config::{Config, FilesLocation, RepositoryLocation, S3Config};
 use coffer_core::error::Error;
 use coffer_core::job::JobContext;
 use coffer_core::repository::{LATEST, Repository};
+use coffer_core::storage::S3Objects;
 use coffer_files::entry::{Entry, EntryKind};
 use coffer_files::restore::{RestoreOptions, list_entries, restore_snapshot};
+use coffer_files::s3source::restore_to_s3;
 use coffer_files::snapshot::{self, SnapshotManifest};
 use coffer_files::store::ChunkStore;
 use coffer_files::verify::{ReadData, verify_snapshot};
@@ -143,9 +145,16 @@ pub async fn restore(config: &Config, job: &JobContext, args: &RestoreFilesArgs)
                 .await?
             }
             (None, Some(url)) => {
-                return Err(Error::config(format!(
-                    "--to-s3 {url}: restoring to S3 is not in this build"
-                )));
+                let target = S3Objects::new(target_s3(config, &manifest.source, url)?)
+                    .with_stall_timeout(config.stall_timeout);
+                restore_to_s3(
+                    &store,
+                    &manifest.snapshot,
+                    args.path.as_deref(),
+                    &target,
+                    &options,
+                )
+                .await?
             }
             (None, None) => unreachable!("clap requires a target"),
         };
@@ -200,6 +209,26 @@ pub async fn restore(config: &Config, job: &JobContext, args: &RestoreFilesArgs)
         );
     }
     Ok(exit::OK)
+}
+
+/// Where `--to-s3 URL` writes: that bucket and prefix on the server of the snapshot's own
+/// `[[files]]` source when it is an S3 one, else on the repository's S3 server, with their
+/// credentials.
+fn target_s3(config: &Config, source: &str, url: &str) -> coffer_core::Result<S3Config> {
+    let from_source = config.files.iter().find_map(|s| match &s.location {
+        FilesLocation::S3(s3) if s.name == source => Some(s3),
+        _ => None,
+    });
+    let base = from_source.or(match &config.repository.location {
+        RepositoryLocation::S3(s3) => Some(s3),
+        RepositoryLocation::Local(_) => None,
+    });
+    match base {
+        Some(base) => base.at(url),
+        None => Err(Error::config(format!(
+            "--to-s3 {url}: no S3 server to write to: the source {source:?} is not an S3 `[[files]]` source and the repository is a folder"
+        ))),
+    }
 }
 
 /// `files list`.

@@ -14,6 +14,7 @@ mod drill;
 mod failures;
 mod faults;
 mod files;
+mod files_s3;
 mod lock;
 mod pitr;
 mod privileges;

@@ -15,8 +15,10 @@ use coffer_core::error::{Error, ErrorKind, Result};
 use coffer_core::job::JobContext;
 use coffer_core::lock::{self, LockKind, host_name};
 use coffer_core::repository::Repository;
+use coffer_core::storage::S3Objects;
 use coffer_files::backup::{Filters, SnapshotOptions, take_snapshot};
 use coffer_files::chunk_id;
+use coffer_files::s3source::take_s3_snapshot;
 use coffer_files::snapshot::{self, SnapshotManifest, SourceKind, StoredStats};
 use coffer_files::store::ChunkStore;
 use tracing::{Instrument, info, info_span, warn};
@@ -107,6 +109,7 @@ pub async fn run_files_backup(
                 options.full_scan,
                 &state_dir,
                 recipient.as_ref(),
+                config.stall_timeout,
             )
             .await;
             guard.finish(result).await
@@ -153,6 +156,7 @@ async fn snapshot_source(
     full_scan: bool,
     state_dir: &std::path::Path,
     recipient: Option<&age::x25519::Recipient>,
+    stall_timeout: Duration,
 ) -> Result<SnapshotManifest> {
     let started_at = job.clock.now();
     let id = snapshot::new_snapshot_id(started_at);
@@ -200,11 +204,16 @@ async fn snapshot_source(
             (SourceKind::Folder, path.display().to_string(), summary)
         }
         FilesLocation::S3(s3) => {
-            return Err(Error::config(format!(
-                "files source {:?} ({}): snapshots of S3 prefixes are not in this build",
-                source.name,
-                s3.url()
-            )));
+            let objects = S3Objects::new(s3.clone()).with_stall_timeout(stall_timeout);
+            let summary = take_s3_snapshot(
+                &mut store,
+                &objects,
+                &filters,
+                parent.map(|p| &p.snapshot),
+                &snapshot_options,
+            )
+            .await?;
+            (SourceKind::S3, objects.url(), summary)
         }
     };
     job.cancel.check()?;

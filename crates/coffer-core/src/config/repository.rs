@@ -70,6 +70,29 @@ impl S3Config {
             format!("s3://{}/{}", self.bucket, self.prefix)
         }
     }
+
+    /// The same server, settings and credentials at the bucket and prefix of `url`
+    /// (`s3://bucket/prefix/`): where a restore writes objects (`restore files --to-s3`).
+    pub fn at(&self, url: &str) -> Result<S3Config> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::config(format!("{url:?} is not an s3://BUCKET/PREFIX/ URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = !bucket.is_empty()
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+        if !valid_bucket {
+            return Err(Error::config(format!(
+                "{url:?}: {bucket:?} is not a bucket name (lowercase letters, digits, `-`, `.`, `_`)"
+            )));
+        }
+        Ok(S3Config {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            ..self.clone()
+        })
+    }
 }
 
 /// When the S3 client computes flexible checksums.
