@@ -41,6 +41,7 @@ pub async fn run(config: &Config, job: &JobContext, args: PruneArgs) -> Result<u
         .items
         .iter()
         .chain(&report.snapshots)
+        .chain(&report.config_versions)
         .chain(&report.drill_reports)
     {
         print_item(item, &config.timezone);
@@ -65,7 +66,7 @@ pub async fn run(config: &Config, job: &JobContext, args: PruneArgs) -> Result<u
     }
     if let Some(chunks) = &report.chunks {
         println!(
-            "file-snapshot chunks: {} referenced, {} newly marked as garbage; {verb} {} chunks ({} packs deleted, {} repacked), {} freed",
+            "chunks of file snapshots and configuration versions: {} referenced, {} newly marked as garbage; {verb} {} chunks ({} packs deleted, {} repacked), {} freed",
             chunks.chunks_referenced,
             chunks.chunks_marked,
             chunks.chunks_deleted,
@@ -75,7 +76,7 @@ pub async fn run(config: &Config, job: &JobContext, args: PruneArgs) -> Result<u
         );
     }
     if let Some(why) = &report.chunks_skipped {
-        println!("file-snapshot chunks not pruned: {why}");
+        println!("chunks not pruned: {why}");
     }
     let deletions = report.plan.deletions().len();
     println!(

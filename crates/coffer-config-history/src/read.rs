@@ -65,8 +65,9 @@ async fn table_names(repository: &Repository) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Every version of every table, oldest first.
-async fn all_versions(repository: &Repository) -> Result<Vec<Version>> {
+/// Every version of every table in the repository (configured or not), oldest first, each
+/// checked.
+pub async fn all_versions(repository: &Repository) -> Result<Vec<Version>> {
     let mut all = Vec::new();
     for name in table_names(repository).await? {
         all.extend(versions(repository, &name).await?);
@@ -86,10 +87,18 @@ pub async fn history(repository: &Repository, path: &str) -> Result<Vec<HistoryE
 }
 
 fn path_history(all: &[Version], path: &str) -> Vec<HistoryEntry> {
+    // Tables in which `path` was met already: the oldest version of a table that holds the file
+    // without naming it as changed is the one a prune left (the file is older), shown as such.
+    let mut met: std::collections::BTreeSet<&str> = Default::default();
     all.iter()
         .filter_map(|v| {
-            let change = v.change_of(path)?;
             let file = v.file(path);
+            let first = (file.is_some() || v.change_of(path).is_some()) && met.insert(&v.name);
+            let change = match v.change_of(path) {
+                Some(change) => change,
+                None if first => ChangeKind::Retained,
+                None => return None,
+            };
             Some(HistoryEntry {
                 id: v.id.clone(),
                 time: v.created_at,

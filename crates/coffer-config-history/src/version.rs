@@ -76,12 +76,16 @@ pub enum ChangeKind {
     Modified,
     /// It was in the version before and is gone.
     Deleted,
+    /// Only in a history, never in a manifest: the oldest version a prune left holds the file,
+    /// unchanged since a version that was pruned.
+    Retained,
 }
 
 impl std::fmt::Display for ChangeKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Added => "added",
+            Self::Retained => "retained",
             Self::Modified => "modified",
             Self::Deleted => "deleted",
         })
@@ -157,6 +161,12 @@ impl Version {
         }
         for change in &version.changes {
             check_path(&change.path).map_err(&bad)?;
+            if change.change == ChangeKind::Retained {
+                return Err(bad(format!(
+                    "{}: \"retained\" is not a change",
+                    change.path
+                )));
+            }
         }
         Ok(version)
     }
@@ -187,6 +197,23 @@ pub fn new_version_id(at: Timestamp) -> String {
         ^ u64::from(std::process::id()).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     let noise = (mixed >> 48) & 0xffff;
     format!("{stamp}-config-{noise:04x}")
+}
+
+/// Removes version `id` of table `name` (a prune): its manifest first (so it is never listed
+/// half-removed), then its signature. Its chunks stay until a prune finds nothing references
+/// them.
+pub async fn remove(
+    repository: &coffer_core::repository::Repository,
+    name: &str,
+    id: &str,
+) -> Result<()> {
+    check_version_id(id)?;
+    let key = Version::key(name, id);
+    repository.storage().delete(&key).await?;
+    repository
+        .storage()
+        .delete(&coffer_core::signing::signature_key(&key))
+        .await
 }
 
 /// Whether `id` has exactly the shape [`new_version_id`] makes (and so is safe in a key).

@@ -39,6 +39,8 @@ pub struct PruneReport {
     pub drill_reports: Vec<retention::PlanItem>,
     /// File snapshots under `[retention.files]`, kept or deleted, oldest first.
     pub snapshots: Vec<retention::PlanItem>,
+    /// Configuration versions under `[retention.config]`, kept or deleted, oldest first.
+    pub config_versions: Vec<retention::PlanItem>,
     /// What the prune of file-snapshot chunks did (`None` when it did not run: no snapshots
     /// and no chunks, or see `chunks_skipped`).
     pub chunks: Option<coffer_files::gc::PruneReport>,
@@ -119,9 +121,12 @@ async fn prune(
         .await?;
     let snapshots = coffer_files::snapshot::list(repository).await?;
     let snapshot_plan = plan_snapshots(&snapshots, config, now);
+    let versions = coffer_config_history::read::all_versions(repository).await?;
+    let version_plan = plan_config_versions(&versions, config, now);
     let mut report = PruneReport {
         abandoned_uploads,
         snapshots: snapshot_plan,
+        config_versions: version_plan,
         chunks: None,
         chunks_skipped: None,
         dry_run,
@@ -130,11 +135,27 @@ async fn prune(
         plan,
         drill_reports,
     };
-    let kept: Vec<coffer_files::tree::SnapshotSummary> = snapshots
+    let kept_snapshots: Vec<coffer_files::tree::SnapshotSummary> = snapshots
         .iter()
         .filter(|s| report.snapshots.iter().any(|i| i.keep && i.id == s.id))
         .map(|s| s.snapshot.clone())
         .collect();
+    // Configuration versions keep their contents in the same packs.
+    let mut kept_by_versions = Vec::new();
+    for version in versions.iter().filter(|v| {
+        report
+            .config_versions
+            .iter()
+            .any(|i| i.keep && i.id == v.id)
+    }) {
+        for file in &version.files {
+            kept_by_versions.extend(file.chunk_ids()?);
+        }
+    }
+    let kept = Kept {
+        snapshots: &kept_snapshots,
+        chunks: &kept_by_versions,
+    };
     if dry_run {
         (report.chunks, report.chunks_skipped) =
             prune_chunks(config, repository, &kept, now, true, identity).await?;
@@ -150,6 +171,15 @@ async fn prune(
         go_on()?;
         coffer_files::snapshot::remove(repository, &item.id).await?;
         info!(id = %item.id, "file snapshot deleted");
+    }
+    for item in report.config_versions.iter().filter(|r| !r.keep) {
+        go_on()?;
+        let version = versions
+            .iter()
+            .find(|v| v.id == item.id)
+            .expect("planned from these versions");
+        coffer_config_history::version::remove(repository, &version.name, &version.id).await?;
+        info!(id = %item.id, table = %version.name, "configuration version deleted");
     }
     // After the snapshots retention dropped are gone: their chunks are garbage now.
     go_on()?;
@@ -188,19 +218,30 @@ async fn prune(
     Ok(report)
 }
 
-/// Prunes the chunks of file snapshots no kept snapshot references ([`coffer_files::gc`]), when
-/// the repository holds any. An encrypted repository's listings need its identity: without one
-/// the chunks are left for a prune that has it, and the report says so.
+/// What chunks stay referenced: the listings of the kept snapshots, and the chunks of the kept
+/// configuration versions.
+struct Kept<'a> {
+    snapshots: &'a [coffer_files::tree::SnapshotSummary],
+    chunks: &'a [coffer_files::chunk_id::ChunkId],
+}
+
+/// Prunes the chunks no kept snapshot or configuration version references
+/// ([`coffer_files::gc`]), when the repository holds any. An encrypted repository's listings
+/// need its identity: without one the chunks are left for a prune that has it, and the report
+/// says so.
 async fn prune_chunks(
     config: &Config,
     repository: &Repository,
-    kept: &[coffer_files::tree::SnapshotSummary],
+    kept: &Kept<'_>,
     now: Timestamp,
     dry_run: bool,
     identity: Option<&age::x25519::Identity>,
 ) -> Result<(Option<coffer_files::gc::PruneReport>, Option<String>)> {
     let storage = repository.storage();
-    if kept.is_empty() && storage.list(coffer_files::index::INDEX).await?.is_empty() {
+    if kept.snapshots.is_empty()
+        && kept.chunks.is_empty()
+        && storage.list(coffer_files::index::INDEX).await?.is_empty()
+    {
         return Ok((None, None));
     }
     let recipient = crate::files::recipient(config)?;
@@ -221,7 +262,14 @@ async fn prune_chunks(
         dry_run,
         ..Default::default()
     };
-    let report = coffer_files::gc::prune_chunks(&store, kept, now, &options).await?;
+    let report = coffer_files::gc::prune_chunks_also_keeping(
+        &store,
+        kept.snapshots,
+        kept.chunks,
+        now,
+        &options,
+    )
+    .await?;
     Ok((Some(report), None))
 }
 
@@ -340,34 +388,99 @@ fn plan_snapshots(
     config: &Config,
     now: Timestamp,
 ) -> Vec<retention::PlanItem> {
-    let policy = &config.retention.files;
-    let sources: BTreeSet<&str> = snapshots.iter().map(|s| s.source.as_str()).collect();
+    let dated: Vec<Dated<'_>> = snapshots
+        .iter()
+        .map(|s| Dated {
+            group: &s.source,
+            id: &s.id,
+            at: s.started_at,
+        })
+        .collect();
+    let rules = Rules {
+        policy: &config.retention.files,
+        section: "[retention.files]",
+        kind: "files",
+        newest: "the newest snapshot of",
+    };
+    plan_grouped(&dated, &rules, config, now)
+}
+
+/// Configuration versions under `[retention.config]`, kept or deleted, oldest first; the
+/// newest version of each table is always kept (it records every file of the table).
+fn plan_config_versions(
+    versions: &[coffer_config_history::version::Version],
+    config: &Config,
+    now: Timestamp,
+) -> Vec<retention::PlanItem> {
+    let dated: Vec<Dated<'_>> = versions
+        .iter()
+        .map(|v| Dated {
+            group: &v.name,
+            id: &v.id,
+            at: v.created_at,
+        })
+        .collect();
+    let rules = Rules {
+        policy: &config.retention.config,
+        section: "[retention.config]",
+        kind: "config",
+        newest: "the newest version of",
+    };
+    plan_grouped(&dated, &rules, config, now)
+}
+
+/// One record retention decides on: a snapshot of a source, a version of a table.
+struct Dated<'a> {
+    group: &'a str,
+    id: &'a str,
+    at: Timestamp,
+}
+
+/// How one kind of record is retained, and how its reasons read.
+struct Rules<'a> {
+    policy: &'a retention::Policy,
+    section: &'a str,
+    kind: &'a str,
+    /// "the newest snapshot of": the reason the newest of each group is kept whatever the policy.
+    newest: &'a str,
+}
+
+/// The policy applied to each group on its own (records oldest first, as listed), the newest of
+/// each group always kept; items oldest first.
+fn plan_grouped(
+    records: &[Dated<'_>],
+    rules: &Rules<'_>,
+    config: &Config,
+    now: Timestamp,
+) -> Vec<retention::PlanItem> {
+    let groups: BTreeSet<&str> = records.iter().map(|r| r.group).collect();
     let mut items = Vec::new();
-    for source in sources {
-        // Oldest first, as listed.
-        let of_source: Vec<_> = snapshots.iter().filter(|s| s.source == source).collect();
-        let times: Vec<Timestamp> = of_source.iter().map(|s| s.started_at).collect();
-        let decided = policy.decide(&times, now, &config.timezone);
-        let last = of_source.len().saturating_sub(1);
-        for (i, (snapshot, why)) in of_source.into_iter().zip(decided).enumerate() {
+    for group in groups {
+        let mut of_group: Vec<&Dated<'_>> = records.iter().filter(|r| r.group == group).collect();
+        of_group.sort_by_key(|r| (r.at, r.id));
+        let times: Vec<Timestamp> = of_group.iter().map(|r| r.at).collect();
+        let decided = rules.policy.decide(&times, now, &config.timezone);
+        let last = of_group.len().saturating_sub(1);
+        for (i, (record, why)) in of_group.into_iter().zip(decided).enumerate() {
             let mut reasons: Vec<String> = why
                 .into_iter()
-                .map(|w| format!("[retention.files] {w}"))
+                .map(|w| format!("{} {w}", rules.section))
                 .collect();
             if i == last {
-                reasons.push(format!("the newest snapshot of {source}"));
+                reasons.push(format!("{} {group}", rules.newest));
             }
             let keep = !reasons.is_empty();
             if !keep {
                 reasons.push(format!(
-                    "not kept by [retention.files] ({})",
-                    retention::plan::describe(policy)
+                    "not kept by {} ({})",
+                    rules.section,
+                    retention::plan::describe(rules.policy)
                 ));
             }
             items.push(retention::PlanItem {
-                id: snapshot.id.clone(),
-                kind: "files".into(),
-                started_at: snapshot.started_at,
+                id: record.id.to_string(),
+                kind: rules.kind.into(),
+                started_at: record.at,
                 keep,
                 reasons,
             });
