@@ -49,6 +49,37 @@ impl ConfigSetup {
         reports[0]["version"].as_str().map(str::to_string)
     }
 
+    /// `coffer daemon` with this `[schedule]` line, its log in `daemon.log`.
+    fn spawn_daemon(&self, schedule: &str) -> std::process::Child {
+        let port = crate::util::free_port();
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        config.push_str(&format!(
+            "\n[schedule]\n{schedule}\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n"
+        ));
+        std::fs::write(&self.config, config).unwrap();
+        let log = std::fs::File::create(self.path("daemon.log")).unwrap();
+        let mut command = coffer_command();
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .arg("daemon")
+            .stderr(log);
+        command.spawn().unwrap()
+    }
+
+    /// Waits up to 30 s for `done`, failing with `what` and the daemon's log.
+    fn wait_until(&self, what: &str, done: &dyn Fn() -> bool) {
+        let started = std::time::Instant::now();
+        while !done() {
+            let log = std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{what}: {log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     fn history(&self, path: &str) -> Vec<serde_json::Value> {
         self.run(&["config", "history", path, "--json"])
             .json()
@@ -364,31 +395,8 @@ fn the_daemon_takes_versions_on_its_config_schedule() {
     let setup = ConfigSetup::new("", "");
     let env = setup.env_file();
     std::fs::write(&env, ENV_V1).unwrap();
-    let port = crate::util::free_port();
-    let mut config = std::fs::read_to_string(&setup.config).unwrap();
-    config.push_str(&format!(
-        "\n[schedule]\nconfig = \"*/1 * * * * *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n"
-    ));
-    std::fs::write(&setup.config, config).unwrap();
-    let log = std::fs::File::create(setup.path("daemon.log")).unwrap();
-    let mut command = coffer_command();
-    command
-        .arg("--config")
-        .arg(&setup.config)
-        .arg("daemon")
-        .stderr(log);
-    let mut daemon = command.spawn().unwrap();
-    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
-        let started = std::time::Instant::now();
-        while !done() {
-            let log = std::fs::read_to_string(setup.path("daemon.log")).unwrap_or_default();
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "{what}: {log}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
+    let mut daemon = setup.spawn_daemon("config = \"*/1 * * * * *\"");
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| setup.wait_until(what, done);
     let versions = || setup.history(&env).len();
     wait_until("the first scheduled run took no version", &|| {
         versions() == 1
@@ -409,32 +417,9 @@ fn the_daemon_polls_the_files_every_poll_interval_without_a_schedule() {
     let setup = ConfigSetup::new("", "poll_interval = \"1s\"\n");
     let env = setup.env_file();
     std::fs::write(&env, ENV_V1).unwrap();
-    let port = crate::util::free_port();
-    let mut config = std::fs::read_to_string(&setup.config).unwrap();
     // A schedule that names no config job (and nothing due during the test).
-    config.push_str(&format!(
-        "\n[schedule]\nverify = \"0 4 1 1 *\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n"
-    ));
-    std::fs::write(&setup.config, config).unwrap();
-    let log = std::fs::File::create(setup.path("daemon.log")).unwrap();
-    let mut command = coffer_command();
-    command
-        .arg("--config")
-        .arg(&setup.config)
-        .arg("daemon")
-        .stderr(log);
-    let mut daemon = command.spawn().unwrap();
-    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
-        let started = std::time::Instant::now();
-        while !done() {
-            let log = std::fs::read_to_string(setup.path("daemon.log")).unwrap_or_default();
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "{what}: {log}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
+    let mut daemon = setup.spawn_daemon("verify = \"0 4 1 1 *\"");
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| setup.wait_until(what, done);
     let versions = || setup.history(&env).len();
     wait_until("the first poll took no version", &|| versions() == 1);
     replace_by_rename(Path::new(&env), ENV_V2);
@@ -443,4 +428,136 @@ fn the_daemon_polls_the_files_every_poll_interval_without_a_schedule() {
     assert_eq!(versions(), 2, "polls without a change take nothing");
     crate::util::signal("-TERM", &daemon.id().to_string());
     daemon.wait().unwrap();
+}
+
+#[test]
+fn the_daemon_versions_a_watched_file_within_seconds_of_an_edit_or_a_rename() {
+    // A poll an hour away and no config schedule: only the watcher can see these changes.
+    let setup = ConfigSetup::new("", "poll_interval = \"1h\"\n");
+    let env = setup.env_file();
+    let conf = setup.path("etc/nginx/sites/app.conf");
+    std::fs::write(&env, ENV_V1).unwrap();
+    std::fs::write(&conf, "server { listen 80; }\n").unwrap();
+    let mut daemon = setup.spawn_daemon("verify = \"0 4 1 1 *\"");
+    let versions = || setup.history(&env).len();
+    setup.wait_until("the first poll took no version", &|| versions() == 1);
+
+    std::fs::write(&env, ENV_V2).unwrap();
+    setup.wait_until("an edit in place was never versioned", &|| versions() == 2);
+    // A file under a glob's folder, replaced the way editors do.
+    let conf_text = conf.display().to_string();
+    replace_by_rename(&conf, "server { listen 443; }\n");
+    setup.wait_until("a replace by rename was never versioned", &|| {
+        setup.history(&conf_text).len() == 2
+    });
+    // A file the table does not name changes nothing.
+    std::fs::write(setup.path("etc/nginx/sites/notes.txt"), "x\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(versions(), 2);
+    assert_eq!(setup.history(&conf_text).len(), 2);
+    crate::util::signal("-TERM", &daemon.id().to_string());
+    daemon.wait().unwrap();
+}
+
+/// Every chunk id named by a JSON file under `folder` (a mark's `packs[].chunks`, a version's
+/// `files[].chunks`).
+fn chunk_ids_under(folder: &Path, pick: fn(&serde_json::Value) -> Vec<String>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let value: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            ids.extend(pick(&value));
+        }
+    }
+    ids
+}
+
+fn version_chunks(version: &serde_json::Value) -> Vec<String> {
+    version["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["chunks"].as_array().unwrap().clone())
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_prune_drops_versions_retention_no_longer_keeps_and_never_the_chunks_kept_ones_need() {
+    let setup = ConfigSetup::new("\n[retention.config]\nkeep_last = 1\n", "");
+    let env = setup.env_file();
+    let conf = setup.path("etc/nginx/sites/app.conf").display().to_string();
+    std::fs::write(&env, ENV_V1).unwrap();
+    std::fs::write(&conf, "server { listen 80; }\n").unwrap();
+    let first = setup.capture().unwrap();
+    let versions = setup.path("repo/configs/config");
+    let first_chunks = chunk_ids_under(&versions, version_chunks);
+    std::fs::write(&env, ENV_V2).unwrap();
+    let second = setup.capture().unwrap();
+
+    let dry = setup.run(&["prune", "--dry-run", "--json"]).json();
+    let planned: Vec<(&str, bool)> = dry["config_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap(), i["keep"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        planned,
+        [(first.as_str(), false), (second.as_str(), true)],
+        "{dry:#}"
+    );
+    assert!(
+        setup
+            .path(&format!("repo/configs/config/{first}.json"))
+            .exists()
+    );
+
+    let pruned = setup.run(&["prune", "--json"]).json();
+    assert!(
+        !setup
+            .path(&format!("repo/configs/config/{first}.json"))
+            .exists(),
+        "{pruned:#}"
+    );
+    // The first version's .env chunk is garbage now, marked; nothing the kept one names is.
+    let kept = chunk_ids_under(&versions, version_chunks);
+    let marked = chunk_ids_under(&setup.path("repo/gc/marks"), |mark| {
+        mark["packs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["chunks"].as_array().unwrap().clone())
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    });
+    let dropped: Vec<&String> = first_chunks.iter().filter(|c| !kept.contains(c)).collect();
+    assert_eq!(dropped.len(), 1, "only the .env changed");
+    assert!(marked.contains(dropped[0]), "{pruned:#}");
+    assert!(
+        kept.iter().all(|c| !marked.contains(c)),
+        "a kept version's chunk was marked as garbage: {pruned:#}"
+    );
+
+    // What is left reads as before: the unchanged file's history starts at the kept version.
+    let history = setup.history(&conf);
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["id"], second.as_str());
+    assert_eq!(history[0]["change"], "retained");
+    let restored = setup.path("restored.conf");
+    setup
+        .run(&[
+            "restore",
+            "config",
+            &conf,
+            "--to",
+            &restored.display().to_string(),
+        ])
+        .expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&restored).unwrap(),
+        "server { listen 80; }\n"
+    );
 }

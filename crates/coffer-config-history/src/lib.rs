@@ -17,7 +17,9 @@
 //! - [`read`]: the history of one path ([`read::history`]), the masked unified diff of two
 //!   versions ([`read::diff`]) and the restore of one version to a file ([`read::restore`]);
 //! - [`git`]: the optional mirror, one commit per version in a local bare git repository, secret
-//!   values masked ([`git::commit_version`]).
+//!   values masked ([`git::commit_version`]);
+//! - [`watch`]: the tables' folders watched for changes (inotify), so the daemon captures within
+//!   seconds of an edit rather than at the next poll ([`watch::watch`]).
 //!
 //! Errors are [`coffer_core::error::Error`]s: a bad id or path on the command line is
 //! [`ErrorKind::Config`](coffer_core::error::ErrorKind::Config), a crafted or damaged version
@@ -29,6 +31,7 @@ pub mod mask;
 pub mod paths;
 pub mod read;
 pub mod version;
+pub mod watch;
 
 use std::path::PathBuf;
 

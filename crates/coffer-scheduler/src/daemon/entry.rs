@@ -132,17 +132,42 @@ pub async fn run(
     result
 }
 
-/// Runs the `[[config_backup]]` capture every `poll_interval` (the shortest of the tables'),
-/// under the shared repository lock like the scheduled `config` job; a version is taken only
-/// when a content changed. Failures are logged and the next poll tries again.
+/// How long after a watched change the capture runs: editors write in several steps.
+const WATCH_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Runs the `[[config_backup]]` capture when a watched file changes and every `poll_interval`
+/// (the shortest of the tables'), under the shared repository lock like the scheduled `config`
+/// job; a version is taken only when a content changed. Failures are logged and the next poll
+/// tries again.
 async fn poll_config_files(config: Config, repository: Arc<Repository>, root: JobContext) {
     let Some(every) = config.config_backup.iter().map(|t| t.poll_interval).min() else {
         return;
     };
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The watch makes a capture sooner; the poll still catches what it misses.
+    let (_watch, mut changed) = match coffer_config_history::watch::watch(&config.config_backup) {
+        Ok((watch, changed)) => {
+            for (folder, why) in &watch.unwatched {
+                warn!(folder = %folder.display(), error = %why, "not watched for configuration changes (the poll still looks)");
+            }
+            (Some(watch), changed)
+        }
+        Err(e) => {
+            warn!(error = %e, "configuration files are not watched (the poll still looks)");
+            (None, tokio::sync::mpsc::channel(1).1)
+        }
+    };
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Some(()) = changed.recv() => {
+                // An editor saves in steps (a temp file, then a rename): let them settle.
+                tokio::time::sleep(WATCH_SETTLE).await;
+                while changed.try_recv().is_ok() {}
+                ticker.reset();
+            }
+        }
         let run = coffer_restore::read_locked(
             &repository,
             "config poll",
