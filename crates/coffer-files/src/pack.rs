@@ -339,6 +339,12 @@ impl<'a> PackReader<'a> {
         self.read_range(pack, offset, length as u64).await
     }
 
+    /// Reads `length` bytes at `offset` of a pack: several neighbouring blobs in one request,
+    /// each unverified until decoded.
+    pub async fn read_span(&self, pack: &PackId, offset: u64, length: u64) -> Result<Vec<u8>> {
+        self.read_range(pack, offset, length).await
+    }
+
     /// Reads a pack's header by range reads (its size, the trailer, then the entries). This
     /// checks the header's shape, not the pack's digest: [`PackReader::read_verified`] does.
     pub async fn read_header(&self, pack: &PackId) -> Result<Vec<PackEntry>> {

@@ -9,9 +9,12 @@
 //! folder. A symlink planted where the snapshot has a folder is refused (or, with `overwrite`,
 //! replaced by the folder) but never followed.
 //!
-//! Files are written from their chunks, each read by range and verified by the
-//! [`ChunkStore`]; a few files are written at once ([`CONCURRENT_FILES`]), so a slow storage
-//! round trip for one does not stall the others. Modes (without set-user/group-id bits, since
+//! Files are written from their chunks, read by range and verified by the [`ChunkStore`].
+//! Small files are gathered into batches ([`BATCH_BYTES`], [`BATCH_FILES`]) whose chunks are
+//! read pack by pack, neighbours in one range read ([`ChunkStore::read_many`]), so a folder of
+//! many small files costs a few requests per pack rather than one per file; a large file streams
+//! chunk by chunk. A few batches or files are written at once ([`CONCURRENT_FILES`]), so a slow
+//! storage round trip for one does not stall the others. Modes (without set-user/group-id bits, since
 //! ownership is not restored) and modification times are restored on files, folders (once their
 //! contents are in place) and symlinks.
 
@@ -30,8 +33,31 @@ use crate::entry::{Entry, EntryKind, display_path, is_under, validate_path};
 use crate::store::ChunkStore;
 use crate::tree::{ListingReader, SnapshotSummary};
 
-/// How many files are written at the same time.
+/// How many files (or batches of small files) are written at the same time.
 pub const CONCURRENT_FILES: usize = 4;
+
+/// Small files are written in batches of about this many content bytes: the memory a batch
+/// holds, and so at most [`CONCURRENT_FILES`] times this for a restore. A file larger than
+/// half of it is written on its own, chunk by chunk.
+pub const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The most files in one batch (each held open until it is written).
+pub const BATCH_FILES: usize = 64;
+
+/// Files created and waiting for their contents.
+enum Pending {
+    /// A file written chunk by chunk.
+    One(std::fs::File, Box<Entry>),
+    /// Small files whose chunks are read together.
+    Batch(Vec<(std::fs::File, Entry)>),
+}
+
+async fn write_pending(store: &ChunkStore<'_>, pending: Pending) -> Result<()> {
+    match pending {
+        Pending::One(file, entry) => write_file(store, file, *entry).await,
+        Pending::Batch(files) => write_batch(store, files).await,
+    }
+}
 
 /// How a restore behaves.
 #[derive(Debug, Clone, Copy, Default)]
@@ -168,6 +194,8 @@ pub async fn restore_snapshot(
         overwrite: options.overwrite,
     };
     let mut writing = FuturesUnordered::new();
+    let mut batch: Vec<(std::fs::File, Entry)> = Vec::new();
+    let mut batch_bytes = 0u64;
     while let Some(entry) = reader.next(store).await? {
         let parent = restore.enter_parent(&entry.path)?;
         let name = OsStr::from_bytes(last(&entry.path));
@@ -221,14 +249,30 @@ pub async fn restore_snapshot(
                 .map_err(|e| restore_error(&shown, "creating the file", e))?;
                 done.files += 1;
                 done.bytes += entry.size;
-                writing.push(write_file(store, std::fs::File::from(fd), entry));
-                if writing.len() >= CONCURRENT_FILES
-                    && let Some(result) = writing.next().await
-                {
-                    result?;
+                let file = std::fs::File::from(fd);
+                let ready = if entry.size > BATCH_BYTES / 2 {
+                    Some(Pending::One(file, Box::new(entry)))
+                } else {
+                    batch_bytes += entry.size;
+                    batch.push((file, entry));
+                    (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES).then(|| {
+                        batch_bytes = 0;
+                        Pending::Batch(std::mem::take(&mut batch))
+                    })
+                };
+                if let Some(pending) = ready {
+                    writing.push(write_pending(store, pending));
+                    if writing.len() >= CONCURRENT_FILES
+                        && let Some(result) = writing.next().await
+                    {
+                        result?;
+                    }
                 }
             }
         }
+    }
+    if !batch.is_empty() {
+        writing.push(write_pending(store, Pending::Batch(batch)));
     }
     while let Some(result) = writing.next().await {
         result?;
@@ -284,15 +328,48 @@ async fn write_file(store: &ChunkStore<'_>, mut file: std::fs::File, entry: Entr
         file.write_all(&data)
             .map_err(|e| Error::new(ErrorKind::Restore, format!("writing {shown}: {e}")))?;
     }
+    finish_file(&file, &entry, written)
+}
+
+/// Writes small files whose chunks are read together (see [`ChunkStore::read_many`]).
+async fn write_batch(store: &ChunkStore<'_>, files: Vec<(std::fs::File, Entry)>) -> Result<()> {
+    let ids: Vec<_> = files
+        .iter()
+        .flat_map(|(_, e)| e.chunks.iter().copied())
+        .collect();
+    let chunks = store.read_many(&ids).await.map_err(|e| {
+        let first = files.first().map(|(_, e)| e.display()).unwrap_or_default();
+        e.context(format!(
+            "restoring {first} and the {} files after it",
+            files.len() - 1
+        ))
+    })?;
+    for (mut file, entry) in files {
+        let shown = entry.display();
+        let mut written = 0u64;
+        for id in &entry.chunks {
+            let data = &chunks[id];
+            written += data.len() as u64;
+            file.write_all(data)
+                .map_err(|e| Error::new(ErrorKind::Restore, format!("writing {shown}: {e}")))?;
+        }
+        finish_file(&file, &entry, written)?;
+    }
+    Ok(())
+}
+
+/// Checks a written file's length against its record, then sets its mode and time.
+fn finish_file(file: &std::fs::File, entry: &Entry, written: u64) -> Result<()> {
+    let shown = entry.display();
     if written != entry.size {
         return Err(Error::integrity(format!(
             "{shown}: its chunks hold {written} bytes where the listing says {}",
             entry.size
         )));
     }
-    rustix::fs::fchmod(&file, safe_mode(entry.mode))
+    rustix::fs::fchmod(file, safe_mode(entry.mode))
         .map_err(|e| restore_error(&shown, "setting the mode", e))?;
-    rustix::fs::futimens(&file, &times(entry.mtime_ns))
+    rustix::fs::futimens(file, &times(entry.mtime_ns))
         .map_err(|e| restore_error(&shown, "setting the time", e))?;
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! snapshot relies on. [`ChunkStore::open`] loads the marks; [`ChunkStore::with_avoided`] sets
 //! them by hand.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use coffer_core::error::{Error, Result};
 use coffer_core::storage::Storage;
@@ -19,7 +19,7 @@ use crate::blob;
 use crate::chunk_id::{ChunkId, ChunkIdKey};
 use crate::gc::ChunkSet;
 use crate::index::{ChunkIndex, IndexWriter, Location};
-use crate::pack::{PackInfo, PackReader, PackWriter};
+use crate::pack::{PackId, PackInfo, PackReader, PackWriter};
 
 /// What a store has written so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -299,6 +299,46 @@ impl<'a> ChunkStore<'a> {
         self.decode(id, &at, &blob)
     }
 
+    /// Reads the chunks `ids` back, each decoded and checked like [`ChunkStore::read`], with as
+    /// few requests as possible: the chunks of one pack are sorted by offset and neighbours
+    /// (less than [`MAX_READ_GAP`] apart, at most [`MAX_READ_SPAN`] in all) come in one range
+    /// read. The caller bounds the memory by how many it asks for at once.
+    pub async fn read_many(&self, ids: &[ChunkId]) -> Result<HashMap<ChunkId, Vec<u8>>> {
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, Location)>> = BTreeMap::new();
+        for id in ids {
+            if found.contains_key(id) {
+                continue;
+            }
+            if let Some(plain) = self.read_local(id) {
+                found.insert(*id, plain);
+                continue;
+            }
+            let at = self
+                .index
+                .get(id)
+                .ok_or_else(|| Error::not_found(format!("chunk {id} is in no stored pack")))?;
+            by_pack.entry(at.pack).or_default().push((*id, at));
+        }
+        let reader = PackReader::new(self.storage);
+        for (pack, mut blobs) in by_pack {
+            blobs.sort_by_key(|(_, at)| at.offset);
+            blobs.dedup_by_key(|(id, _)| *id);
+            for run in spans(&blobs) {
+                let (first, last) = (&run[0].1, &run[run.len() - 1].1);
+                let start = first.offset;
+                let end = last.offset + u64::from(last.length);
+                let bytes = reader.read_span(&pack, start, end - start).await?;
+                for (id, at) in run {
+                    let from = (at.offset - start) as usize;
+                    let blob = &bytes[from..from + at.length as usize];
+                    found.insert(*id, self.decode(id, at, blob)?);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// The storage the store reads and writes.
     pub(crate) fn storage(&self) -> &'a dyn Storage {
         self.storage
@@ -318,6 +358,33 @@ impl<'a> ChunkStore<'a> {
         }
         Ok(plain)
     }
+}
+
+/// Blobs further apart than this in one pack are read by separate requests: reading the gap
+/// would cost more than a round trip.
+pub const MAX_READ_GAP: u64 = 256 * 1024;
+
+/// The most one range read of neighbouring blobs spans.
+pub const MAX_READ_SPAN: u64 = 16 * 1024 * 1024;
+
+/// `blobs` (of one pack, sorted by offset) cut into runs that one range read each covers.
+fn spans(blobs: &[(ChunkId, Location)]) -> Vec<&[(ChunkId, Location)]> {
+    let mut runs = Vec::new();
+    let mut begin = 0;
+    for i in 1..=blobs.len() {
+        let cut = i == blobs.len() || {
+            let (prev, next) = (&blobs[i - 1].1, &blobs[i].1);
+            let prev_end = prev.offset + u64::from(prev.length);
+            let gap = next.offset.saturating_sub(prev_end);
+            let span = next.offset + u64::from(next.length) - blobs[begin].1.offset;
+            gap > MAX_READ_GAP || span > MAX_READ_SPAN || next.offset < prev_end
+        };
+        if cut {
+            runs.push(&blobs[begin..i]);
+            begin = i;
+        }
+    }
+    runs
 }
 
 #[cfg(test)]
@@ -358,5 +425,70 @@ mod tests {
         next.flush().await.unwrap();
         assert_eq!(storage.list("packs/").await.unwrap().len(), 2);
         assert_eq!(storage.list("index/").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn many_chunks_read_back_together_equal_each_read_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().to_path_buf());
+        let key = ChunkIdKey::from_bytes([6; 32]);
+        let mut store = ChunkStore::new(&storage, key, None, ChunkIndex::new());
+        let mut ids = Vec::new();
+        for n in 0..40u32 {
+            let plain: Vec<u8> = (0..1000 + n * 97).map(|i| (i * 7 + n) as u8).collect();
+            ids.push(store.write(&plain).await.unwrap().0);
+            if n == 19 {
+                // Two packs.
+                store.flush().await.unwrap();
+            }
+        }
+        store.flush().await.unwrap();
+        // Asked out of order and with a repeat.
+        let mut asked: Vec<ChunkId> = ids.iter().rev().copied().collect();
+        asked.push(ids[3]);
+        let many = store.read_many(&asked).await.unwrap();
+        assert_eq!(many.len(), ids.len());
+        for id in &ids {
+            assert_eq!(many[id], store.read(id).await.unwrap());
+        }
+        let unknown = ChunkId::from_hex(&"ab".repeat(32)).unwrap();
+        let err = store.read_many(&[ids[0], unknown]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+
+    fn at(offset: u64, length: u32) -> (ChunkId, Location) {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&offset.to_be_bytes());
+        (
+            ChunkId(id),
+            Location {
+                pack: PackId([1; 32]),
+                offset,
+                length,
+                raw_length: length,
+            },
+        )
+    }
+
+    #[test]
+    fn neighbouring_blobs_are_one_read_and_distant_ones_are_not() {
+        let gap = MAX_READ_GAP;
+        let blobs = [
+            at(0, 100),
+            at(100, 100),
+            at(200 + gap, 100),
+            at(300 + 2 * gap + 1, 100),
+        ];
+        let runs: Vec<usize> = spans(&blobs).iter().map(|r| r.len()).collect();
+        assert_eq!(
+            runs,
+            [3, 1],
+            "a gap of MAX_READ_GAP is read through, one more byte is not"
+        );
+        let big = (MAX_READ_SPAN / 2) as u32;
+        let blobs = [at(0, big), at(big as u64, big), at(2 * big as u64, 10)];
+        let runs: Vec<usize> = spans(&blobs).iter().map(|r| r.len()).collect();
+        assert_eq!(runs, [2, 1], "no read spans more than MAX_READ_SPAN");
+        assert!(spans(&[]).is_empty());
     }
 }
