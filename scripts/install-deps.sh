@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what coffer's demo, tests and benchmark need, skipping whatever is already there.
 #   scripts/install-deps.sh          MariaDB server + client tools, zstd, procps
-#   scripts/install-deps.sh --s3     also the S3 test servers (s3s-fs, Garage) via cargo install
+#   scripts/install-deps.sh --s3     also the S3 test servers (s3s-fs, Garage) via cargo install,
+#                                    and moto (S3 sources with raw keys and ETags) via pip
 set -euo pipefail
 
 want_s3=0
@@ -52,6 +53,16 @@ if [ "$want_s3" = 1 ]; then
   if ! command -v garage >/dev/null 2>&1; then
     echo "install-deps: building garage (about 11 minutes)"
     cargo install garage@2.5.0 --locked --quiet
+  fi
+  if ! command -v moto_server >/dev/null 2>&1; then
+    # In a venv of its own, so it changes no other Python; its entry point is linked where
+    # cargo's binaries are, which every script here puts on PATH.
+    echo "install-deps: installing moto with pip (about 30 seconds)"
+    venv="$HOME/.local/share/coffer/moto-venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "moto[server]==5.2.5"
+    mkdir -p "$HOME/.cargo/bin"
+    ln -sf "$venv/bin/moto_server" "$HOME/.cargo/bin/moto_server"
   fi
 fi
 echo "install-deps: ok"
