@@ -76,7 +76,7 @@ async fn reading_store<'a>(
     repository: &'a Repository,
     identity: Option<age::x25519::Identity>,
 ) -> coffer_core::Result<ChunkStore<'a>> {
-    let recipient = coffer_scheduler::files::recipient(config)?;
+    let recipient = config.repository.recipient()?;
     ChunkStore::open_for_reading(
         repository.storage(),
         &config.persistent_state_dir()?,

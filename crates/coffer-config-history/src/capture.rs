@@ -118,14 +118,14 @@ async fn capture_table(
     table: &ConfigBackup,
     ctx: &JobContext,
 ) -> Result<CaptureReport> {
-    let recipient = crate::recipient(config)?;
+    let recipient = config.repository.recipient()?;
     if recipient.is_none() {
         tracing::warn!(name = %table.name, "{UNENCRYPTED_WARNING}");
     }
     repository.ensure_initialized().await?;
     let previous = versions(repository, &table.name).await?;
     let newest = previous.last();
-    let state_dir = crate::state_dir(config)?;
+    let state_dir = config.persistent_state_dir()?;
     let key =
         chunk_id::load_or_create(repository.storage(), &state_dir, recipient.as_ref()).await?;
     let mut store = ChunkStore::open(repository.storage(), key, recipient.clone()).await?;

@@ -128,8 +128,8 @@ async fn reading_store<'a>(
         )));
     }
     let storage = repository.storage();
-    let state_dir = crate::state_dir(config)?;
-    let recipient = crate::recipient(config)?;
+    let state_dir = config.persistent_state_dir()?;
+    let recipient = config.repository.recipient()?;
     let local = chunk_id::local_key_path(&state_dir, storage);
     let key = match identity {
         Some(identity) if !local.exists() => {

@@ -61,19 +61,6 @@ pub fn selected_sources<'c>(
     }
 }
 
-/// The repository's age recipient, parsed (the config checked it at load).
-pub fn recipient(config: &Config) -> Result<Option<age::x25519::Recipient>> {
-    config
-        .repository
-        .encryption_recipient
-        .as_deref()
-        .map(|r| {
-            r.parse::<age::x25519::Recipient>()
-                .map_err(|e| Error::config(format!("repository.encryption_recipient: {e}")))
-        })
-        .transpose()
-}
-
 /// Takes one snapshot of each selected source, in order. A source that fails does not stop the
 /// others; the run then fails with every failure named, after the others' snapshots are stored.
 pub async fn run_files_backup(
@@ -85,7 +72,7 @@ pub async fn run_files_backup(
 ) -> Result<Vec<SnapshotManifest>> {
     let sources = selected_sources(config, options.source.as_deref())?;
     let state_dir = config.persistent_state_dir()?;
-    let recipient = recipient(config)?;
+    let recipient = config.repository.recipient()?;
     repository.ensure_initialized().await?;
     let mut taken = Vec::new();
     let mut failures: Vec<(String, Error)> = Vec::new();

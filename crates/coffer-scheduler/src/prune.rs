@@ -244,7 +244,7 @@ async fn prune_chunks(
     {
         return Ok((None, None));
     }
-    let recipient = crate::files::recipient(config)?;
+    let recipient = config.repository.recipient()?;
     if recipient.is_some() && identity.is_none() {
         let why = "the repository is encrypted: file-snapshot chunks are pruned only with its \
                    identity (coffer prune --identity-file)";

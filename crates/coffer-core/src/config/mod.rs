@@ -258,10 +258,11 @@ impl Config {
         if let Some(dir) = &self.state_dir {
             return Ok(dir.clone());
         }
+        // A relative value would move with the working directory: not a place for state.
         let from_env = |name: &str| {
             std::env::var_os(name)
-                .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
         };
         from_env("XDG_STATE_HOME")
             .map(|d| d.join("coffer"))

@@ -29,6 +29,21 @@ pub enum RepositoryLocation {
     S3(S3Config),
 }
 
+impl RepositoryConfig {
+    /// The age recipient chunks and configuration contents are encrypted to, parsed; `None`
+    /// when the repository is not encrypted. (The load checked it, so an error here is a
+    /// configuration built by hand.)
+    pub fn recipient(&self) -> Result<Option<age::x25519::Recipient>> {
+        self.encryption_recipient
+            .as_deref()
+            .map(|r| {
+                r.parse::<age::x25519::Recipient>()
+                    .map_err(|e| Error::config(format!("repository.encryption_recipient: {e}")))
+            })
+            .transpose()
+    }
+}
+
 impl std::fmt::Display for RepositoryLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -45,15 +45,7 @@ async fn check(
     identity: Option<&age::x25519::Identity>,
 ) -> Result<(bool, Vec<String>)> {
     let snapshots = snapshot::list(repository).await?;
-    let recipient = config
-        .repository
-        .encryption_recipient
-        .as_deref()
-        .map(|r| {
-            r.parse::<age::x25519::Recipient>()
-                .map_err(|e| Error::config(format!("repository.encryption_recipient: {e}")))
-        })
-        .transpose()?;
+    let recipient = config.repository.recipient()?;
     let store = ChunkStore::open_for_reading(
         repository.storage(),
         &config.persistent_state_dir()?,
