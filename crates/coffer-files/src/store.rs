@@ -10,7 +10,7 @@
 //! snapshot relies on. [`ChunkStore::open`] loads the marks; [`ChunkStore::with_avoided`] sets
 //! them by hand.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use coffer_core::error::{Error, Result};
 use coffer_core::storage::Storage;
@@ -49,6 +49,26 @@ pub struct ChunkStore<'a> {
     index_writer: IndexWriter<'a>,
     stats: WriteStats,
     local: Option<std::path::PathBuf>,
+    /// Chunks being compressed and encrypted on the blocking pool, oldest first: they go into
+    /// the pack in the order they were written.
+    encoding: VecDeque<Encoding>,
+    /// How many may be in `encoding` ([`encoders`]).
+    encoders: usize,
+}
+
+/// One chunk on its way into a pack.
+struct Encoding {
+    id: ChunkId,
+    raw_length: u32,
+    blob: tokio::task::JoinHandle<Result<Vec<u8>>>,
+}
+
+/// How many chunks are compressed and encrypted at once: the machine's cores (at least two, at
+/// most eight), so a backup uses them all while memory stays a few MiB per core.
+fn encoders() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
 }
 
 impl std::fmt::Debug for ChunkStore<'_> {
@@ -83,6 +103,8 @@ impl<'a> ChunkStore<'a> {
             index_writer: IndexWriter::new(storage),
             stats: WriteStats::default(),
             local: None,
+            encoding: VecDeque::new(),
+            encoders: encoders(),
         }
     }
 
@@ -233,7 +255,8 @@ impl<'a> ChunkStore<'a> {
         &self.index
     }
 
-    /// What has been written so far.
+    /// What has been written so far (`stored_bytes` counts a chunk once it is encoded: all of
+    /// them after [`ChunkStore::flush`]).
     pub fn stats(&self) -> WriteStats {
         self.stats
     }
@@ -249,19 +272,45 @@ impl<'a> ChunkStore<'a> {
         }
         let raw_length = u32::try_from(plain.len())
             .map_err(|_| Error::other(format!("a chunk of {} bytes", plain.len())))?;
-        let encoded = blob::encode(plain, self.recipient.as_ref())?;
         self.stats.stored += 1;
         self.stats.raw_bytes += plain.len() as u64;
-        self.stats.stored_bytes += encoded.len() as u64;
         self.pending.insert(id);
-        if let Some(pack) = self.packs.add(id, raw_length, &encoded).await? {
-            self.pack_stored(pack).await?;
+        let plain = plain.to_vec();
+        let recipient = self.recipient.clone();
+        let blob =
+            tokio::task::spawn_blocking(move || blob::encode(&plain, recipient.as_ref()));
+        self.encoding.push_back(Encoding {
+            id,
+            raw_length,
+            blob,
+        });
+        if self.encoding.len() > self.encoders {
+            self.pack_oldest().await?;
         }
         Ok((id, true))
     }
 
+    /// Waits for the oldest chunk being encoded and adds it to the pack being filled.
+    async fn pack_oldest(&mut self) -> Result<()> {
+        let Some(oldest) = self.encoding.pop_front() else {
+            return Ok(());
+        };
+        let encoded = oldest
+            .blob
+            .await
+            .map_err(|e| Error::other(format!("encoding chunk {}: {e}", oldest.id)))??;
+        self.stats.stored_bytes += encoded.len() as u64;
+        if let Some(pack) = self.packs.add(oldest.id, oldest.raw_length, &encoded).await? {
+            self.pack_stored(pack).await?;
+        }
+        Ok(())
+    }
+
     /// Stores the pack being filled and the index file for every pack not yet in one.
     pub async fn flush(&mut self) -> Result<()> {
+        while !self.encoding.is_empty() {
+            self.pack_oldest().await?;
+        }
         if let Some(pack) = self.packs.flush().await? {
             self.pack_stored(pack).await?;
         }
