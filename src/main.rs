@@ -1,9 +1,10 @@
 //! The `coffer` binary: flags, logging and exit codes around the library crates.
 
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
 mod exit;
-mod output;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
     let interrupted = job.cancel.signal();
     match result {
         Ok(code) => ExitCode::from(code),
+        // `coffer files ls | head`: the reader has what it wanted.
+        Err(err) if err.is::<output::StdoutClosed>() => ExitCode::SUCCESS,
         Err(err) if interrupted.is_some() => {
             eprintln!("coffer: error: {}", one_line(&err));
             ExitCode::from(exit::code_for_signal(interrupted.unwrap_or(2)))

@@ -1,4 +1,38 @@
-//! Rendering for people: sizes, durations, times in the operator's zone.
+//! Rendering for people: sizes, durations, times in the operator's zone; writing results to
+//! stdout ([`outln!`], [`json`]).
+
+/// `println!` for results: a reader of stdout that went away (`coffer files ls latest | head`)
+/// ends the command quietly with exit 0 (through [`StdoutClosed`]) instead of a panic, as it
+/// ends `ls`; any other write error is an error. Use it with `?` in a function returning
+/// `anyhow::Result`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))?
+    };
+}
+
+/// stdout's reader went away: the command stops there, successfully.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes one line to stdout (see [`outln!`]).
+pub fn line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::anyhow!("writing the result to stdout: {e}")),
+    }
+}
 
 /// `1.5 GiB`, `320 KiB`, `12 B`.
 pub fn bytes(n: u64) -> String {
@@ -58,7 +92,7 @@ impl Spinner {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

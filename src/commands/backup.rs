@@ -37,7 +37,7 @@ pub async fn run_full(config: &Config, job: &JobContext, args: &RunArgs) -> Resu
             .iter()
             .map(|d| d.tables.len())
             .sum();
-        println!(
+        outln!(
             "backup {} stored: {} database(s), {tables} table(s), {} dumped, {} stored, in {:.1} s",
             manifest.id,
             manifest.databases.len(),
@@ -46,7 +46,7 @@ pub async fn run_full(config: &Config, job: &JobContext, args: &RunArgs) -> Resu
             manifest.duration_seconds
         );
         if let Some(binlog) = &manifest.binlog {
-            println!(
+            outln!(
                 "snapshot at binlog {}:{}{}",
                 binlog.file,
                 binlog.position,
@@ -54,7 +54,7 @@ pub async fn run_full(config: &Config, job: &JobContext, args: &RunArgs) -> Resu
             );
         }
         if !manifest.may_be_missing.is_empty() {
-            println!(
+            outln!(
                 "INCOMPLETE (allow_incomplete): may be missing {}",
                 manifest.may_be_missing.join(", ")
             );
@@ -80,14 +80,14 @@ pub async fn run_incremental(config: &Config, job: &JobContext, args: &RunArgs) 
     if json {
         output::json(&manifests)?;
     } else if manifests.is_empty() {
-        println!("nothing new: every committed transaction is archived");
+        outln!("nothing new: every committed transaction is archived");
     } else {
         for m in &manifests {
             let b = m
                 .binlog_file
                 .as_ref()
                 .expect("binlog backups describe their file");
-            println!(
+            outln!(
                 "archived {} as {}: {} transaction(s), {} -> {}",
                 b.file,
                 m.id,
@@ -226,39 +226,39 @@ pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
         output::json(&manifest)?;
         return Ok(exit::OK);
     }
-    println!("id:           {}", manifest.id);
-    println!("kind:         {}", manifest.kind);
-    println!(
+    outln!("id:           {}", manifest.id);
+    outln!("kind:         {}", manifest.kind);
+    outln!(
         "started:      {}",
         output::local_time(manifest.started_at, &config.timezone)
     );
-    println!(
+    outln!(
         "finished:     {}",
         output::local_time(manifest.finished_at, &config.timezone)
     );
-    println!("duration:     {:.1} s", manifest.duration_seconds);
-    println!(
+    outln!("duration:     {:.1} s", manifest.duration_seconds);
+    outln!(
         "source:       {}:{} (server {}, server_id {})",
         manifest.source.host,
         manifest.source.port,
         manifest.source.server_version,
         manifest.source.server_id
     );
-    println!("dump tool:    {}", manifest.source.dump_tool);
+    outln!("dump tool:    {}", manifest.source.dump_tool);
     match &manifest.binlog {
-        Some(b) => println!(
+        Some(b) => outln!(
             "binlog:       {}:{}{}",
             b.file,
             b.position,
             gtid_suffix(b.gtid_position.as_deref())
         ),
         None if manifest.kind == BackupKind::Full => {
-            println!("binlog:       none (the source wrote no binary log)")
+            outln!("binlog:       none (the source wrote no binary log)")
         }
         None => {}
     }
     if let Some(b) = &manifest.binlog_file {
-        println!(
+        outln!(
             "binlog file:  {} ({} bytes, {} transactions, GTIDs {} .. {}, next {})",
             b.file,
             b.end_position,
@@ -268,15 +268,15 @@ pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
             b.next_file.as_deref().unwrap_or("-")
         );
     }
-    println!("databases:    {}", manifest.databases.join(", "));
+    outln!("databases:    {}", manifest.databases.join(", "));
     if !manifest.may_be_missing.is_empty() {
-        println!(
+        outln!(
             "INCOMPLETE:   the account could not see everything (allow_incomplete); may be missing {}",
             manifest.may_be_missing.join(", ")
         );
     }
     for artifact in &manifest.artifacts {
-        println!(
+        outln!(
             "artifact:     {} {} -> {} ({}{}) sha256 {}",
             artifact.key,
             output::bytes(artifact.size),
@@ -287,7 +287,7 @@ pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
         );
     }
     for db in &manifest.expectations.databases {
-        println!(
+        outln!(
             "database {}: {} tables, {} views, {} routines, {} triggers, {} events",
             db.name,
             db.tables.len(),
@@ -297,7 +297,7 @@ pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8> {
             db.events.len()
         );
         for table in &db.tables {
-            println!(
+            outln!(
                 "  {:<40} {:>12} rows  sha256 {}",
                 table.name,
                 table.rows,
@@ -326,17 +326,17 @@ pub async fn verify(
     } else {
         for artifact in &report.artifacts {
             match &artifact.error {
-                None => println!("ok      {} ({:?})", artifact.key, artifact.depth),
-                Some(error) => println!("FAILED  {error}"),
+                None => outln!("ok      {} ({:?})", artifact.key, artifact.depth),
+                Some(error) => outln!("FAILED  {error}"),
             }
         }
     }
     if report.ok() {
         if !json {
-            println!("backup {} verified", manifest.id);
+            outln!("backup {} verified", manifest.id);
             if !manifest.may_be_missing.is_empty() {
                 // Verified is not complete: the dump holds only what its account could see.
-                println!(
+                outln!(
                     "INCOMPLETE (allow_incomplete): may be missing {}",
                     manifest.may_be_missing.join(", ")
                 );
@@ -355,7 +355,7 @@ pub async fn pin(config: &Config, job: &JobContext, id: &str, reason: &str) -> R
     let manifest = repository.resolve(id).await?;
     let pin = coffer_core::retention::pins::pin(&repository, &manifest.id, reason, job.clock.now())
         .await?;
-    println!("pinned {}: {}", pin.id, pin.reason);
+    outln!("pinned {}: {}", pin.id, pin.reason);
     Ok(exit::OK)
 }
 
@@ -363,6 +363,6 @@ pub async fn pin(config: &Config, job: &JobContext, id: &str, reason: &str) -> R
 pub async fn unpin(config: &Config, id: &str) -> Result<u8> {
     let repository = open_repository(config).await?;
     coffer_core::retention::pins::unpin(&repository, id).await?;
-    println!("unpinned {id}: retention decides about it again");
+    outln!("unpinned {id}: retention decides about it again");
     Ok(exit::OK)
 }

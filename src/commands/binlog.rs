@@ -27,9 +27,9 @@ pub async fn window(config: &Config, json: bool) -> Result<u8> {
     if json {
         output::json(&serde_json::json!({ "windows": windows, "gaps": gaps }))?;
     } else {
-        println!("{}", pitr::describe_windows(&windows, &config.timezone));
+        outln!("{}", pitr::describe_windows(&windows, &config.timezone));
         for gap in &gaps {
-            println!("GAP: {gap}");
+            outln!("GAP: {gap}");
         }
     }
     if gaps.is_empty() {
@@ -94,7 +94,7 @@ pub async fn find(config: &Config, args: crate::cli::FindArgs) -> Result<u8> {
             let rows = m.rows.map_or("rows unknown (statement)".to_string(), |n| {
                 format!("{n} row{}", if n == 1 { "" } else { "s" })
             });
-            println!(
+            outln!(
                 "{}:{}..{}  {}  {}  {} {}  {}",
                 m.file,
                 m.start_position,

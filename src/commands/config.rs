@@ -41,17 +41,17 @@ pub async fn capture(config: &Config, job: &JobContext, json: bool) -> Result<u8
     for report in &reports {
         match &report.version {
             Some(id) => {
-                println!(
+                outln!(
                     "{}: version {id}, {} of {} file(s) changed",
                     report.name,
                     report.changes.len(),
                     report.files
                 );
                 for change in &report.changes {
-                    println!("  {:<8} {}", change.change, change.path);
+                    outln!("  {:<8} {}", change.change, change.path);
                 }
             }
-            None => println!("{}: no change ({} file(s))", report.name, report.files),
+            None => outln!("{}: no change ({} file(s))", report.name, report.files),
         }
     }
     Ok(0)
@@ -81,10 +81,10 @@ pub async fn run(config: &Config, command: ConfigCommand) -> Result<u8> {
             if flags.json {
                 output::json(&history)?;
             } else if history.is_empty() {
-                println!("no version of {path}");
+                outln!("no version of {path}");
             } else {
                 for entry in &history {
-                    println!(
+                    outln!(
                         "{}  {}  {:<8}  {:>10}  {}",
                         entry.id,
                         output::local_time(entry.time, &config.timezone),
@@ -138,7 +138,7 @@ pub async fn restore(config: &Config, args: RestoreConfigArgs) -> Result<u8> {
     if args.output.json {
         output::json(&report)?;
     } else {
-        println!(
+        outln!(
             "restored {} as of version {} to {} ({}, mode {:o})",
             report.file.path,
             report.version,

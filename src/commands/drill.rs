@@ -98,12 +98,12 @@ pub async fn history(config: &Config, json: bool) -> Result<u8> {
         eprintln!("no drill has run yet against this repository");
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<32} {:<7} {:<26} {:>13} {:>14}  BACKUP",
         "DRILL", "VERDICT", "STARTED", "RECOVERY TIME", "RECOVERY POINT"
     );
     for r in &reports {
-        println!(
+        outln!(
             "{:<32} {:<7} {:<26} {:>13} {:>14}  {}",
             r.id,
             match r.verdict {

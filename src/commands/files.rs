@@ -40,7 +40,7 @@ pub async fn run(config: &Config, job: &JobContext, args: &RunFilesArgs) -> Resu
     }
     for m in &taken {
         let s = &m.snapshot;
-        println!(
+        outln!(
             "snapshot {} of {} stored: {} files, {} folders, {} symlinks, {} ({} read, {} unchanged), {} new ({} stored), in {:.1} s",
             m.id,
             m.source,
@@ -55,12 +55,12 @@ pub async fn run(config: &Config, job: &JobContext, args: &RunFilesArgs) -> Resu
             m.duration_seconds
         );
         if s.skipped_count > 0 {
-            println!("  {} entries skipped:", s.skipped_count);
+            outln!("  {} entries skipped:", s.skipped_count);
             for skipped in &s.skipped {
-                println!("    {}: {}", skipped.path, skipped.reason);
+                outln!("    {}: {}", skipped.path, skipped.reason);
             }
             if s.skipped_count > s.skipped.len() as u64 {
-                println!(
+                outln!(
                     "    … and {} more",
                     s.skipped_count - s.skipped.len() as u64
                 );
@@ -186,7 +186,7 @@ pub async fn restore(config: &Config, job: &JobContext, args: &RestoreFilesArgs)
             "bytes": summary.bytes,
         }))?;
     } else {
-        println!(
+        outln!(
             "{} {} of snapshot {} ({}){} into {target}: {} files, {} folders, {} symlinks, {} hard links, {}",
             if args.dry_run {
                 "would restore"
@@ -264,10 +264,10 @@ pub async fn list(config: &Config, source: Option<&str>, json: bool) -> Result<u
         return Ok(exit::OK);
     }
     if snapshots.is_empty() {
-        println!("no file snapshots in {}", repository.storage().location());
+        outln!("no file snapshots in {}", repository.storage().location());
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<32} {:<16} {:<26} {:>8} {:>11} {:>11} {:>9}",
         "ID",
         "SOURCE",
@@ -278,7 +278,7 @@ pub async fn list(config: &Config, source: Option<&str>, json: bool) -> Result<u
         "SKIPPED"
     );
     for m in &snapshots {
-        println!(
+        outln!(
             "{:<32} {:<16} {:<26} {:>8} {:>11} {:>11} {:>9}",
             m.id,
             m.source,
@@ -362,7 +362,7 @@ pub async fn ls(
         if json {
             rows.push(entry_json(&entry, None));
         } else {
-            println!("{}", entry_line(config, &entry));
+            outln!("{}", entry_line(config, &entry));
         }
     }
     if json {
@@ -428,7 +428,7 @@ pub async fn find(
                 rows.push(entry_json(&entry, Some(&manifest.id)));
             } else {
                 if !header {
-                    println!(
+                    outln!(
                         "snapshot {} ({}, {}):",
                         manifest.id,
                         manifest.source,
@@ -436,14 +436,14 @@ pub async fn find(
                     );
                     header = true;
                 }
-                println!("  {}", entry_line(config, &entry));
+                outln!("  {}", entry_line(config, &entry));
             }
         }
     }
     if json {
         output::json(&rows)?;
     } else if matches == 0 {
-        println!("nothing matches {pattern:?}");
+        outln!("nothing matches {pattern:?}");
     }
     Ok(exit::OK)
 }
@@ -495,7 +495,7 @@ pub async fn verify(
             "problems": problems,
         }))?;
     } else {
-        println!(
+        outln!(
             "snapshot {}: {} files, {} chunks in {} packs; {} packs read ({})",
             manifest.id,
             report.files,
@@ -505,12 +505,12 @@ pub async fn verify(
             output::bytes(report.bytes_read)
         );
         for problem in &problems {
-            println!("FAILED  {problem}");
+            outln!("FAILED  {problem}");
         }
     }
     if report.is_clean() {
         if !json {
-            println!("snapshot {} verified", manifest.id);
+            outln!("snapshot {} verified", manifest.id);
         }
         Ok(exit::OK)
     } else {

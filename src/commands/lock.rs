@@ -24,14 +24,14 @@ pub async fn list(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
         eprintln!("no locks in {}", repository.storage().location());
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<29} {:<9} {:<20} {:>7} {:<26} {:>9}  {:<5}  PURPOSE",
         "LOCK", "KIND", "HOST", "PID", "CREATED", "HEARTBEAT", "STATE"
     );
     for entry in &entries {
         let state = if entry.is_stale() { "stale" } else { "live" };
         match &entry.record {
-            Some(r) => println!(
+            Some(r) => outln!(
                 "{:<29} {:<9} {:<20} {:>7} {:<26} {:>9}  {:<5}  {}",
                 entry.id,
                 r.kind.to_string(),
@@ -42,7 +42,7 @@ pub async fn list(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
                 state,
                 r.purpose
             ),
-            None => println!(
+            None => outln!(
                 "{:<29} {:<9} {:<20} {:>7} {:<26} {:>9}  {:<5}  unreadable: {}",
                 entry.id,
                 "?",
@@ -92,7 +92,7 @@ pub async fn break_locks(config: &Config, job: &JobContext, args: &LockBreakArgs
         eprintln!("no stale locks in {}", repository.storage().location());
     }
     for entry in &removed {
-        println!("removed {}", entry.describe(now));
+        outln!("removed {}", entry.describe(now));
     }
     Ok(exit::OK)
 }

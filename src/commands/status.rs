@@ -23,31 +23,31 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
     if json {
         output::json(&status)?;
     } else {
-        println!(
+        outln!(
             "repository: {} ({} backups)",
             status.repository, status.backups
         );
         match &status.newest_full_backup {
-            Some(full) => println!(
+            Some(full) => outln!(
                 "newest full backup: {} finished {} ({} ago)",
                 full.id,
                 output::local_time(full.finished_at, &config.timezone),
                 age(full.age_seconds)
             ),
-            None => println!("newest full backup: none"),
+            None => outln!("newest full backup: none"),
         }
         match &status.newest_archived_binlog {
-            Some(f) => println!(
+            Some(f) => outln!(
                 "newest archived binlog: {} ({}, up to position {}, last commit {})",
                 f.file,
                 if f.whole { "whole" } else { "segments" },
                 f.end_position,
                 show(f.last_commit_time)
             ),
-            None => println!("newest archived binlog: none"),
+            None => outln!("newest archived binlog: none"),
         }
         if let Some(p) = &status.recovery_point {
-            println!(
+            outln!(
                 "recovery point: {} ({}), server at {} ({})",
                 show(p.archived_commit_time),
                 p.archived_gtid.as_deref().unwrap_or("nothing archived"),
@@ -59,12 +59,12 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
                 }
             );
             match p.age_seconds {
-                Some(seconds) => println!("recovery point age: {seconds} s"),
-                None => println!("recovery point age: unknown (nothing archived yet)"),
+                Some(seconds) => outln!("recovery point age: {seconds} s"),
+                None => outln!("recovery point age: unknown (nothing archived yet)"),
             }
         }
         match &status.point_in_time_window {
-            Some(w) => println!(
+            Some(w) => outln!(
                 "point-in-time window: {} .. {} (from {}{})",
                 output::local_time(w.start, &config.timezone),
                 output::local_time(w.end, &config.timezone),
@@ -74,7 +74,7 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
                     n => format!("; {n} gap(s) in the archive: see `coffer binlog window`"),
                 }
             ),
-            None => println!(
+            None => outln!(
                 "point-in-time window: none (no full backup rolled forward by an archived binlog)"
             ),
         }
@@ -91,11 +91,11 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
             })
             .collect();
         if !kinds.is_empty() {
-            println!("stored: {}", kinds.join(", "));
+            outln!("stored: {}", kinds.join(", "));
         }
         for files in &status.file_snapshots {
             match (&files.id, files.finished_at) {
-                (Some(id), Some(at)) => println!(
+                (Some(id), Some(at)) => outln!(
                     "files {}: snapshot {id} finished {} ({} files, {}{}; {} snapshots)",
                     files.source,
                     output::local_time(at, &config.timezone),
@@ -108,11 +108,11 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
                     },
                     files.snapshots
                 ),
-                _ => println!("files {}: no snapshot yet", files.source),
+                _ => outln!("files {}: no snapshot yet", files.source),
             }
         }
         match &status.last_drill {
-            Some(d) => println!(
+            Some(d) => outln!(
                 "last drill: {} {} finished {} (recovery time {}; backup {})",
                 d.id,
                 serde_json::to_value(d.verdict)
@@ -124,7 +124,7 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
                     .map_or("-".to_string(), |s| format!("{s:.0} s")),
                 d.backup_id
             ),
-            None => println!("last drill: none"),
+            None => outln!("last drill: none"),
         }
         let live: Vec<String> = status
             .locks
@@ -142,7 +142,7 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
             })
             .collect();
         let stale = status.locks.iter().filter(|l| l.stale).count();
-        println!(
+        outln!(
             "locks held: {}{}",
             if live.is_empty() {
                 "none".to_string()
@@ -172,7 +172,7 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
             let next = job
                 .next_run
                 .map_or("-".to_string(), |t| output::local_time(t, &config.timezone));
-            println!("job {:<11} [{}] next {next}; {last}", job.job, job.schedule);
+            outln!("job {:<11} [{}] next {next}; {last}", job.job, job.schedule);
         }
     }
     match status.source_failure {

@@ -361,6 +361,26 @@ fn snapshots_are_browsed_without_restoring() {
         "{}",
         text.stdout
     );
+
+    // A reader that goes away (`| head`) ends the listing quietly, as it does `ls`.
+    let mut command = coffer_command();
+    command
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["files", "ls", id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?}: {stderr}",
+        out.status
+    );
 }
 
 /// Flips one byte in the middle of the largest pack file.
