@@ -4,7 +4,7 @@
 # routines and an event), backed up into a local-folder repository, listed, shown and verified;
 # then writes and an accidental DELETE are archived from the binary log, found again with
 # `binlog find`; the app's file storage (invoice PDFs, avatars) is snapshotted twice and one
-# folder restored; and a recovery drill restores everything into a second throwaway MariaDB and
+# folder restored; its .env is versioned twice and diffed with the password masked; and a recovery drill restores everything into a second throwaway MariaDB and
 # proves the whole checklist, the app's own check and a sample of the files included. Nothing outside .demo/ is touched; both MariaDBs are gone when the script
 # ends.
 set -euo pipefail
@@ -76,10 +76,26 @@ $coffer backup run files
 echo "a late change" >> "$storage/invoices/2026/11/INV-01.pdf"
 $coffer backup run files
 echo "==> coffer files ls latest invoices/2026/11/ (first lines)"
-$coffer files ls latest invoices/2026/11/ | head -5
+$coffer files ls latest invoices/2026/11/ > "$demo/files-ls.txt"
+head -5 "$demo/files-ls.txt"
 echo "==> coffer restore files --latest --path invoices/ --to $demo/restored-files"
 $coffer restore files --latest --path invoices/ --to "$demo/restored-files"
 diff -r "$storage/invoices" "$demo/restored-files/invoices" && echo "    restored invoices are byte-identical"
+
+echo "==> the app's configuration: versioned when it changes, secrets masked in diffs"
+mkdir -p "$demo/app"
+printf 'APP_ENV=production\nDB_HOST=127.0.0.1\nDB_PASSWORD=demo-secret-1\n' > "$demo/app/.env"
+cat >> "$demo/coffer.toml" <<TOML
+
+[[config_backup]]
+paths = ["$PWD/$demo/app/.env"]
+TOML
+$coffer backup run config
+sed -i 's/^DB_PASSWORD=.*/DB_PASSWORD=demo-secret-2/; s/^DB_HOST=.*/DB_HOST=db.internal/' "$demo/app/.env"
+$coffer backup run config
+echo "==> coffer config history and diff of $demo/app/.env"
+$coffer config history "$PWD/$demo/app/.env"
+$coffer config diff "$PWD/$demo/app/.env"
 
 cat >> "$demo/coffer.toml" <<TOML
 
