@@ -100,7 +100,11 @@ pub async fn history(config: &Config, json: bool) -> Result<u8> {
     }
     outln!(
         "{:<32} {:<7} {:<26} {:>13} {:>14}  BACKUP",
-        "DRILL", "VERDICT", "STARTED", "RECOVERY TIME", "RECOVERY POINT"
+        "DRILL",
+        "VERDICT",
+        "STARTED",
+        "RECOVERY TIME",
+        "RECOVERY POINT"
     );
     for r in &reports {
         outln!(

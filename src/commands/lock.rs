@@ -26,7 +26,13 @@ pub async fn list(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
     }
     outln!(
         "{:<29} {:<9} {:<20} {:>7} {:<26} {:>9}  {:<5}  PURPOSE",
-        "LOCK", "KIND", "HOST", "PID", "CREATED", "HEARTBEAT", "STATE"
+        "LOCK",
+        "KIND",
+        "HOST",
+        "PID",
+        "CREATED",
+        "HEARTBEAT",
+        "STATE"
     );
     for entry in &entries {
         let state = if entry.is_stale() { "stale" } else { "live" };

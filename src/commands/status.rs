@@ -25,7 +25,8 @@ pub async fn run(config: &Config, job: &JobContext, json: bool) -> Result<u8> {
     } else {
         outln!(
             "repository: {} ({} backups)",
-            status.repository, status.backups
+            status.repository,
+            status.backups
         );
         match &status.newest_full_backup {
             Some(full) => outln!(
