@@ -21,6 +21,7 @@
 //! summary is returned, so a summary never names a chunk that is not stored.
 
 use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -31,7 +32,7 @@ use globset::{GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
 
 use crate::chunk_id::ChunkId;
-use crate::chunker::Chunker;
+use crate::chunker::{self, Chunker};
 use crate::entry::{Entry, EntryKind, cmp_paths, display_path, validate_path};
 use crate::store::ChunkStore;
 use crate::tree::{ListingReader, ListingWriter, SnapshotSummary};
@@ -423,6 +424,10 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Files up to this size are read whole and cut in memory ([`chunker::cut`]); larger ones
+/// stream through the [`Chunker`].
+const READ_WHOLE: u64 = crate::chunker::MAX_SIZE as u64;
+
 /// What the reading thread reports: the bytes it read, or why the file is skipped.
 type ReadOutcome = std::result::Result<u64, String>;
 
@@ -433,7 +438,10 @@ async fn read_file(
     full: &Path,
     before: &std::fs::Metadata,
 ) -> Result<std::result::Result<(Vec<ChunkId>, u64), String>> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    // The reading thread also computes each chunk's id, so the hashing runs beside the writer.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(2);
+    let key = store.chunk_id_key().clone();
+    let send = move |data: Vec<u8>| tx.blocking_send((key.id(&data), data)).is_ok();
     let path = full.to_path_buf();
     let (size, mtime) = (before.size(), (before.mtime(), before.mtime_nsec()));
     let ino = before.ino();
@@ -454,12 +462,33 @@ async fn read_file(
             return Err("changed while read: replaced before it was opened".into());
         }
         let mut read = 0u64;
-        for chunk in Chunker::new(&mut file) {
-            let chunk = chunk.map_err(|e| format!("unreadable: {e}"))?;
-            read += chunk.data.len() as u64;
-            if tx.blocking_send(chunk.data).is_err() {
-                // The async side stopped (the store failed): it reports why.
-                return Ok(read);
+        if size <= READ_WHOLE {
+            // Small: read whole and cut in memory, the same boundaries without the stream
+            // chunker's 8 MiB buffer per file.
+            let mut data = Vec::with_capacity(size as usize + 1);
+            (&mut file)
+                .take(READ_WHOLE + 1)
+                .read_to_end(&mut data)
+                .map_err(|e| io_reason(&e))?;
+            read = data.len() as u64;
+            let cuts = chunker::cut(&data);
+            if cuts.len() == 1 {
+                send(data);
+            } else {
+                for (offset, length) in cuts {
+                    if !send(data[offset..offset + length].to_vec()) {
+                        return Ok(read);
+                    }
+                }
+            }
+        } else {
+            for chunk in Chunker::new(&mut file) {
+                let chunk = chunk.map_err(|e| format!("unreadable: {e}"))?;
+                read += chunk.data.len() as u64;
+                if !send(chunk.data) {
+                    // The async side stopped (the store failed): it reports why.
+                    return Ok(read);
+                }
             }
         }
         let after = file.metadata().map_err(|e| io_reason(&e))?;
@@ -473,8 +502,8 @@ async fn read_file(
     });
     let mut chunks = Vec::new();
     let mut new_bytes = 0;
-    while let Some(data) = rx.recv().await {
-        let (id, stored) = store.write(&data).await?;
+    while let Some((id, data)) = rx.recv().await {
+        let (id, stored) = store.write_with_id(id, &data).await?;
         if stored {
             new_bytes += data.len() as u64;
         }

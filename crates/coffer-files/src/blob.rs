@@ -24,7 +24,20 @@ pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 
 /// Encodes a chunk's plain bytes: zstd, then age to `recipient` when there is one.
 pub fn encode(plain: &[u8], recipient: Option<&age::x25519::Recipient>) -> Result<Vec<u8>> {
-    let compressed = zstd::bulk::compress(plain, ZSTD_LEVEL)
+    thread_local! {
+        // A compression context per thread: making one per chunk cost more than compressing a
+        // small chunk.
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let compressed = COMPRESSOR
+        .with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.is_none() {
+                *cell = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+            }
+            cell.as_mut().expect("just made").compress(plain)
+        })
         .map_err(|e| Error::other(format!("compressing a chunk: {e}")))?;
     let Some(recipient) = recipient else {
         return Ok(compressed);

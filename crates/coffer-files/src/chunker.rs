@@ -11,12 +11,14 @@
 //! tests below pin them; a crate upgrade that moves a boundary fails them.
 //!
 //! Memory is bounded whatever the input's size: one buffer of [`MAX_SIZE`] bytes inside the
-//! chunker, plus the chunk handed out.
+//! chunker, plus the chunk handed out. A small file is cheaper read whole and cut in memory
+//! ([`cut`], the same boundaries): the stream chunker allocates and zeroes its 8 MiB buffer for
+//! every file, which for 20,000 small files cost more than reading them.
 
 use std::io::Read;
 
 use coffer_core::error::{Error, Result};
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
 
 /// The `fastcdc` release whose boundaries the repository format uses (pinned in `Cargo.toml`).
 pub const FASTCDC_VERSION: &str = "5.0.0";
@@ -76,6 +78,22 @@ impl<R: Read> Iterator for Chunker<R> {
     }
 }
 
+/// The chunks of bytes already in memory, as `(offset, length)`: exactly where [`Chunker`] would
+/// cut the same bytes read as a stream. Empty input has none.
+pub fn cut(data: &[u8]) -> Vec<(usize, usize)> {
+    if data.len() <= MIN_SIZE {
+        // FastCDC never cuts before MIN_SIZE: a short input is one chunk.
+        return if data.is_empty() {
+            Vec::new()
+        } else {
+            vec![(0, data.len())]
+        };
+    }
+    FastCDC::with_level_and_seed(data, MIN_SIZE, AVG_SIZE, MAX_SIZE, Normalization::Level1, 0)
+        .map(|c| (c.offset, c.length))
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -115,6 +133,30 @@ pub(crate) mod tests {
         532150, 2088921, 1361465, 604807, 1071987, 2119792, 1188501, 1871958, 1205351, 1377150,
         1221692, 1382579, 698848, 1305590, 1124461, 1257169, 559099,
     ];
+
+    #[test]
+    fn cutting_in_memory_gives_the_stream_boundaries() {
+        let data = xorshift_bytes(20 * 1024 * 1024, 0x9E37_79B9_7F4A_7C15);
+        let lengths: Vec<usize> = cut(&data).iter().map(|&(_, len)| len).collect();
+        assert_eq!(lengths, GOLDEN_LENGTHS);
+        for len in [
+            0,
+            1,
+            MIN_SIZE - 1,
+            MIN_SIZE,
+            MIN_SIZE + 1,
+            AVG_SIZE,
+            MAX_SIZE,
+            MAX_SIZE + 1,
+        ] {
+            let data = xorshift_bytes(len, len as u64 + 1);
+            let streamed: Vec<(usize, usize)> = Chunker::new(&data[..])
+                .map(|c| c.unwrap())
+                .map(|c| (c.offset as usize, c.data.len()))
+                .collect();
+            assert_eq!(cut(&data), streamed, "{len} bytes");
+        }
+    }
 
     #[test]
     fn an_insertion_changes_only_the_chunks_around_it() {

@@ -265,6 +265,20 @@ impl<'a> ChunkStore<'a> {
     /// stored now.
     pub async fn write(&mut self, plain: &[u8]) -> Result<(ChunkId, bool)> {
         let id = self.key.id(plain);
+        self.write_with_id(id, plain).await
+    }
+
+    /// The key chunk ids are made with: a reading thread that computes the ids of what it reads
+    /// ([`ChunkStore::write_with_id`]) takes the hashing off the writer.
+    pub fn chunk_id_key(&self) -> &ChunkIdKey {
+        &self.key
+    }
+
+    /// [`ChunkStore::write`] of a chunk whose id the caller computed with
+    /// [`ChunkStore::chunk_id_key`] (a wrong id would store a chunk no reader can verify: every
+    /// read checks the id).
+    pub async fn write_with_id(&mut self, id: ChunkId, plain: &[u8]) -> Result<(ChunkId, bool)> {
+        debug_assert_eq!(id, self.key.id(plain), "a chunk id from another key");
         let known = self.index.contains(&id) && !self.avoided.contains(&id);
         if known || self.pending.contains(&id) {
             self.stats.deduplicated += 1;
@@ -277,8 +291,7 @@ impl<'a> ChunkStore<'a> {
         self.pending.insert(id);
         let plain = plain.to_vec();
         let recipient = self.recipient.clone();
-        let blob =
-            tokio::task::spawn_blocking(move || blob::encode(&plain, recipient.as_ref()));
+        let blob = tokio::task::spawn_blocking(move || blob::encode(&plain, recipient.as_ref()));
         self.encoding.push_back(Encoding {
             id,
             raw_length,
@@ -300,7 +313,11 @@ impl<'a> ChunkStore<'a> {
             .await
             .map_err(|e| Error::other(format!("encoding chunk {}: {e}", oldest.id)))??;
         self.stats.stored_bytes += encoded.len() as u64;
-        if let Some(pack) = self.packs.add(oldest.id, oldest.raw_length, &encoded).await? {
+        if let Some(pack) = self
+            .packs
+            .add(oldest.id, oldest.raw_length, &encoded)
+            .await?
+        {
             self.pack_stored(pack).await?;
         }
         Ok(())
@@ -345,7 +362,19 @@ impl<'a> ChunkStore<'a> {
         let blob = PackReader::new(self.storage)
             .read_blob(&at.pack, at.offset, at.length)
             .await?;
-        self.decode(id, &at, &blob)
+        // Decrypting, decompressing and hashing a chunk is CPU work: off the async threads.
+        let decoder = self.decoder();
+        let id = *id;
+        tokio::task::spawn_blocking(move || decoder.decode(&id, &at, &blob))
+            .await
+            .map_err(|e| Error::other(format!("decoding chunk {id}: {e}")))?
+    }
+
+    fn decoder(&self) -> Decoder {
+        Decoder {
+            key: self.key.clone(),
+            identity: self.identity.clone(),
+        }
     }
 
     /// Reads the chunks `ids` back, each decoded and checked like [`ChunkStore::read`], with as
@@ -370,6 +399,8 @@ impl<'a> ChunkStore<'a> {
             by_pack.entry(at.pack).or_default().push((*id, at));
         }
         let reader = PackReader::new(self.storage);
+        // Each span is decoded on the blocking pool while the next one is read.
+        let mut decoding = Vec::new();
         for (pack, mut blobs) in by_pack {
             blobs.sort_by_key(|(_, at)| at.offset);
             blobs.dedup_by_key(|(id, _)| *id);
@@ -378,12 +409,24 @@ impl<'a> ChunkStore<'a> {
                 let start = first.offset;
                 let end = last.offset + u64::from(last.length);
                 let bytes = reader.read_span(&pack, start, end - start).await?;
-                for (id, at) in run {
-                    let from = (at.offset - start) as usize;
-                    let blob = &bytes[from..from + at.length as usize];
-                    found.insert(*id, self.decode(id, at, blob)?);
-                }
+                let run = run.to_vec();
+                let decoder = self.decoder();
+                decoding.push(tokio::task::spawn_blocking(move || {
+                    run.iter()
+                        .map(|(id, at)| {
+                            let from = (at.offset - start) as usize;
+                            let blob = &bytes[from..from + at.length as usize];
+                            Ok((*id, decoder.decode(id, at, blob)?))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                }));
             }
+        }
+        for decoded in decoding {
+            let decoded = decoded
+                .await
+                .map_err(|e| Error::other(format!("decoding chunks: {e}")))??;
+            found.extend(decoded);
         }
         Ok(found)
     }
@@ -396,6 +439,18 @@ impl<'a> ChunkStore<'a> {
     /// Decodes the blob of chunk `id`, found at `at`, and checks it against `id` and the plain
     /// length the index records.
     pub(crate) fn decode(&self, id: &ChunkId, at: &Location, blob: &[u8]) -> Result<Vec<u8>> {
+        self.decoder().decode(id, at, blob)
+    }
+}
+
+/// What decoding a blob needs, owned, for a blocking thread.
+struct Decoder {
+    key: ChunkIdKey,
+    identity: Option<age::x25519::Identity>,
+}
+
+impl Decoder {
+    fn decode(&self, id: &ChunkId, at: &Location, blob: &[u8]) -> Result<Vec<u8>> {
         let plain = blob::decode(id, blob, &self.key, self.identity.as_ref())
             .map_err(|e| e.context(format!("reading pack {}", at.pack)))?;
         if plain.len() != at.raw_length as usize {
