@@ -8,11 +8,13 @@
 #   BENCH_ROUNDS=3 scripts/bench.sh       # rounds per side (best is reported)
 #   scripts/bench.sh binlog               # binlog stream and point-in-time restore (bench-binlog.sh)
 #   scripts/bench.sh catalog              # backup list and status over 20,000/100,000 manifests on s3s-fs (bench-catalog.sh)
+#   scripts/bench.sh files                # file snapshots against restic on ~2 GiB and ~8 GiB trees (bench-files.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = binlog ]; then exec scripts/bench-binlog.sh; fi
 if [ "${1:-}" = index ]; then exec scripts/bench-index.sh; fi
 if [ "${1:-}" = catalog ]; then exec scripts/bench-catalog.sh; fi
+if [ "${1:-}" = files ]; then exec scripts/bench-files.sh; fi
 scripts/install-deps.sh
 
 scales=${BENCH_SCALES:-"46500 186000"}
