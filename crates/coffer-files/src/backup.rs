@@ -145,25 +145,9 @@ pub async fn take_snapshot(
     };
     run.walk(store).await?;
     let Run {
-        mut summary,
-        listing,
-        ..
+        summary, listing, ..
     } = run;
-    let (chunks, entries) = listing.finish(store).await?;
-    store.flush().await?;
-    summary.listing = chunks;
-    summary.entries = entries;
-    tracing::info!(
-        entries = summary.entries,
-        files = summary.files,
-        read = summary.read_files,
-        reused = summary.reused_files,
-        new_bytes = summary.new_bytes,
-        skipped = summary.skipped_count,
-        source = %summary.source_name,
-        "snapshot taken"
-    );
-    Ok(summary)
+    listing.seal(store, summary).await
 }
 
 /// One folder being walked: its path and its remaining children, sorted.

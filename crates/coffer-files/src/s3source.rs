@@ -351,22 +351,7 @@ pub async fn take_s3_snapshot(
             listing.push(store, &entry).await?;
         }
     }
-    let (chunks, entries) = listing.finish(store).await?;
-    store.flush().await?;
-    let mut summary = run.summary;
-    summary.listing = chunks;
-    summary.entries = entries;
-    tracing::info!(
-        entries = summary.entries,
-        files = summary.files,
-        read = summary.read_files,
-        reused = summary.reused_files,
-        new_bytes = summary.new_bytes,
-        skipped = summary.skipped_count,
-        source = %summary.source_name,
-        "snapshot of an S3 prefix taken"
-    );
-    Ok(summary)
+    listing.seal(store, run.summary).await
 }
 
 struct Run<'o> {

@@ -183,6 +183,31 @@ impl ListingWriter {
         self.cut(store, true).await?;
         Ok((self.chunks, self.entries))
     }
+
+    /// Ends a snapshot: stores what is left of the listing, flushes `store` (every chunk the
+    /// listing names is stored when this returns) and completes `summary` with the listing.
+    pub async fn seal(
+        self,
+        store: &mut ChunkStore<'_>,
+        mut summary: SnapshotSummary,
+    ) -> Result<SnapshotSummary> {
+        let (chunks, entries) = self.finish(store).await?;
+        store.flush().await?;
+        summary.listing = chunks;
+        summary.entries = entries;
+        tracing::info!(
+            entries = summary.entries,
+            files = summary.files,
+            read = summary.read_files,
+            reused = summary.reused_files,
+            new_bytes = summary.new_bytes,
+            skipped = summary.skipped_count,
+            source = %summary.source_name,
+            location = %summary.source_root,
+            "snapshot taken"
+        );
+        Ok(summary)
+    }
 }
 
 /// Reads a listing back, one [`Entry`] at a time, each chunk verified by the store and each
