@@ -328,7 +328,8 @@ pub struct RestoreFilesArgs {
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
     /// Restore as objects under this bucket and prefix (`s3://bucket/prefix`), with the
-    /// endpoint and credentials of the `[[files]]` source (or `COFFER_TARGET_S3_*`).
+    /// endpoint and credentials of the snapshot's `[[files]]` S3 source, else of the
+    /// repository's S3 server.
     #[arg(long, value_name = "URL")]
     pub to_s3: Option<String>,
     /// Count what would be restored; write nothing.
