@@ -16,12 +16,13 @@
 //!   recorded in the summary's skipped list; the snapshot goes on unless `fail_on_unreadable`.
 //!
 //! Folders are listed and file contents read on blocking threads (the `lstat` of each entry is
-//! made in place: one short system call). A file's chunks cross a channel of two to the async
-//! side, which stores them; the chunk store's last pack and index file are flushed before the
-//! summary is returned, so a summary never names a chunk that is not stored.
+//! made in place: one short system call). Up to [`READ_AHEAD`] files are read at once, ahead of
+//! the one being stored: the walk goes on while they are read, and its entries wait in a queue
+//! behind them, so the listing keeps the walk's order. Each file's chunks cross a channel of two
+//! to the async side, which stores them; the chunk store's last pack and index file are flushed
+//! before the summary is returned, so a summary never names a chunk that is not stored.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -29,10 +30,10 @@ use std::path::{Path, PathBuf};
 
 use coffer_core::error::{Error, ErrorKind, Result};
 use globset::{GlobSet, GlobSetBuilder};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::chunk_id::ChunkId;
-use crate::chunker::{self, Chunker};
+use crate::chunker;
 use crate::entry::{Entry, EntryKind, cmp_paths, display_path, validate_path};
 use crate::store::ChunkStore;
 use crate::tree::{ListingReader, ListingWriter, SnapshotSummary};
@@ -142,8 +143,12 @@ pub async fn take_snapshot(
             .filter(|_| !options.full_scan)
             .map(|p| (ListingReader::new(p), None)),
         links: HashMap::new(),
+        queue: VecDeque::new(),
+        reading: 0,
+        links_being_read: HashSet::new(),
     };
     run.walk(store).await?;
+    run.settle_all(store).await?;
     let Run {
         summary, listing, ..
     } = run;
@@ -166,6 +171,34 @@ struct Run<'f> {
     parent: Option<(ListingReader, Option<Entry>)>,
     /// Files with several links already recorded, by (device, inode).
     links: HashMap<(u64, u64), FirstName>,
+    /// Entries found and not yet recorded, in the walk's order.
+    queue: VecDeque<Queued>,
+    /// How many of them are files being read.
+    reading: usize,
+    /// Files with several links whose first name is being read, by (device, inode).
+    links_being_read: HashSet<(u64, u64)>,
+}
+
+/// Files read at once, ahead of the one being stored: enough to keep every core busy reading,
+/// hashing, compressing and encrypting, while the memory they hold (at most a file of 8 MiB and
+/// two chunks each) stays bounded.
+pub const READ_AHEAD: usize = 4;
+
+/// An entry waiting in the walk's queue.
+enum Queued {
+    /// Recorded as it is.
+    Ready(Box<Entry>),
+    /// A file being read: recorded once its chunks are stored.
+    Reading(Box<Reading>),
+}
+
+/// A file being read on a blocking thread.
+struct Reading {
+    entry: Entry,
+    /// Its (device, inode) when it has other links: the first name later ones link to.
+    link_key: Option<(u64, u64)>,
+    chunks: tokio::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>,
+    reader: tokio::task::JoinHandle<ReadOutcome>,
 }
 
 /// The first recorded name of a file with several links: later names link to it and carry its
@@ -267,9 +300,12 @@ impl Run<'_> {
         meta: &std::fs::Metadata,
     ) -> Result<()> {
         let link_key = (meta.dev(), meta.ino());
-        if meta.nlink() > 1
-            && let Some(first) = self.links.get(&link_key)
-        {
+        let links = meta.nlink() > 1;
+        if links && self.links_being_read.contains(&link_key) {
+            // Its first name is still being read: its chunks are needed here.
+            self.settle_all(store).await?;
+        }
+        if links && let Some(first) = self.links.get(&link_key) {
             let mut e = entry(&path, EntryKind::Hardlink, meta);
             e.link = Some(first.path.clone());
             e.size = first.size;
@@ -292,31 +328,101 @@ impl Run<'_> {
             }
             _ => None,
         };
+        let link_key = links.then_some(link_key);
         match reused {
             Some(chunks) => {
                 e.chunks = chunks;
                 self.summary.reused_files += 1;
+                self.stored_file(&e, link_key);
+                self.record(store, e).await
             }
-            None => match read_file(store, full, meta).await? {
-                Ok((chunks, new_bytes)) => {
-                    e.chunks = chunks;
-                    self.summary.read_files += 1;
-                    self.summary.new_bytes += new_bytes;
+            None => {
+                let (chunks, reader) = start_reading(store, full, meta);
+                if let Some(key) = link_key {
+                    self.links_being_read.insert(key);
                 }
-                Err(reason) => return self.skip(&path, reason),
-            },
+                self.queue.push_back(Queued::Reading(Box::new(Reading {
+                    entry: e,
+                    link_key,
+                    chunks,
+                    reader,
+                })));
+                self.reading += 1;
+                while self.reading > READ_AHEAD {
+                    self.settle_front(store).await?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Counts a file whose chunks are stored and remembers it when it has other links.
+    fn stored_file(&mut self, e: &Entry, link_key: Option<(u64, u64)>) {
         self.summary.files += 1;
         self.summary.bytes += e.size;
-        if meta.nlink() > 1 {
+        if let Some(key) = link_key {
             let first = FirstName {
-                path: path.clone(),
+                path: e.path.clone(),
                 size: e.size,
                 chunks: e.chunks.clone(),
             };
-            self.links.insert(link_key, first);
+            self.links.insert(key, first);
         }
-        self.record(store, e).await
+    }
+
+    /// Stores the chunks of the file being read at the front of the queue and records it, or
+    /// records the entry there.
+    async fn settle_front(&mut self, store: &mut ChunkStore<'_>) -> Result<()> {
+        match self.queue.pop_front() {
+            None => Ok(()),
+            Some(Queued::Ready(e)) => self.listing.push(store, &e).await,
+            Some(Queued::Reading(reading)) => {
+                self.reading -= 1;
+                self.finish_reading(store, *reading).await
+            }
+        }
+    }
+
+    /// Settles the whole queue.
+    async fn settle_all(&mut self, store: &mut ChunkStore<'_>) -> Result<()> {
+        while !self.queue.is_empty() {
+            self.settle_front(store).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_reading(&mut self, store: &mut ChunkStore<'_>, reading: Reading) -> Result<()> {
+        let Reading {
+            mut entry,
+            link_key,
+            mut chunks,
+            reader,
+        } = reading;
+        let mut ids = Vec::new();
+        let mut new_bytes = 0;
+        while let Some((id, data)) = chunks.recv().await {
+            let length = data.len() as u64;
+            let (id, stored) = store.write_owned(id, data).await?;
+            if stored {
+                new_bytes += length;
+            }
+            ids.push(id);
+        }
+        let outcome = reader
+            .await
+            .map_err(|e| Error::other(format!("the file reader panicked: {e}")))?;
+        if let Some(key) = link_key {
+            self.links_being_read.remove(&key);
+        }
+        if let Err(reason) = outcome {
+            return self.skip(&entry.path, reason);
+        }
+        entry.chunks = ids;
+        self.summary.read_files += 1;
+        self.summary.new_bytes += new_bytes;
+        self.stored_file(&entry, link_key);
+        // It was at the front of the queue: its turn.
+        self.listing.push(store, &entry).await
     }
 
     /// The parent's entry at `path`, if it has one; passes the parent's entries before it.
@@ -347,8 +453,13 @@ impl Run<'_> {
         }
     }
 
+    /// Records `e` behind the entries still queued (at once when there are none).
     async fn record(&mut self, store: &mut ChunkStore<'_>, e: Entry) -> Result<()> {
-        self.listing.push(store, &e).await
+        if self.queue.is_empty() {
+            return self.listing.push(store, &e).await;
+        }
+        self.queue.push_back(Queued::Ready(Box::new(e)));
+        Ok(())
     }
 
     fn skip(&mut self, path: &[u8], reason: String) -> Result<()> {
@@ -408,22 +519,21 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// Files up to this size are read whole and cut in memory ([`chunker::cut`]); larger ones
-/// stream through the [`Chunker`].
-const READ_WHOLE: u64 = crate::chunker::MAX_SIZE as u64;
-
 /// What the reading thread reports: the bytes it read, or why the file is skipped.
 type ReadOutcome = std::result::Result<u64, String>;
 
-/// Reads and stores one file. The outer error fails the snapshot (the store failed); the inner
-/// one is a reason to skip the file.
-async fn read_file(
-    store: &mut ChunkStore<'_>,
+/// Starts reading one file on a blocking thread, which cuts it into chunks, computes their ids
+/// (so the hashing runs beside the writer) and sends them; the thread's outcome is the bytes it
+/// read or why the file is skipped.
+fn start_reading(
+    store: &ChunkStore<'_>,
     full: &Path,
     before: &std::fs::Metadata,
-) -> Result<std::result::Result<(Vec<ChunkId>, u64), String>> {
-    // The reading thread also computes each chunk's id, so the hashing runs beside the writer.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(2);
+) -> (
+    tokio::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>,
+    tokio::task::JoinHandle<ReadOutcome>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(2);
     let key = store.chunk_id_key().clone();
     let send = move |data: Vec<u8>| tx.blocking_send((key.id(&data), data)).is_ok();
     let path = full.to_path_buf();
@@ -445,36 +555,9 @@ async fn read_file(
         if !opened.is_file() || opened.ino() != ino {
             return Err("changed while read: replaced before it was opened".into());
         }
-        let mut read = 0u64;
-        if size <= READ_WHOLE {
-            // Small: read whole and cut in memory, the same boundaries without the stream
-            // chunker's 8 MiB buffer per file.
-            let mut data = Vec::with_capacity(size as usize + 1);
-            (&mut file)
-                .take(READ_WHOLE + 1)
-                .read_to_end(&mut data)
-                .map_err(|e| io_reason(&e))?;
-            read = data.len() as u64;
-            let cuts = chunker::cut(&data);
-            if cuts.len() == 1 {
-                send(data);
-            } else {
-                for (offset, length) in cuts {
-                    if !send(data[offset..offset + length].to_vec()) {
-                        return Ok(read);
-                    }
-                }
-            }
-        } else {
-            for chunk in Chunker::new(&mut file) {
-                let chunk = chunk.map_err(|e| format!("unreadable: {e}"))?;
-                read += chunk.data.len() as u64;
-                if !send(chunk.data) {
-                    // The async side stopped (the store failed): it reports why.
-                    return Ok(read);
-                }
-            }
-        }
+        // Small files are read whole and cut in memory (`chunker::split`). When the store
+        // stops taking chunks (it failed), the async side reports why.
+        let read = chunker::split(&mut file, size, send).map_err(|e| format!("unreadable: {e}"))?;
         let after = file.metadata().map_err(|e| io_reason(&e))?;
         if after.size() != size || (after.mtime(), after.mtime_nsec()) != mtime || read != size {
             return Err(format!(
@@ -484,22 +567,7 @@ async fn read_file(
         }
         Ok(read)
     });
-    let mut chunks = Vec::new();
-    let mut new_bytes = 0;
-    while let Some((id, data)) = rx.recv().await {
-        let (id, stored) = store.write_with_id(id, &data).await?;
-        if stored {
-            new_bytes += data.len() as u64;
-        }
-        chunks.push(id);
-    }
-    match reader
-        .await
-        .map_err(|e| Error::other(format!("the file reader panicked: {e}")))?
-    {
-        Ok(_) => Ok(Ok((chunks, new_bytes))),
-        Err(reason) => Ok(Err(reason)),
-    }
+    (rx, reader)
 }
 
 #[cfg(test)]

@@ -69,6 +69,19 @@ pub fn decode(
     key: &ChunkIdKey,
     identity: Option<&age::x25519::Identity>,
 ) -> Result<Vec<u8>> {
+    decode_with_capacity(id, blob, key, identity, 0)
+}
+
+/// [`decode`] into a buffer made for `expected` plain bytes (the length the index records), so
+/// a large chunk is not grown by doubling. The hint is capped at [`MAX_SIZE`] and checks
+/// nothing: a blob that decodes to another length is caught by its id.
+pub fn decode_with_capacity(
+    id: &ChunkId,
+    blob: &[u8],
+    key: &ChunkIdKey,
+    identity: Option<&age::x25519::Identity>,
+    expected: usize,
+) -> Result<Vec<u8>> {
     let damaged = |what: &dyn std::fmt::Display| {
         Error::integrity(format!("chunk {id}: the blob is damaged: {what}"))
     };
@@ -89,7 +102,7 @@ pub fn decode(
     } else {
         Box::new(blob)
     };
-    let mut plain = Vec::new();
+    let mut plain = Vec::with_capacity(expected.min(MAX_SIZE));
     zstd::stream::read::Decoder::new(compressed)
         .map_err(|e| damaged(&e))?
         .take(MAX_SIZE as u64 + 1)

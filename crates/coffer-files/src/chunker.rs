@@ -94,6 +94,60 @@ pub fn cut(data: &[u8]) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Cuts everything `source` yields into chunks, in order, and hands each to `emit`, which
+/// returns `false` to stop early; returns the bytes read.
+///
+/// A source announced (`size_hint`) at most [`MAX_SIZE`] bytes long is read whole into one
+/// buffer of its size and [`cut`] in memory: the stream chunker allocates and zeroes an 8 MiB
+/// buffer, which for a small file costs more than the file. A longer source, or one that turns
+/// out longer than announced, streams through the [`Chunker`] (what was read whole first): the
+/// boundaries are the same either way.
+pub fn split(
+    mut source: impl Read,
+    size_hint: u64,
+    mut emit: impl FnMut(Vec<u8>) -> bool,
+) -> Result<u64> {
+    let mut read = 0u64;
+    if size_hint <= MAX_SIZE as u64 {
+        let mut data = Vec::with_capacity(size_hint as usize + 1);
+        (&mut source)
+            .take(MAX_SIZE as u64 + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| Error::from(e).context("reading the content to chunk"))?;
+        if data.len() <= MAX_SIZE {
+            read = data.len() as u64;
+            let cuts = cut(&data);
+            if cuts.len() == 1 {
+                emit(data);
+            } else {
+                for (offset, length) in cuts {
+                    if !emit(data[offset..offset + length].to_vec()) {
+                        break;
+                    }
+                }
+            }
+            return Ok(read);
+        }
+        // Longer than announced: stream it all, the bytes already read first.
+        for chunk in Chunker::new(std::io::Cursor::new(data).chain(source)) {
+            let chunk = chunk?;
+            read += chunk.data.len() as u64;
+            if !emit(chunk.data) {
+                break;
+            }
+        }
+        return Ok(read);
+    }
+    for chunk in Chunker::new(source) {
+        let chunk = chunk?;
+        read += chunk.data.len() as u64;
+        if !emit(chunk.data) {
+            break;
+        }
+    }
+    Ok(read)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -156,6 +210,39 @@ pub(crate) mod tests {
                 .collect();
             assert_eq!(cut(&data), streamed, "{len} bytes");
         }
+    }
+
+    #[test]
+    fn splitting_gives_the_stream_chunks_whatever_size_was_announced() {
+        for len in [0, 1, MIN_SIZE + 1, MAX_SIZE, MAX_SIZE + 1, 3 * MAX_SIZE + 5] {
+            let data = xorshift_bytes(len, len as u64 + 7);
+            let streamed: Vec<Vec<u8>> = Chunker::new(&data[..]).map(|c| c.unwrap().data).collect();
+            // The true size, a smaller one (the source grew) and a larger one (it shrank).
+            for hint in [
+                len as u64,
+                0,
+                (len as u64) / 2,
+                len as u64 + MAX_SIZE as u64,
+            ] {
+                let mut split_up = Vec::new();
+                let read = split(&data[..], hint, |chunk| {
+                    split_up.push(chunk);
+                    true
+                })
+                .unwrap();
+                assert_eq!(read, len as u64, "{len} bytes announced as {hint}");
+                assert_eq!(split_up, streamed, "{len} bytes announced as {hint}");
+            }
+        }
+        // Stopping early reads no further chunk.
+        let data = xorshift_bytes(3 * MAX_SIZE, 3);
+        let mut seen = 0;
+        split(&data[..], data.len() as u64, |_| {
+            seen += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(seen, 1);
     }
 
     #[test]

@@ -203,9 +203,16 @@ pub fn parse(pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
 
 /// Gathers blobs into packs of about [`TARGET_SIZE`] and uploads each when it is full.
 ///
-/// Memory: one pack being filled, at most the target plus one blob, allocated once per pack. Each upload is retried
-/// ([`Retry`]) on transient failures; the pack's name depends only on its bytes, so a retried
-/// write can only write the same object again.
+/// Uploads run in the background ([`Storage::shared`]) while the next pack fills, at most
+/// [`UPLOADS_IN_FLIGHT`] at once: a backup does not wait for a pack's write (and, on a folder,
+/// its `fsync`) before reading on. A pack is reported ([`PackInfo`]) only once it is stored, so a
+/// caller never indexes a pack that is not there. Uploads still running when the writer is
+/// dropped (the run failed or was interrupted) are aborted: a pack stored without an index file
+/// names no chunk any snapshot relies on, and a prune removes it.
+///
+/// Memory: one pack being filled (the target plus one blob, allocated once per pack) and the
+/// packs being uploaded. Each upload is retried ([`Retry`]) on transient failures; the pack's
+/// name depends only on its bytes, so a retried write can only write the same object again.
 #[derive(Debug)]
 pub struct PackWriter<'a> {
     storage: &'a dyn Storage,
@@ -213,7 +220,11 @@ pub struct PackWriter<'a> {
     retry: Retry,
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    uploads: std::collections::VecDeque<tokio::task::JoinHandle<Result<PackInfo>>>,
 }
+
+/// How many packs a [`PackWriter`] uploads at once.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
 
 impl<'a> PackWriter<'a> {
     /// A writer into `storage` with the default target size and retry.
@@ -224,6 +235,7 @@ impl<'a> PackWriter<'a> {
             retry: Retry::default(),
             buf: Vec::new(),
             entries: Vec::new(),
+            uploads: std::collections::VecDeque::new(),
         }
     }
 
@@ -239,13 +251,13 @@ impl<'a> PackWriter<'a> {
         self
     }
 
-    /// The blobs added since the last pack was written.
+    /// The blobs added since the last pack was closed.
     pub fn pending(&self) -> &[PackEntry] {
         &self.entries
     }
 
     /// Adds the blob of chunk `id` (whose plain length is `raw_length`); when that fills the
-    /// pack, uploads it and returns what it holds.
+    /// pack, its upload starts. Returns a pack whose upload has finished, if one has.
     pub async fn add(
         &mut self,
         id: ChunkId,
@@ -268,57 +280,119 @@ impl<'a> PackWriter<'a> {
         });
         self.buf.extend_from_slice(blob);
         if self.buf.len() >= self.target {
-            return self.flush().await;
+            if let Some(done) = self.close().await? {
+                return Ok(Some(done));
+            }
         }
-        Ok(None)
+        self.finished().await
     }
 
-    /// Uploads the pack being filled, if it holds any blob, and returns what it holds.
-    pub async fn flush(&mut self) -> Result<Option<PackInfo>> {
+    /// Closes the pack being filled, if it holds any blob, and waits for every upload; returns
+    /// the packs stored, in the order they were closed.
+    pub async fn flush(&mut self) -> Result<Vec<PackInfo>> {
+        let mut stored = Vec::new();
+        stored.extend(self.close().await?);
+        while let Some(upload) = self.uploads.pop_front() {
+            stored.push(join(upload).await?);
+        }
+        Ok(stored)
+    }
+
+    /// Starts the upload of the pack being filled; when [`UPLOADS_IN_FLIGHT`] are already
+    /// running, first waits for the oldest and returns it. Without a shared handle on the storage
+    /// the upload runs inline and is returned.
+    async fn close(&mut self) -> Result<Option<PackInfo>> {
         if self.entries.is_empty() {
             return Ok(None);
         }
-        let mut bytes = std::mem::take(&mut self.buf);
-        let mut entries = std::mem::take(&mut self.entries);
-        let mut blob_area = bytes.len();
-        let mut id = seal(&mut bytes, &entries);
-        // Never write under the name of a pack that exists: a prune may be deleting that pack
-        // (it holds chunks marked as garbage, which a backup stores again, see `crate::gc`), and
-        // would delete ours with it. An existing name means these very bytes are stored already;
-        // the last blob appended once more gives other bytes, and another name.
-        while self.exists(&id).await? {
-            let last = *entries.last().expect("a pack being flushed holds a blob");
-            bytes.truncate(blob_area);
-            let start = last.offset as usize;
-            bytes.extend_from_within(start..start + last.length as usize);
-            entries.push(PackEntry {
-                offset: blob_area as u64,
-                ..last
-            });
-            blob_area = bytes.len();
-            tracing::debug!(pack = %id, "a pack of these bytes exists: its last blob repeated");
-            id = seal(&mut bytes, &entries);
+        let bytes = std::mem::take(&mut self.buf);
+        let entries = std::mem::take(&mut self.entries);
+        let Some(storage) = self.storage.shared() else {
+            return store_pack(self.storage, &self.retry, bytes, entries)
+                .await
+                .map(Some);
+        };
+        let oldest = if self.uploads.len() >= UPLOADS_IN_FLIGHT {
+            let oldest = self.uploads.pop_front().expect("uploads are running");
+            Some(join(oldest).await?)
+        } else {
+            None
+        };
+        let retry = self.retry;
+        let upload = async move { store_pack(storage.as_ref(), &retry, bytes, entries).await };
+        self.uploads
+            .push_back(tokio::spawn(tracing::Instrument::in_current_span(upload)));
+        Ok(oldest)
+    }
+
+    /// The oldest upload, if it has finished.
+    async fn finished(&mut self) -> Result<Option<PackInfo>> {
+        if !self.uploads.front().is_some_and(|u| u.is_finished()) {
+            return Ok(None);
         }
-        let size = bytes.len() as u64;
-        let key = id.key();
-        let body = bytes::Bytes::from(bytes);
-        self.retry
-            .run(&key, || self.storage.put(&key, body.clone()))
-            .await
-            .map_err(|e| e.context(format!("storing pack {key}")))?;
-        tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
-        Ok(Some(PackInfo { id, size, entries }))
+        let upload = self.uploads.pop_front().expect("checked above");
+        join(upload).await.map(Some)
     }
 }
 
-impl PackWriter<'_> {
-    async fn exists(&self, id: &PackId) -> Result<bool> {
-        let key = id.key();
-        match self.retry.run(&key, || self.storage.head(&key)).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == coffer_core::error::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e.context(format!("looking for pack {key}"))),
+impl Drop for PackWriter<'_> {
+    fn drop(&mut self) {
+        for upload in &self.uploads {
+            upload.abort();
         }
+    }
+}
+
+async fn join(upload: tokio::task::JoinHandle<Result<PackInfo>>) -> Result<PackInfo> {
+    upload
+        .await
+        .map_err(|e| Error::other(format!("a pack upload stopped: {e}")))?
+}
+
+/// Seals a pack and stores it under its name.
+///
+/// Never under the name of a pack that exists: a prune may be deleting that pack (it holds
+/// chunks marked as garbage, which a backup stores again, see `crate::gc`), and would delete ours
+/// with it. An existing name means these very bytes are stored already; the last blob appended
+/// once more gives other bytes, and another name.
+async fn store_pack(
+    storage: &dyn Storage,
+    retry: &Retry,
+    mut bytes: Vec<u8>,
+    mut entries: Vec<PackEntry>,
+) -> Result<PackInfo> {
+    let mut blob_area = bytes.len();
+    let mut id = seal(&mut bytes, &entries);
+    while exists(storage, retry, &id).await? {
+        let last = *entries.last().expect("a pack being stored holds a blob");
+        bytes.truncate(blob_area);
+        let start = last.offset as usize;
+        bytes.extend_from_within(start..start + last.length as usize);
+        entries.push(PackEntry {
+            offset: blob_area as u64,
+            ..last
+        });
+        blob_area = bytes.len();
+        tracing::debug!(pack = %id, "a pack of these bytes exists: its last blob repeated");
+        id = seal(&mut bytes, &entries);
+    }
+    let size = bytes.len() as u64;
+    let key = id.key();
+    let body = bytes::Bytes::from(bytes);
+    retry
+        .run(&key, || storage.put(&key, body.clone()))
+        .await
+        .map_err(|e| e.context(format!("storing pack {key}")))?;
+    tracing::debug!(pack = %id, size, blobs = entries.len(), "pack stored");
+    Ok(PackInfo { id, size, entries })
+}
+
+async fn exists(storage: &dyn Storage, retry: &Retry, id: &PackId) -> Result<bool> {
+    let key = id.key();
+    match retry.run(&key, || storage.head(&key)).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == coffer_core::error::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.context(format!("looking for pack {key}"))),
     }
 }
 
@@ -496,7 +570,7 @@ mod tests {
             let mut writer = PackWriter::new(&storage);
             writer.add(id(1), 30, b"abc").await.unwrap();
             writer.add(id(2), 50, b"defgh").await.unwrap();
-            names.push(writer.flush().await.unwrap().unwrap());
+            names.extend(writer.flush().await.unwrap());
         }
         // The same blobs three times: three packs, the later ones with the last blob repeated.
         assert_eq!(names[0].entries.len(), 2);
@@ -526,7 +600,7 @@ mod tests {
             }
         }
         written.extend(writer.flush().await.unwrap());
-        assert!(writer.flush().await.unwrap().is_none());
+        assert!(writer.flush().await.unwrap().is_empty());
         // 300-byte blobs, closed at 1000 bytes: 4, 4 and 2 blobs.
         let counts: Vec<usize> = written.iter().map(|p| p.entries.len()).collect();
         assert_eq!(counts, vec![4, 4, 2]);

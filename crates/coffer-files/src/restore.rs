@@ -13,7 +13,7 @@
 //! Small files are gathered into batches ([`BATCH_BYTES`], [`BATCH_FILES`]) whose chunks are
 //! read pack by pack, neighbours in one range read ([`ChunkStore::read_many`]), so a folder of
 //! many small files costs a few requests per pack rather than one per file; a large file streams
-//! chunk by chunk. A few batches or files are written at once ([`CONCURRENT_FILES`]), so a slow
+//! chunk by chunk, a few chunks read ahead ([`CHUNKS_AHEAD`]). Writes run on blocking threads. A few batches or files are written at once ([`CONCURRENT_FILES`]), so a slow
 //! storage round trip for one does not stall the others. Modes (without set-user/group-id bits, since
 //! ownership is not restored) and modification times are restored on files, folders (once their
 //! contents are in place) and symlinks.
@@ -35,6 +35,9 @@ use crate::tree::{ListingReader, SnapshotSummary};
 
 /// How many files (or batches of small files) are written at the same time.
 pub const CONCURRENT_FILES: usize = 4;
+
+/// How many chunks of a large file are read and decoded ahead of the one being written.
+pub const CHUNKS_AHEAD: usize = 4;
 
 /// Small files are written in batches of about this many content bytes: the memory a batch
 /// holds, and so at most [`CONCURRENT_FILES`] times this for a restore. A file larger than
@@ -315,23 +318,45 @@ fn safe_mode(mode: u32) -> Mode {
     Mode::from_raw_mode(mode & 0o1777)
 }
 
-/// Writes one file from its chunks, then sets its mode and time.
-async fn write_file(store: &ChunkStore<'_>, mut file: std::fs::File, entry: Entry) -> Result<()> {
+/// Writes one file from its chunks, then sets its mode and time. Up to [`CHUNKS_AHEAD`] chunks
+/// are read and decoded ahead of the one being written, and each write runs on a blocking
+/// thread, so reading, decoding and writing overlap.
+async fn write_file(store: &ChunkStore<'_>, file: std::fs::File, entry: Entry) -> Result<()> {
+    use std::os::unix::fs::FileExt as _;
     let shown = entry.display();
+    let file = std::sync::Arc::new(file);
+    let mut chunks = futures_util::stream::iter(&entry.chunks)
+        .map(|id| store.read(id))
+        .buffered(CHUNKS_AHEAD);
+    let mut writing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
     let mut written = 0u64;
-    for id in &entry.chunks {
-        let data = store
-            .read(id)
-            .await
-            .map_err(|e| e.context(format!("restoring {shown}")))?;
+    let failed =
+        |e: &dyn std::fmt::Display| Error::new(ErrorKind::Restore, format!("writing {shown}: {e}"));
+    while let Some(data) = chunks.next().await {
+        let data = data.map_err(|e| e.context(format!("restoring {shown}")))?;
+        if let Some(write) = writing.take() {
+            write
+                .await
+                .map_err(|e| failed(&e))?
+                .map_err(|e| failed(&e))?;
+        }
+        let (at, to) = (written, file.clone());
         written += data.len() as u64;
-        file.write_all(&data)
-            .map_err(|e| Error::new(ErrorKind::Restore, format!("writing {shown}: {e}")))?;
+        writing = Some(tokio::task::spawn_blocking(move || {
+            to.write_all_at(&data, at)
+        }));
+    }
+    if let Some(write) = writing {
+        write
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?;
     }
     finish_file(&file, &entry, written)
 }
 
-/// Writes small files whose chunks are read together (see [`ChunkStore::read_many`]).
+/// Writes small files whose chunks are read together (see [`ChunkStore::read_many`]); the
+/// writes run on a blocking thread.
 async fn write_batch(store: &ChunkStore<'_>, files: Vec<(std::fs::File, Entry)>) -> Result<()> {
     let ids: Vec<_> = files
         .iter()
@@ -344,18 +369,22 @@ async fn write_batch(store: &ChunkStore<'_>, files: Vec<(std::fs::File, Entry)>)
             files.len() - 1
         ))
     })?;
-    for (mut file, entry) in files {
-        let shown = entry.display();
-        let mut written = 0u64;
-        for id in &entry.chunks {
-            let data = &chunks[id];
-            written += data.len() as u64;
-            file.write_all(data)
-                .map_err(|e| Error::new(ErrorKind::Restore, format!("writing {shown}: {e}")))?;
+    tokio::task::spawn_blocking(move || {
+        for (mut file, entry) in files {
+            let shown = entry.display();
+            let mut written = 0u64;
+            for id in &entry.chunks {
+                let data = &chunks[id];
+                written += data.len() as u64;
+                file.write_all(data)
+                    .map_err(|e| Error::new(ErrorKind::Restore, format!("writing {shown}: {e}")))?;
+            }
+            finish_file(&file, &entry, written)?;
         }
-        finish_file(&file, &entry, written)?;
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::other(format!("the file writer panicked: {e}")))?
 }
 
 /// Checks a written file's length against its record, then sets its mode and time.

@@ -29,7 +29,7 @@
 //! listing); the time recorded is the listing's (a `GET`'s is whole seconds), so an object
 //! replaced in between is read again next time.
 //!
-//! **Reading.** An object's body is cut into chunks by the [`Chunker`] on a blocking thread
+//! **Reading.** An object's body is cut into chunks ([`chunker::split`]) on a blocking thread
 //! reading the async body through [`tokio_util::io::SyncIoBridge`]; chunks cross a channel of
 //! two to the store, so memory is a few chunks whatever the object's size. An object that
 //! vanished between the listing and its `GET` is reported and skipped (fatal with
@@ -55,7 +55,7 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::backup::{Filters, SnapshotOptions};
 use crate::chunk_id::ChunkId;
-use crate::chunker::Chunker;
+use crate::chunker;
 use crate::entry::{Entry, EntryKind, ObjectInfo, cmp_paths, display_path, validate_path};
 use crate::restore::{CONCURRENT_FILES, RestoreOptions, RestoreSummary, parse_filter};
 use crate::store::ChunkStore;
@@ -441,7 +441,7 @@ impl Run<'_> {
             }
             Err(e) => return Err(e.context(format!("reading the source {}", source.url()))),
         };
-        let (chunks, read, new_bytes) = read_object(store, body)
+        let (chunks, read, new_bytes) = read_object(store, body, head.size)
             .await
             .map_err(|e| e.context(format!("reading {key} in {}", source.url())))?;
         if read != head.size {
@@ -471,27 +471,22 @@ impl Run<'_> {
 async fn read_object(
     store: &mut ChunkStore<'_>,
     body: coffer_core::storage::ObjectReader,
+    size: u64,
 ) -> Result<(Vec<ChunkId>, u64, u64)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(2);
     let bridge = tokio_util::io::SyncIoBridge::new(body);
-    let reader = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let mut read = 0u64;
-        for chunk in Chunker::new(bridge) {
-            let chunk = chunk?;
-            read += chunk.data.len() as u64;
-            if tx.blocking_send(chunk.data).is_err() {
-                // The async side stopped (the store failed): it reports why.
-                break;
-            }
-        }
-        Ok(read)
-    });
+    let key = store.chunk_id_key().clone();
+    // The reading thread also computes each chunk's id. When the store stops taking chunks (it
+    // failed), the async side reports why.
+    let send = move |data: Vec<u8>| tx.blocking_send((key.id(&data), data)).is_ok();
+    let reader = tokio::task::spawn_blocking(move || chunker::split(bridge, size, send));
     let mut chunks = Vec::new();
     let mut new_bytes = 0;
-    while let Some(data) = rx.recv().await {
-        let (id, stored) = store.write(&data).await?;
+    while let Some((id, data)) = rx.recv().await {
+        let length = data.len() as u64;
+        let (id, stored) = store.write_owned(id, data).await?;
         if stored {
-            new_bytes += data.len() as u64;
+            new_bytes += length;
         }
         chunks.push(id);
     }

@@ -278,18 +278,40 @@ impl<'a> ChunkStore<'a> {
     /// [`ChunkStore::chunk_id_key`] (a wrong id would store a chunk no reader can verify: every
     /// read checks the id).
     pub async fn write_with_id(&mut self, id: ChunkId, plain: &[u8]) -> Result<(ChunkId, bool)> {
-        debug_assert_eq!(id, self.key.id(plain), "a chunk id from another key");
-        let known = self.index.contains(&id) && !self.avoided.contains(&id);
-        if known || self.pending.contains(&id) {
-            self.stats.deduplicated += 1;
+        if self.deduplicated(&id) {
             return Ok((id, false));
         }
+        self.encode(id, plain.to_vec()).await
+    }
+
+    /// [`ChunkStore::write_with_id`] of a chunk the caller hands over: a new chunk is encoded
+    /// without a copy.
+    pub async fn write_owned(&mut self, id: ChunkId, plain: Vec<u8>) -> Result<(ChunkId, bool)> {
+        if self.deduplicated(&id) {
+            return Ok((id, false));
+        }
+        self.encode(id, plain).await
+    }
+
+    /// Whether chunk `id` is stored already (or on its way into a pack), counted if so.
+    fn deduplicated(&mut self, id: &ChunkId) -> bool {
+        let known = self.index.contains(id) && !self.avoided.contains(id);
+        if known || self.pending.contains(id) {
+            self.stats.deduplicated += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Starts compressing and encrypting a new chunk on the blocking pool; when
+    /// [`encoders`] are busy, first puts the oldest into the pack.
+    async fn encode(&mut self, id: ChunkId, plain: Vec<u8>) -> Result<(ChunkId, bool)> {
+        debug_assert_eq!(id, self.key.id(&plain), "a chunk id from another key");
         let raw_length = u32::try_from(plain.len())
             .map_err(|_| Error::other(format!("a chunk of {} bytes", plain.len())))?;
         self.stats.stored += 1;
         self.stats.raw_bytes += plain.len() as u64;
         self.pending.insert(id);
-        let plain = plain.to_vec();
         let recipient = self.recipient.clone();
         let blob = tokio::task::spawn_blocking(move || blob::encode(&plain, recipient.as_ref()));
         self.encoding.push_back(Encoding {
@@ -328,7 +350,7 @@ impl<'a> ChunkStore<'a> {
         while !self.encoding.is_empty() {
             self.pack_oldest().await?;
         }
-        if let Some(pack) = self.packs.flush().await? {
+        for pack in self.packs.flush().await? {
             self.pack_stored(pack).await?;
         }
         self.index_writer.flush().await?;
@@ -451,8 +473,10 @@ struct Decoder {
 
 impl Decoder {
     fn decode(&self, id: &ChunkId, at: &Location, blob: &[u8]) -> Result<Vec<u8>> {
-        let plain = blob::decode(id, blob, &self.key, self.identity.as_ref())
-            .map_err(|e| e.context(format!("reading pack {}", at.pack)))?;
+        let expected = at.raw_length as usize;
+        let plain =
+            blob::decode_with_capacity(id, blob, &self.key, self.identity.as_ref(), expected)
+                .map_err(|e| e.context(format!("reading pack {}", at.pack)))?;
         if plain.len() != at.raw_length as usize {
             return Err(Error::integrity(format!(
                 "chunk {id}: {} plain bytes where the index says {}",

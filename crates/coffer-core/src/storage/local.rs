@@ -229,6 +229,10 @@ impl Storage for LocalStorage {
         self.root.display().to_string()
     }
 
+    fn shared(&self) -> Option<std::sync::Arc<dyn Storage>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         self.write_whole(key, body, false).await.map(drop)
     }

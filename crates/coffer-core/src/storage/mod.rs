@@ -98,6 +98,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Where this storage is, for messages (`/var/backups/coffer`, `s3://bucket/prefix`).
     fn location(&self) -> String;
 
+    /// A handle to this same storage that a background task can own (an upload that goes on
+    /// while its caller prepares the next one), or `None` when the backend cannot hand one out;
+    /// callers then do that work inline.
+    fn shared(&self) -> Option<std::sync::Arc<dyn Storage>> {
+        None
+    }
+
     /// Stores a small object whole, replacing any previous one.
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
 

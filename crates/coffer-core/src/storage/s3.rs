@@ -686,6 +686,10 @@ impl S3Storage {
 
 #[async_trait]
 impl Storage for S3Storage {
+    fn shared(&self) -> Option<Arc<dyn Storage>> {
+        Some(Arc::new(self.clone()))
+    }
+
     fn location(&self) -> String {
         match &self.config.endpoint {
             Some(endpoint) => format!(
