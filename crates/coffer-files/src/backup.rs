@@ -145,6 +145,7 @@ pub async fn take_snapshot(
         links: HashMap::new(),
         queue: VecDeque::new(),
         reading: 0,
+        streaming: 0,
         links_being_read: HashSet::new(),
     };
     run.walk(store).await?;
@@ -175,14 +176,20 @@ struct Run<'f> {
     queue: VecDeque<Queued>,
     /// How many of them are files being read.
     reading: usize,
+    /// How many of those are streamed (larger than a chunk).
+    streaming: usize,
     /// Files with several links whose first name is being read, by (device, inode).
     links_being_read: HashSet<(u64, u64)>,
 }
 
 /// Files read at once, ahead of the one being stored: enough to keep every core busy reading,
-/// hashing, compressing and encrypting, while the memory they hold (at most a file of 8 MiB and
-/// two chunks each) stays bounded.
+/// hashing, compressing and encrypting, while the memory they hold (a small file whole, or a
+/// streamed one's buffer, and two chunks each) stays bounded.
 pub const READ_AHEAD: usize = 4;
+
+/// Of those, files larger than a chunk read at once: each streams through an 8 MiB buffer, and
+/// two keep both cores busy.
+pub const STREAMED_AHEAD: usize = 2;
 
 /// An entry waiting in the walk's queue.
 enum Queued {
@@ -197,6 +204,9 @@ struct Reading {
     entry: Entry,
     /// Its (device, inode) when it has other links: the first name later ones link to.
     link_key: Option<(u64, u64)>,
+    /// Larger than a chunk: streamed through the chunker (an 8 MiB buffer) rather than read
+    /// whole.
+    streamed: bool,
     chunks: tokio::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>,
     reader: tokio::task::JoinHandle<ReadOutcome>,
 }
@@ -337,6 +347,10 @@ impl Run<'_> {
                 self.record(store, e).await
             }
             None => {
+                let streamed = meta.size() > chunker::MAX_SIZE as u64;
+                while streamed && self.streaming >= STREAMED_AHEAD {
+                    self.settle_front(store).await?;
+                }
                 let (chunks, reader) = start_reading(store, full, meta);
                 if let Some(key) = link_key {
                     self.links_being_read.insert(key);
@@ -344,10 +358,12 @@ impl Run<'_> {
                 self.queue.push_back(Queued::Reading(Box::new(Reading {
                     entry: e,
                     link_key,
+                    streamed,
                     chunks,
                     reader,
                 })));
                 self.reading += 1;
+                self.streaming += usize::from(streamed);
                 while self.reading > READ_AHEAD {
                     self.settle_front(store).await?;
                 }
@@ -378,6 +394,7 @@ impl Run<'_> {
             Some(Queued::Ready(e)) => self.listing.push(store, &e).await,
             Some(Queued::Reading(reading)) => {
                 self.reading -= 1;
+                self.streaming -= usize::from(reading.streamed);
                 self.finish_reading(store, *reading).await
             }
         }
@@ -397,6 +414,7 @@ impl Run<'_> {
             link_key,
             mut chunks,
             reader,
+            ..
         } = reading;
         let mut ids = Vec::new();
         let mut new_bytes = 0;

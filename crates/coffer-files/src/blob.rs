@@ -24,20 +24,7 @@ pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 
 /// Encodes a chunk's plain bytes: zstd, then age to `recipient` when there is one.
 pub fn encode(plain: &[u8], recipient: Option<&age::x25519::Recipient>) -> Result<Vec<u8>> {
-    thread_local! {
-        // A compression context per thread: making one per chunk cost more than compressing a
-        // small chunk.
-        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    let compressed = COMPRESSOR
-        .with(|cell| {
-            let mut cell = cell.borrow_mut();
-            if cell.is_none() {
-                *cell = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
-            }
-            cell.as_mut().expect("just made").compress(plain)
-        })
+    let compressed = with_compressor(|compressor| compressor.compress(plain))
         .map_err(|e| Error::other(format!("compressing a chunk: {e}")))?;
     let Some(recipient) = recipient else {
         return Ok(compressed);
@@ -51,6 +38,29 @@ pub fn encode(plain: &[u8], recipient: Option<&age::x25519::Recipient>) -> Resul
     writer.write_all(&compressed).map_err(|e| fail(&e))?;
     writer.finish().map_err(|e| fail(&e))?;
     Ok(out)
+}
+
+/// Compression contexts not in use. A context costs more to make than compressing a small
+/// chunk, and holds a few MiB once it has compressed a large one: one per encoding running at
+/// once is kept, not one per thread of the blocking pool (which grows to dozens while a backup
+/// reads small files).
+static COMPRESSORS: std::sync::Mutex<Vec<zstd::bulk::Compressor<'static>>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn with_compressor<T>(
+    work: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let idle = COMPRESSORS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut compressor = match idle {
+        Some(compressor) => compressor,
+        None => zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+    };
+    let result = work(&mut compressor);
+    COMPRESSORS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(compressor);
+    result
 }
 
 /// Whether a blob is age-encrypted.

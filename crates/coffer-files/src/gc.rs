@@ -601,9 +601,7 @@ pub async fn prune_chunks_also_keeping(
                 raw_length: entry.raw_length,
             };
             store.decode(&entry.id, &at, blob)?;
-            if let Some(info) = writer.add(entry.id, entry.raw_length, blob).await? {
-                written.push(info);
-            }
+            written.extend(writer.add(entry.id, entry.raw_length, blob).await?);
         }
     }
     written.extend(writer.flush().await?);

@@ -27,8 +27,8 @@ use crate::retry::Retry;
 
 /// Where packs live.
 pub const PACKS: &str = "packs/";
-/// The size a pack is closed at: a pack holds blobs until it reaches 16 MiB, so it is at most
-/// this plus one blob.
+/// The size a pack is closed at: a pack holds blobs until it reaches 16 MiB or the next blob
+/// would take it past that, so its blobs take at most 16 MiB (unless a single blob is larger).
 pub const TARGET_SIZE: usize = 16 * 1024 * 1024;
 /// The last eight bytes of every pack.
 pub const MAGIC: &[u8; 8] = b"coffpack";
@@ -210,8 +210,8 @@ pub fn parse(pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
 /// dropped (the run failed or was interrupted) are aborted: a pack stored without an index file
 /// names no chunk any snapshot relies on, and a prune removes it.
 ///
-/// Memory: one pack being filled (the target plus one blob, allocated once per pack) and the
-/// packs being uploaded. Each upload is retried ([`Retry`]) on transient failures; the pack's
+/// Memory: one pack being filled (at most the target, allocated once per pack) and the packs
+/// being uploaded. Each upload is retried ([`Retry`]) on transient failures; the pack's
 /// name depends only on its bytes, so a retried write can only write the same object again.
 #[derive(Debug)]
 pub struct PackWriter<'a> {
@@ -222,6 +222,10 @@ pub struct PackWriter<'a> {
     entries: Vec<PackEntry>,
     uploads: std::collections::VecDeque<tokio::task::JoinHandle<Result<PackInfo>>>,
 }
+
+/// Room a pack's buffer leaves for its header: 1 MiB, the header of 21,845 blobs (a pack of
+/// smaller blobs grows its buffer once).
+const HEADER_ROOM: usize = 1024 * 1024;
 
 /// How many packs a [`PackWriter`] uploads at once.
 pub const UPLOADS_IN_FLIGHT: usize = 2;
@@ -256,21 +260,26 @@ impl<'a> PackWriter<'a> {
         &self.entries
     }
 
-    /// Adds the blob of chunk `id` (whose plain length is `raw_length`); when that fills the
-    /// pack, its upload starts. Returns a pack whose upload has finished, if one has.
+    /// Adds the blob of chunk `id` (whose plain length is `raw_length`). A blob that would take
+    /// the pack past the target closes it first, and a pack that reaches the target is closed:
+    /// its upload starts. Returns the packs whose uploads have finished meanwhile.
     pub async fn add(
         &mut self,
         id: ChunkId,
         raw_length: u32,
         blob: &[u8],
-    ) -> Result<Option<PackInfo>> {
+    ) -> Result<Vec<PackInfo>> {
         let length = u32::try_from(blob.len())
             .map_err(|_| Error::other(format!("chunk {id}: a blob of {} bytes", blob.len())))?;
+        let mut stored = Vec::new();
+        if !self.entries.is_empty() && self.buf.len() + blob.len() > self.target {
+            stored.extend(self.close().await?);
+        }
         if self.buf.capacity() == 0 {
-            // One allocation per pack: the target, the blob that crosses it, and the header.
-            self.buf.reserve_exact(
-                self.target + blob.len().max(crate::chunker::MAX_SIZE) + 1024 * 1024,
-            );
+            // One allocation per pack: the target (or the one blob larger than it) and room
+            // for the header.
+            self.buf
+                .reserve_exact(self.target.max(blob.len()) + HEADER_ROOM);
         }
         self.entries.push(PackEntry {
             id,
@@ -280,11 +289,10 @@ impl<'a> PackWriter<'a> {
         });
         self.buf.extend_from_slice(blob);
         if self.buf.len() >= self.target {
-            if let Some(done) = self.close().await? {
-                return Ok(Some(done));
-            }
+            stored.extend(self.close().await?);
         }
-        self.finished().await
+        stored.extend(self.finished().await?);
+        Ok(stored)
     }
 
     /// Closes the pack being filled, if it holds any blob, and waits for every upload; returns
@@ -595,15 +603,13 @@ mod tests {
         let mut written = Vec::new();
         for n in 0..10u8 {
             let blob = vec![n; 300];
-            if let Some(info) = writer.add(id(n), 3000, &blob).await.unwrap() {
-                written.push(info);
-            }
+            written.extend(writer.add(id(n), 3000, &blob).await.unwrap());
         }
         written.extend(writer.flush().await.unwrap());
         assert!(writer.flush().await.unwrap().is_empty());
-        // 300-byte blobs, closed at 1000 bytes: 4, 4 and 2 blobs.
+        // 300-byte blobs, closed before passing 1000 bytes: 3, 3, 3 and 1 blobs.
         let counts: Vec<usize> = written.iter().map(|p| p.entries.len()).collect();
-        assert_eq!(counts, vec![4, 4, 2]);
+        assert_eq!(counts, vec![3, 3, 3, 1]);
 
         let reader = PackReader::new(&storage);
         let mut listed = reader.list().await.unwrap();

@@ -335,7 +335,7 @@ impl<'a> ChunkStore<'a> {
             .await
             .map_err(|e| Error::other(format!("encoding chunk {}: {e}", oldest.id)))??;
         self.stats.stored_bytes += encoded.len() as u64;
-        if let Some(pack) = self
+        for pack in self
             .packs
             .add(oldest.id, oldest.raw_length, &encoded)
             .await?

@@ -159,10 +159,20 @@ impl LocalStorage {
 
     async fn write_whole(&self, key: &str, body: Bytes, exclusive: bool) -> Result<CreateOutcome> {
         let path = self.path(key)?;
-        let (mut file, temp) = self.temp_beside(key, &path).await?;
-        self.bounded("writing", key, file.write_all(&body))
+        let (file, temp) = self.temp_beside(key, &path).await?;
+        // One write on a blocking thread: `tokio::fs::File` would copy the body into its own
+        // buffer and write it 2 MiB per round trip, which for 16 MiB packs cost a tenth of a
+        // backup's CPU.
+        let mut file = file.into_std().await;
+        let write = tokio::task::spawn_blocking(move || {
+            std::io::Write::write_all(&mut file, &body).map(|()| file)
+        });
+        let file = self
+            .bounded("writing", key, write)
             .await?
+            .map_err(|e| self.io_error("writing", key, std::io::Error::other(e)))?
             .map_err(|e| self.io_error("writing", key, e))?;
+        let file = tokio::fs::File::from_std(file);
         self.commit(key, file, temp, &path, exclusive).await
     }
 }
