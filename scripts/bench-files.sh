@@ -186,7 +186,8 @@ for c in 1 2 3 4; do
   printf '| %s | %.2f s | %.2f s | **%s** |\n' "$name" "$a" "$b" "$(ratio "$a" "$b")" >> "$results"
 done
 a=$(col "$dir/coffer.rows" 5); b=$(col "$dir/restic.rows" 5)
-printf '| repository size after both backups | %s MiB | %s MiB | **%s** |\n' "$(mib "$a")" "$(mib "$b")" "$(ratio "$a" "$b")" >> "$results"
+# Three decimals: a repository a few MiB larger than restic's must not print as 1.00.
+printf '| repository size after both backups | %s MiB | %s MiB | **%.3f** |\n' "$(mib "$a")" "$(mib "$b")" "$(echo "scale=6; $a / $b" | bc -l)" >> "$results"
 a=$(col "$dir/coffer.rows" 6); b=$(col "$dir/restic.rows" 6)
 printf '| peak RSS (the worst of the four steps) | %s MiB | %s MiB | %s |\n' "$(echo "scale=1; $a / 1024" | bc -l)" "$(echo "scale=1; $b / 1024" | bc -l)" "$(ratio "$a" "$b")" >> "$results"
 small_rss=$a
