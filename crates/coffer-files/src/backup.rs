@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::chunk_id::ChunkId;
 use crate::chunker;
 use crate::entry::{Entry, EntryKind, cmp_paths, display_path, validate_path};
-use crate::store::ChunkStore;
+use crate::store::{ChunkReceiver, ChunkStore};
 use crate::tree::{ListingReader, ListingWriter, SnapshotSummary};
 
 /// Which entries of a source a snapshot records, by glob on the path relative to the root
@@ -207,7 +207,7 @@ struct Reading {
     /// Larger than a chunk: streamed through the chunker (an 8 MiB buffer) rather than read
     /// whole.
     streamed: bool,
-    chunks: tokio::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>,
+    chunks: ChunkReceiver,
     reader: tokio::task::JoinHandle<ReadOutcome>,
 }
 
@@ -416,16 +416,7 @@ impl Run<'_> {
             reader,
             ..
         } = reading;
-        let mut ids = Vec::new();
-        let mut new_bytes = 0;
-        while let Some((id, data)) = chunks.recv().await {
-            let length = data.len() as u64;
-            let (id, stored) = store.write_owned(id, data).await?;
-            if stored {
-                new_bytes += length;
-            }
-            ids.push(id);
-        }
+        let (ids, new_bytes) = store.write_all_from(&mut chunks).await?;
         let outcome = reader
             .await
             .map_err(|e| Error::other(format!("the file reader panicked: {e}")))?;
@@ -540,20 +531,15 @@ fn io_reason(e: &std::io::Error) -> String {
 /// What the reading thread reports: the bytes it read, or why the file is skipped.
 type ReadOutcome = std::result::Result<u64, String>;
 
-/// Starts reading one file on a blocking thread, which cuts it into chunks, computes their ids
-/// (so the hashing runs beside the writer) and sends them; the thread's outcome is the bytes it
-/// read or why the file is skipped.
+/// Starts reading one file on a blocking thread, which cuts it into chunks and sends them with
+/// their ids ([`ChunkStore::chunk_channel`]); the thread's outcome is the bytes it read or why
+/// the file is skipped.
 fn start_reading(
     store: &ChunkStore<'_>,
     full: &Path,
     before: &std::fs::Metadata,
-) -> (
-    tokio::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>,
-    tokio::task::JoinHandle<ReadOutcome>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(2);
-    let key = store.chunk_id_key().clone();
-    let send = move |data: Vec<u8>| tx.blocking_send((key.id(&data), data)).is_ok();
+) -> (ChunkReceiver, tokio::task::JoinHandle<ReadOutcome>) {
+    let (send, rx) = store.chunk_channel();
     let path = full.to_path_buf();
     let (size, mtime) = (before.size(), (before.mtime(), before.mtime_nsec()));
     let ino = before.ino();

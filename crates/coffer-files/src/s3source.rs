@@ -473,23 +473,10 @@ async fn read_object(
     body: coffer_core::storage::ObjectReader,
     size: u64,
 ) -> Result<(Vec<ChunkId>, u64, u64)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(2);
     let bridge = tokio_util::io::SyncIoBridge::new(body);
-    let key = store.chunk_id_key().clone();
-    // The reading thread also computes each chunk's id. When the store stops taking chunks (it
-    // failed), the async side reports why.
-    let send = move |data: Vec<u8>| tx.blocking_send((key.id(&data), data)).is_ok();
+    let (send, mut rx) = store.chunk_channel();
     let reader = tokio::task::spawn_blocking(move || chunker::split(bridge, size, send));
-    let mut chunks = Vec::new();
-    let mut new_bytes = 0;
-    while let Some((id, data)) = rx.recv().await {
-        let length = data.len() as u64;
-        let (id, stored) = store.write_owned(id, data).await?;
-        if stored {
-            new_bytes += length;
-        }
-        chunks.push(id);
-    }
+    let (chunks, new_bytes) = store.write_all_from(&mut rx).await?;
     let read = reader
         .await
         .map_err(|e| Error::other(format!("the object reader panicked: {e}")))??;

@@ -56,6 +56,9 @@ pub struct ChunkStore<'a> {
     encoders: usize,
 }
 
+/// Chunks on their way from a reading thread to the store, each with its id.
+pub type ChunkReceiver = tokio::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>;
+
 /// One chunk on its way into a pack.
 struct Encoding {
     id: ChunkId,
@@ -291,6 +294,36 @@ impl<'a> ChunkStore<'a> {
             return Ok((id, false));
         }
         self.encode(id, plain).await
+    }
+
+    /// The two ends that carry chunks from a reading thread into this store (two in flight):
+    /// the sender computes each chunk's id on the reading thread, so the hashing runs beside the
+    /// writer, and returns `false` once the store stopped taking chunks (it failed; the side
+    /// that drains the receiver with [`ChunkStore::write_all_from`] reports why).
+    pub fn chunk_channel(&self) -> (impl FnMut(Vec<u8>) -> bool + Send + 'static, ChunkReceiver) {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let key = self.key.clone();
+        let send = move |data: Vec<u8>| tx.blocking_send((key.id(&data), data)).is_ok();
+        (send, rx)
+    }
+
+    /// Stores every chunk `chunks` brings, in order, until its sender is gone; returns their ids
+    /// and the plain bytes newly stored.
+    pub async fn write_all_from(
+        &mut self,
+        chunks: &mut ChunkReceiver,
+    ) -> Result<(Vec<ChunkId>, u64)> {
+        let mut ids = Vec::new();
+        let mut new_bytes = 0;
+        while let Some((id, data)) = chunks.recv().await {
+            let length = data.len() as u64;
+            let (id, stored) = self.write_owned(id, data).await?;
+            if stored {
+                new_bytes += length;
+            }
+            ids.push(id);
+        }
+        Ok((ids, new_bytes))
     }
 
     /// Whether chunk `id` is stored already (or on its way into a pack), counted if so.
