@@ -515,17 +515,18 @@ pub enum BackupCommand {
         #[command(flatten)]
         output: JsonFlag,
     },
-    /// Keep a backup whatever retention says (a legal hold, an incident), until unpinned.
+    /// Keep a backup or a file snapshot whatever retention says (a legal hold, an incident),
+    /// until unpinned.
     Pin {
-        /// Backup id (as listed), or `latest`.
+        /// Backup id (as listed), `latest`, or a file snapshot id (as `files list` shows).
         id: String,
         /// Why it is kept: shown by `prune` as the reason.
         #[arg(long)]
         reason: String,
     },
-    /// Let retention decide about a pinned backup again.
+    /// Let retention decide about a pinned backup or file snapshot again.
     Unpin {
-        /// Backup id.
+        /// Backup or file snapshot id.
         id: String,
     },
 }

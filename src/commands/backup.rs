@@ -352,9 +352,15 @@ pub async fn verify(
 /// `backup pin ID --reason …`.
 pub async fn pin(config: &Config, job: &JobContext, id: &str, reason: &str) -> Result<u8> {
     let repository = open_repository(config).await?;
-    let manifest = repository.resolve(id).await?;
-    let pin = coffer_core::retention::pins::pin(&repository, &manifest.id, reason, job.clock.now())
-        .await?;
+    let now = job.clock.now();
+    let pin = if coffer_files::snapshot::is_snapshot_id(id) {
+        // A file snapshot: kept by [retention.files] whatever it says.
+        let snapshot = coffer_files::snapshot::load(&repository, id).await?;
+        coffer_core::retention::pins::pin_record(&repository, &snapshot.id, reason, now).await?
+    } else {
+        let manifest = repository.resolve(id).await?;
+        coffer_core::retention::pins::pin(&repository, &manifest.id, reason, now).await?
+    };
     outln!("pinned {}: {}", pin.id, pin.reason);
     Ok(exit::OK)
 }

@@ -519,6 +519,58 @@ fn prune_deletes_the_snapshots_retention_no_longer_keeps_and_the_newest_restores
 }
 
 #[test]
+fn a_pinned_snapshot_is_kept_whatever_retention_says_until_unpinned() {
+    let setup = FilesSetup::new("");
+    std::fs::write(&setup.config, {
+        let mut text = std::fs::read_to_string(&setup.config).unwrap();
+        text.push_str("\n[retention.files]\nkeep_last = 1\n");
+        text
+    })
+    .unwrap();
+    make_tree(&setup.tree());
+    let first = setup.backup();
+    let first = first["id"].as_str().unwrap();
+    change_one_percent(&setup.tree());
+    setup.backup();
+
+    let run = setup.run(&["backup", "pin", first, "--reason", "incident 42"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let dry = setup.run(&["prune", "--dry-run", "--json"]).json();
+    let item = dry["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == first)
+        .unwrap()
+        .clone();
+    assert_eq!(item["keep"], true, "{dry:#}");
+    assert!(
+        item["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "pinned: incident 42"),
+        "{item:#}"
+    );
+    setup.run(&["prune", "--json"]).json();
+    let listed = setup.run(&["files", "list", "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
+
+    // A snapshot id that does not exist is refused, and nothing is pinned.
+    let other = if first.ends_with('0') { '1' } else { '0' };
+    let missing = format!("{}{other}", &first[..first.len() - 1]);
+    let run = setup.run(&["backup", "pin", &missing, "--reason", "x"]);
+    assert_ne!(run.code, 0, "{run:#?}");
+
+    let run = setup.run(&["backup", "unpin", first]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    setup.run(&["prune", "--json"]).json();
+    let listed = setup.run(&["files", "list", "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_ne!(listed[0]["id"], first);
+}
+
+#[test]
 fn an_encrypted_repository_skips_unchanged_files_and_restores_elsewhere_with_the_identity() {
     use age::secrecy::ExposeSecret;
     let identity = age::x25519::Identity::generate();

@@ -120,9 +120,9 @@ async fn prune(
         .abandoned_uploads(grace_cutoff(now)?)
         .await?;
     let snapshots = coffer_files::snapshot::list(repository).await?;
-    let snapshot_plan = plan_snapshots(&snapshots, config, now);
+    let snapshot_plan = plan_snapshots(&snapshots, config, &pins, now);
     let versions = coffer_config_history::read::all_versions(repository).await?;
-    let version_plan = plan_config_versions(&versions, config, now);
+    let version_plan = plan_config_versions(&versions, config, &pins, now);
     let mut report = PruneReport {
         abandoned_uploads,
         snapshots: snapshot_plan,
@@ -386,6 +386,7 @@ async fn drill_reports(
 fn plan_snapshots(
     snapshots: &[coffer_files::snapshot::SnapshotManifest],
     config: &Config,
+    pins: &[retention::Pin],
     now: Timestamp,
 ) -> Vec<retention::PlanItem> {
     let dated: Vec<Dated<'_>> = snapshots
@@ -402,7 +403,7 @@ fn plan_snapshots(
         kind: "files",
         newest: "the newest snapshot of",
     };
-    plan_grouped(&dated, &rules, config, now)
+    plan_grouped(&dated, &rules, config, pins, now)
 }
 
 /// Configuration versions under `[retention.config]`, kept or deleted, oldest first; the
@@ -410,6 +411,7 @@ fn plan_snapshots(
 fn plan_config_versions(
     versions: &[coffer_config_history::version::Version],
     config: &Config,
+    pins: &[retention::Pin],
     now: Timestamp,
 ) -> Vec<retention::PlanItem> {
     let dated: Vec<Dated<'_>> = versions
@@ -426,7 +428,7 @@ fn plan_config_versions(
         kind: "config",
         newest: "the newest version of",
     };
-    plan_grouped(&dated, &rules, config, now)
+    plan_grouped(&dated, &rules, config, pins, now)
 }
 
 /// One record retention decides on: a snapshot of a source, a version of a table.
@@ -446,11 +448,12 @@ struct Rules<'a> {
 }
 
 /// The policy applied to each group on its own (records oldest first, as listed), the newest of
-/// each group always kept; items oldest first.
+/// each group and every pinned record always kept; items oldest first.
 fn plan_grouped(
     records: &[Dated<'_>],
     rules: &Rules<'_>,
     config: &Config,
+    pins: &[retention::Pin],
     now: Timestamp,
 ) -> Vec<retention::PlanItem> {
     let groups: BTreeSet<&str> = records.iter().map(|r| r.group).collect();
@@ -468,6 +471,9 @@ fn plan_grouped(
                 .collect();
             if i == last {
                 reasons.push(format!("{} {group}", rules.newest));
+            }
+            for pin in pins.iter().filter(|p| p.id == record.id) {
+                reasons.push(format!("pinned: {}", pin.reason));
             }
             let keep = !reasons.is_empty();
             if !keep {

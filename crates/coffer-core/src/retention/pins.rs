@@ -17,11 +17,32 @@ fn key(id: &str) -> String {
 
 /// Pins backup `id` (which must exist) with `reason`, replacing an earlier pin of it.
 pub async fn pin(repository: &Repository, id: &str, reason: &str, now: Timestamp) -> Result<Pin> {
-    let reason = reason.trim();
-    if reason.is_empty() {
+    check_reason(reason)?;
+    repository.manifest(id).await?;
+    pin_record(repository, id, reason, now).await
+}
+
+fn check_reason(reason: &str) -> Result<()> {
+    if reason.trim().is_empty() {
         return Err(Error::config("--reason must say why the backup is pinned"));
     }
-    repository.manifest(id).await?;
+    Ok(())
+}
+
+/// Pins record `id` of another kind than a database backup (a file snapshot), whose existence
+/// the caller has checked, with `reason`; retention of that kind keeps it. Replaces an earlier
+/// pin of it.
+pub async fn pin_record(
+    repository: &Repository,
+    id: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Pin> {
+    check_reason(reason)?;
+    if !is_valid_backup_id(id) {
+        return Err(Error::config(format!("{id:?} is not a backup id")));
+    }
+    let reason = reason.trim();
     let pin = Pin {
         id: id.to_string(),
         reason: reason.to_string(),
