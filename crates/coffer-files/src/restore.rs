@@ -23,6 +23,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use coffer_core::error::{Error, ErrorKind, Result};
 use futures_util::StreamExt;
@@ -47,12 +48,14 @@ pub const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// The most files in one batch (each held open until it is written).
 pub const BATCH_FILES: usize = 64;
 
-/// Files created and waiting for their contents.
+/// Files waiting to be created (in the folder held open beside each) and written. They are
+/// created on the writing threads, not in the walk: creating a file can cost a file system more
+/// than writing it (ext4 searches its inode bitmaps), and the walk is one thread.
 enum Pending {
     /// A file written chunk by chunk.
-    One(std::fs::File, Box<Entry>),
+    One(Arc<OwnedFd>, Box<Entry>),
     /// Small files whose chunks are read together.
-    Batch(Vec<(std::fs::File, Entry)>),
+    Batch(Vec<(Arc<OwnedFd>, Entry)>),
 }
 
 async fn write_pending(store: &ChunkStore<'_>, pending: Pending) -> Result<()> {
@@ -192,12 +195,13 @@ pub async fn restore_snapshot(
     )
     .map_err(|e| fail("opening", e.into()))?;
     let mut restore = Restore {
-        root,
+        root: Arc::new(root),
         stack: Vec::new(),
         overwrite: options.overwrite,
+        left: Vec::new(),
     };
     let mut writing = FuturesUnordered::new();
-    let mut batch: Vec<(std::fs::File, Entry)> = Vec::new();
+    let mut batch: Vec<(Arc<OwnedFd>, Entry)> = Vec::new();
     let mut batch_bytes = 0u64;
     while let Some(entry) = reader.next(store).await? {
         let parent = restore.enter_parent(&entry.path)?;
@@ -208,7 +212,7 @@ pub async fn restore_snapshot(
                 let fd = restore.make_dir(name, &shown)?;
                 restore.stack.push(Folder {
                     name: name.as_bytes().to_vec(),
-                    fd,
+                    fd: Arc::new(fd),
                     times: Some((entry.mode, entry.mtime_ns)),
                 });
                 done.dirs += 1;
@@ -229,35 +233,35 @@ pub async fn restore_snapshot(
                 done.symlinks += 1;
             }
             EntryKind::Hardlink
-                if filter.as_ref().is_none_or(|f| is_under(link(&entry), f))
-                    && restore.hard_link(parent, name, link(&entry), &shown)? =>
+                if filter.as_ref().is_none_or(|f| is_under(link(&entry), f)) && {
+                    // Its first name may still be waiting to be created.
+                    if !batch.is_empty() {
+                        batch_bytes = 0;
+                        writing.push(write_pending(
+                            store,
+                            Pending::Batch(std::mem::take(&mut batch)),
+                        ));
+                    }
+                    while let Some(result) = writing.next().await {
+                        result?;
+                    }
+                    restore.hard_link(parent, name, link(&entry), &shown)?
+                } =>
             {
                 done.hardlinks += 1;
             }
             EntryKind::File | EntryKind::Hardlink => {
                 // A hard link whose first name is outside the restored subtree (or is missing)
                 // is written as a file: its record carries the same chunks.
-                let parent = restore.fd(parent);
-                clear(parent, name, &shown, restore.overwrite)?;
-                let fd = rustix::fs::openat(
-                    parent,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| restore_error(&shown, "creating the file", e))?;
+                let folder = restore.folder(parent);
+                clear(folder.as_fd(), name, &shown, restore.overwrite)?;
                 done.files += 1;
                 done.bytes += entry.size;
-                let file = std::fs::File::from(fd);
                 let ready = if entry.size > BATCH_BYTES / 2 {
-                    Some(Pending::One(file, Box::new(entry)))
+                    Some(Pending::One(folder, Box::new(entry)))
                 } else {
                     batch_bytes += entry.size;
-                    batch.push((file, entry));
+                    batch.push((folder, entry));
                     (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES).then(|| {
                         batch_bytes = 0;
                         Pending::Batch(std::mem::take(&mut batch))
@@ -273,6 +277,20 @@ pub async fn restore_snapshot(
                 }
             }
         }
+        if restore.left.len() >= FOLDERS_LEFT_OPEN {
+            // Their files may still be being created: finish those first.
+            if !batch.is_empty() {
+                batch_bytes = 0;
+                writing.push(write_pending(
+                    store,
+                    Pending::Batch(std::mem::take(&mut batch)),
+                ));
+            }
+            while let Some(result) = writing.next().await {
+                result?;
+            }
+            restore.finish_left()?;
+        }
     }
     if !batch.is_empty() {
         writing.push(write_pending(store, Pending::Batch(batch)));
@@ -281,6 +299,7 @@ pub async fn restore_snapshot(
         result?;
     }
     restore.leave_to(0)?;
+    restore.finish_left()?;
     Ok(done)
 }
 
@@ -321,10 +340,10 @@ fn safe_mode(mode: u32) -> Mode {
 /// Writes one file from its chunks, then sets its mode and time. Up to [`CHUNKS_AHEAD`] chunks
 /// are read and decoded ahead of the one being written, and each write runs on a blocking
 /// thread, so reading, decoding and writing overlap.
-async fn write_file(store: &ChunkStore<'_>, file: std::fs::File, entry: Entry) -> Result<()> {
+async fn write_file(store: &ChunkStore<'_>, folder: Arc<OwnedFd>, entry: Entry) -> Result<()> {
     use std::os::unix::fs::FileExt as _;
     let shown = entry.display();
-    let file = std::sync::Arc::new(file);
+    let file = Arc::new(create(&folder, &entry)?);
     let mut chunks = futures_util::stream::iter(&entry.chunks)
         .map(|id| store.read(id))
         .buffered(CHUNKS_AHEAD);
@@ -357,7 +376,7 @@ async fn write_file(store: &ChunkStore<'_>, file: std::fs::File, entry: Entry) -
 
 /// Writes small files whose chunks are read together (see [`ChunkStore::read_many`]); the
 /// writes run on a blocking thread.
-async fn write_batch(store: &ChunkStore<'_>, files: Vec<(std::fs::File, Entry)>) -> Result<()> {
+async fn write_batch(store: &ChunkStore<'_>, files: Vec<(Arc<OwnedFd>, Entry)>) -> Result<()> {
     let ids: Vec<_> = files
         .iter()
         .flat_map(|(_, e)| e.chunks.iter().copied())
@@ -370,8 +389,9 @@ async fn write_batch(store: &ChunkStore<'_>, files: Vec<(std::fs::File, Entry)>)
         ))
     })?;
     tokio::task::spawn_blocking(move || {
-        for (mut file, entry) in files {
+        for (folder, entry) in files {
             let shown = entry.display();
+            let mut file = create(&folder, &entry)?;
             let mut written = 0u64;
             for id in &entry.chunks {
                 let data = &chunks[id];
@@ -385,6 +405,19 @@ async fn write_batch(store: &ChunkStore<'_>, files: Vec<(std::fs::File, Entry)>)
     })
     .await
     .map_err(|e| Error::other(format!("the file writer panicked: {e}")))?
+}
+
+/// Creates `entry`'s file in `folder`, new (never through a symlink, never over anything: the
+/// walk cleared the name), private until its mode is set.
+fn create(folder: &OwnedFd, entry: &Entry) -> Result<std::fs::File> {
+    rustix::fs::openat(
+        folder,
+        OsStr::from_bytes(last(&entry.path)),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map(std::fs::File::from)
+    .map_err(|e| restore_error(&entry.display(), "creating the file", e))
 }
 
 /// Checks a written file's length against its record, then sets its mode and time.
@@ -407,16 +440,24 @@ fn finish_file(file: &std::fs::File, entry: &Entry, written: u64) -> Result<()> 
 /// place (`None` for folders the listing does not have, above a path filter).
 struct Folder {
     name: Vec<u8>,
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     times: Option<(u32, i64)>,
 }
+
+/// Folders left but not yet given their modes and times, at most this many: their files may
+/// still be being created on the writing threads, so the restore waits for those, then sets
+/// them all and closes them. This bounds the descriptors held open.
+const FOLDERS_LEFT_OPEN: usize = 256;
 
 /// Where a restore stands: the target's descriptor and the open folders from it down to the
 /// current one (the listing is depth-first, so this is a stack).
 struct Restore {
-    root: OwnedFd,
+    root: Arc<OwnedFd>,
     stack: Vec<Folder>,
     overwrite: bool,
+    /// Folders left, deepest first, whose modes and times are set once their files are written
+    /// ([`Restore::finish_left`]).
+    left: Vec<Folder>,
 }
 
 /// Which folder an entry goes in: the target itself or one on the stack.
@@ -427,6 +468,14 @@ impl Restore {
         match depth {
             0 => self.root.as_fd(),
             n => self.stack[n - 1].fd.as_fd(),
+        }
+    }
+
+    /// The folder at `depth`, for a writing thread to create a file in.
+    fn folder(&self, depth: Depth) -> Arc<OwnedFd> {
+        match depth {
+            0 => self.root.clone(),
+            n => self.stack[n - 1].fd.clone(),
         }
     }
 
@@ -450,23 +499,33 @@ impl Restore {
             let fd = self.make_dir(name, &display_path(path))?;
             self.stack.push(Folder {
                 name: part.to_vec(),
-                fd,
+                fd: Arc::new(fd),
                 times: None,
             });
         }
         Ok(self.stack.len())
     }
 
-    /// Closes the folders deeper than `depth`, setting their modes and times: their contents
-    /// are created, so no later creation changes their time again.
+    /// Leaves the folders deeper than `depth`: their entries are all created or on their way
+    /// (files are created on the writing threads), so their modes and times are set later, by
+    /// [`Restore::finish_left`], once no later creation can change their times.
     fn leave_to(&mut self, depth: Depth) -> Result<()> {
         while self.stack.len() > depth {
             let folder = self.stack.pop().expect("deeper than depth");
+            self.left.push(folder);
+        }
+        Ok(())
+    }
+
+    /// Sets the modes and times of the folders left (deepest first, as they were left) and
+    /// closes them; every file written into them must be done.
+    fn finish_left(&mut self) -> Result<()> {
+        for folder in self.left.drain(..) {
             if let Some((mode, mtime)) = folder.times {
                 let shown = display_path(&folder.name);
-                rustix::fs::fchmod(&folder.fd, safe_mode(mode))
+                rustix::fs::fchmod(&*folder.fd, safe_mode(mode))
                     .map_err(|e| restore_error(&shown, "setting the mode", e))?;
-                rustix::fs::futimens(&folder.fd, &times(mtime))
+                rustix::fs::futimens(&*folder.fd, &times(mtime))
                     .map_err(|e| restore_error(&shown, "setting the time", e))?;
             }
         }
