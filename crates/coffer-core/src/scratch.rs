@@ -51,23 +51,41 @@ pub fn init(state_dir: Option<&Path>) -> Result<&'static Path> {
     let root = root_for(state_dir);
     let fail =
         |what: &str, e: std::io::Error| Error::other(format!("{what} {}: {e}", root.display()));
-    // Another coffer may be removing or making the same root at this moment (EEXIST from a
-    // folder that vanished in between): try again before giving up.
+    // Another coffer may be making the same root at this moment, or removing it (empty) as it
+    // exits ([`finish`]): a folder that appears (EEXIST) or vanishes (ENOENT) between two steps
+    // is tried again before giving up.
     let mut attempts = 0;
-    while let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(&root) {
+    let dir = loop {
         attempts += 1;
-        if e.kind() != std::io::ErrorKind::AlreadyExists || attempts == 3 {
+        let again = |e: &std::io::Error| {
+            attempts < 5
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotFound
+                )
+        };
+        if let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(&root) {
+            if again(&e) {
+                continue;
+            }
             return Err(fail("creating the scratch folder", e));
         }
-    }
-    check_private(&root)?;
-    remove_dead_runs(&root);
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("run-{}-", std::process::id()))
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(&root)
-        .map_err(|e| fail("creating a run folder in", e))?
-        .keep();
+        match std::fs::symlink_metadata(&root) {
+            Ok(meta) => check_private(&root, &meta)?,
+            Err(e) if again(&e) => continue,
+            Err(e) => return Err(fail("looking at the scratch folder", e)),
+        }
+        remove_dead_runs(&root);
+        match tempfile::Builder::new()
+            .prefix(&format!("run-{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&root)
+        {
+            Ok(dir) => break dir.keep(),
+            Err(e) if again(&e) => continue,
+            Err(e) => return Err(fail("creating a run folder in", e)),
+        }
+    };
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -86,9 +104,7 @@ pub fn init(state_dir: Option<&Path>) -> Result<&'static Path> {
 
 /// Refuses a scratch root that someone else owns or can read: it would hold decrypted binlogs
 /// and option files with passwords.
-fn check_private(root: &Path) -> Result<()> {
-    let meta = std::fs::symlink_metadata(root)
-        .map_err(|e| Error::other(format!("{}: {e}", root.display())))?;
+fn check_private(root: &Path, meta: &std::fs::Metadata) -> Result<()> {
     let own_uid = std::fs::metadata("/proc/self").map_or(meta.uid(), |m| m.uid());
     if !meta.is_dir() || meta.uid() != own_uid {
         return Err(Error::config(format!(
