@@ -28,6 +28,8 @@ have git || missing+=(git)           # the configuration history's git mirror (g
 have curl || missing+=(curl)         # the demo reads the daemon's /up and /metrics
 have minisign || missing+=(minisign)   # checks coffer's signatures by hand, as FORMAT.md shows
 have openssl || missing+=(openssl)     # the TLS tests make their own CA and certificates
+have make || missing+=(make)           # jemalloc's build (the binary's allocator) runs make
+have cc || missing+=(gcc)              # ... and a C compiler, like zstd's
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]} with apt-get"
   # Keep the package's own service from starting: coffer starts its own throwaway servers.
