@@ -65,6 +65,70 @@ async fn write_pending(store: &ChunkStore<'_>, pending: Pending) -> Result<()> {
     }
 }
 
+/// The files a restore has yet to write: the batch of small files being gathered, and the
+/// writes running (at most [`CONCURRENT_FILES`]).
+struct Writes<'s, 'a> {
+    store: &'s ChunkStore<'a>,
+    running:
+        FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 's>>>,
+    batch: Vec<(Arc<OwnedFd>, Entry)>,
+    batch_bytes: u64,
+}
+
+impl<'s, 'a> Writes<'s, 'a> {
+    fn new(store: &'s ChunkStore<'a>) -> Self {
+        Self {
+            store,
+            running: FuturesUnordered::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Adds `entry`'s file, to be created in `folder`: a large one is written on its own, a small
+    /// one joins the batch, which is written once full. Waits while too many writes run.
+    async fn add(&mut self, folder: Arc<OwnedFd>, entry: Entry) -> Result<()> {
+        if entry.size > BATCH_BYTES / 2 {
+            return self.start(Pending::One(folder, Box::new(entry))).await;
+        }
+        self.batch_bytes += entry.size;
+        self.batch.push((folder, entry));
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
+            self.start_batch().await?;
+        }
+        Ok(())
+    }
+
+    async fn start_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        self.start(Pending::Batch(batch)).await
+    }
+
+    async fn start(&mut self, pending: Pending) -> Result<()> {
+        self.running
+            .push(Box::pin(write_pending(self.store, pending)));
+        if self.running.len() >= CONCURRENT_FILES
+            && let Some(result) = self.running.next().await
+        {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything added so far, batch included, and waits for it.
+    async fn finish(&mut self) -> Result<()> {
+        self.start_batch().await?;
+        while let Some(result) = self.running.next().await {
+            result?;
+        }
+        Ok(())
+    }
+}
+
 /// How a restore behaves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RestoreOptions {
@@ -200,9 +264,7 @@ pub async fn restore_snapshot(
         overwrite: options.overwrite,
         left: Vec::new(),
     };
-    let mut writing = FuturesUnordered::new();
-    let mut batch: Vec<(Arc<OwnedFd>, Entry)> = Vec::new();
-    let mut batch_bytes = 0u64;
+    let mut writes = Writes::new(store);
     while let Some(entry) = reader.next(store).await? {
         let parent = restore.enter_parent(&entry.path)?;
         let name = OsStr::from_bytes(last(&entry.path));
@@ -235,16 +297,7 @@ pub async fn restore_snapshot(
             EntryKind::Hardlink
                 if filter.as_ref().is_none_or(|f| is_under(link(&entry), f)) && {
                     // Its first name may still be waiting to be created.
-                    if !batch.is_empty() {
-                        batch_bytes = 0;
-                        writing.push(write_pending(
-                            store,
-                            Pending::Batch(std::mem::take(&mut batch)),
-                        ));
-                    }
-                    while let Some(result) = writing.next().await {
-                        result?;
-                    }
+                    writes.finish().await?;
                     restore.hard_link(parent, name, link(&entry), &shown)?
                 } =>
             {
@@ -257,47 +310,16 @@ pub async fn restore_snapshot(
                 clear(folder.as_fd(), name, &shown, restore.overwrite)?;
                 done.files += 1;
                 done.bytes += entry.size;
-                let ready = if entry.size > BATCH_BYTES / 2 {
-                    Some(Pending::One(folder, Box::new(entry)))
-                } else {
-                    batch_bytes += entry.size;
-                    batch.push((folder, entry));
-                    (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES).then(|| {
-                        batch_bytes = 0;
-                        Pending::Batch(std::mem::take(&mut batch))
-                    })
-                };
-                if let Some(pending) = ready {
-                    writing.push(write_pending(store, pending));
-                    if writing.len() >= CONCURRENT_FILES
-                        && let Some(result) = writing.next().await
-                    {
-                        result?;
-                    }
-                }
+                writes.add(folder, entry).await?;
             }
         }
         if restore.left.len() >= FOLDERS_LEFT_OPEN {
             // Their files may still be being created: finish those first.
-            if !batch.is_empty() {
-                batch_bytes = 0;
-                writing.push(write_pending(
-                    store,
-                    Pending::Batch(std::mem::take(&mut batch)),
-                ));
-            }
-            while let Some(result) = writing.next().await {
-                result?;
-            }
+            writes.finish().await?;
             restore.finish_left()?;
         }
     }
-    if !batch.is_empty() {
-        writing.push(write_pending(store, Pending::Batch(batch)));
-    }
-    while let Some(result) = writing.next().await {
-        result?;
-    }
+    writes.finish().await?;
     restore.leave_to(0)?;
     restore.finish_left()?;
     Ok(done)
