@@ -216,6 +216,8 @@ pub fn parse(pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
 #[derive(Debug)]
 pub struct PackWriter<'a> {
     storage: &'a dyn Storage,
+    /// The handle background uploads own, if the storage gives one.
+    shared: Option<std::sync::Arc<dyn Storage>>,
     target: usize,
     retry: Retry,
     buf: Vec<u8>,
@@ -235,6 +237,7 @@ impl<'a> PackWriter<'a> {
     pub fn new(storage: &'a dyn Storage) -> Self {
         Self {
             storage,
+            shared: storage.shared(),
             target: TARGET_SIZE,
             retry: Retry::default(),
             buf: Vec::new(),
@@ -315,7 +318,7 @@ impl<'a> PackWriter<'a> {
         }
         let bytes = std::mem::take(&mut self.buf);
         let entries = std::mem::take(&mut self.entries);
-        let Some(storage) = self.storage.shared() else {
+        let Some(storage) = self.shared.clone() else {
             return store_pack(self.storage, &self.retry, bytes, entries)
                 .await
                 .map(Some);
