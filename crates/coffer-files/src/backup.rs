@@ -191,6 +191,10 @@ pub const READ_AHEAD: usize = 4;
 /// two keep both cores busy.
 pub const STREAMED_AHEAD: usize = 2;
 
+/// The most entries waiting in the walk's queue (a few hundred bytes each): beyond it the walk
+/// waits for the file at the front.
+const MAX_QUEUED: usize = 4096;
+
 /// An entry waiting in the walk's queue.
 enum Queued {
     /// Recorded as it is.
@@ -468,6 +472,11 @@ impl Run<'_> {
             return self.listing.push(store, &e).await;
         }
         self.queue.push_back(Queued::Ready(Box::new(e)));
+        // A file being read holds up everything the walk finds after it: in a second backup
+        // that reads few files, a long run of unchanged ones would otherwise pile up here.
+        while self.queue.len() > MAX_QUEUED {
+            self.settle_front(store).await?;
+        }
         Ok(())
     }
 

@@ -663,7 +663,31 @@ async fn filters_leave_out_excluded_entries(backend: Backend) {
     assert_eq!(seen, vec!["keep", "keep/a.pdf", "top.pdf"]);
 }
 
+async fn thousands_of_unchanged_files_behind_a_changed_one_keep_their_order(backend: Backend) {
+    let repo = Repo::new(backend);
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("src");
+    std::fs::create_dir_all(source.join("many")).unwrap();
+    // More unchanged entries than the walk queues behind a file being read.
+    for n in 0..5000 {
+        std::fs::write(source.join(format!("many/{n:05}.txt")), format!("note {n}")).unwrap();
+    }
+    std::fs::write(source.join("a-changed.txt"), "first").unwrap();
+    let mut store = store(&repo);
+    let first = snapshot(&mut store, &source, None).await;
+    std::fs::write(source.join("a-changed.txt"), "second, longer").unwrap();
+    let second = snapshot(&mut store, &source, Some(&first)).await;
+    assert_eq!(second.read_files, 1);
+    assert_eq!(second.reused_files, 5000);
+    let target = work.path().join("restored");
+    restore_snapshot(&store, &second, None, &target, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_same(&scan(&source), &scan(&target));
+}
+
 on_both_backends!(
+    thousands_of_unchanged_files_behind_a_changed_one_keep_their_order,
     a_tree_restores_whole_and_by_folder_then_a_second_snapshot_reads_only_changes,
     a_crafted_listing_with_a_parent_path_is_refused_and_writes_nothing_outside,
     a_planted_symlinked_folder_in_the_target_is_not_followed,
