@@ -469,8 +469,9 @@ fn bad_input_gets_one_clear_line() {
     assert!(run.error_line().contains("[source]"), "{run:#?}");
 }
 
-#[test]
-fn prune_deletes_the_snapshots_retention_no_longer_keeps_and_the_newest_restores() {
+/// A source under `[retention.files] keep_last = 1`, snapshotted twice (1 % changed between):
+/// the setup and both snapshots' JSON.
+fn two_snapshots_keeping_the_last() -> (FilesSetup, serde_json::Value, serde_json::Value) {
     let setup = FilesSetup::new("");
     std::fs::write(&setup.config, {
         let mut text = std::fs::read_to_string(&setup.config).unwrap();
@@ -482,6 +483,12 @@ fn prune_deletes_the_snapshots_retention_no_longer_keeps_and_the_newest_restores
     let first = setup.backup();
     change_one_percent(&setup.tree());
     let second = setup.backup();
+    (setup, first, second)
+}
+
+#[test]
+fn prune_deletes_the_snapshots_retention_no_longer_keeps_and_the_newest_restores() {
+    let (setup, first, second) = two_snapshots_keeping_the_last();
 
     let dry = setup.run(&["prune", "--dry-run", "--json"]).json();
     let planned: Vec<(&str, bool)> = dry["snapshots"]
@@ -520,18 +527,8 @@ fn prune_deletes_the_snapshots_retention_no_longer_keeps_and_the_newest_restores
 
 #[test]
 fn a_pinned_snapshot_is_kept_whatever_retention_says_until_unpinned() {
-    let setup = FilesSetup::new("");
-    std::fs::write(&setup.config, {
-        let mut text = std::fs::read_to_string(&setup.config).unwrap();
-        text.push_str("\n[retention.files]\nkeep_last = 1\n");
-        text
-    })
-    .unwrap();
-    make_tree(&setup.tree());
-    let first = setup.backup();
+    let (setup, first, _) = two_snapshots_keeping_the_last();
     let first = first["id"].as_str().unwrap();
-    change_one_percent(&setup.tree());
-    setup.backup();
 
     let run = setup.run(&["backup", "pin", first, "--reason", "incident 42"]);
     assert_eq!(run.code, 0, "{run:#?}");
