@@ -366,8 +366,12 @@ fn two_daemons_on_one_repository_prune_waits_for_the_others_backups_and_deletes_
                 "verifying the newest backup while both run: {run:#?}"
             )),
         }
-        assert!(daemon_a.try_wait().unwrap().is_none(), "daemon A stopped");
-        assert!(daemon_b.try_wait().unwrap().is_none(), "daemon B stopped");
+        // With both logs, so that a daemon stopping says why.
+        for (daemon, name) in [(&mut daemon_a, "A"), (&mut daemon_b, "B")] {
+            if let Some(status) = daemon.try_wait().unwrap() {
+                fail(format!("daemon {name} stopped: {status}"));
+            }
+        }
     }
     for daemon in [&daemon_a, &daemon_b] {
         let status = std::process::Command::new("kill")
