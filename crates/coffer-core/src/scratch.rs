@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 
 /// This process's run folder and the lock that marks it alive.
 struct Run {
+    root: PathBuf,
     dir: PathBuf,
     _lock: File,
 }
@@ -50,23 +51,41 @@ pub fn init(state_dir: Option<&Path>) -> Result<&'static Path> {
     let root = root_for(state_dir);
     let fail =
         |what: &str, e: std::io::Error| Error::other(format!("{what} {}: {e}", root.display()));
-    // Another coffer may be making the same root at this moment (EEXIST from a folder that was
-    // not there a moment before): try again before giving up.
+    // Another coffer may be making the same root at this moment, or removing it (empty) as it
+    // exits ([`finish`]): a folder that appears (EEXIST) or vanishes (ENOENT) between two steps
+    // is tried again before giving up.
     let mut attempts = 0;
-    while let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(&root) {
+    let dir = loop {
         attempts += 1;
-        if e.kind() != std::io::ErrorKind::AlreadyExists || attempts == 3 {
+        let again = |e: &std::io::Error| {
+            attempts < 5
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotFound
+                )
+        };
+        if let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(&root) {
+            if again(&e) {
+                continue;
+            }
             return Err(fail("creating the scratch folder", e));
         }
-    }
-    check_private(&root)?;
-    remove_dead_runs(&root);
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("run-{}-", std::process::id()))
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(&root)
-        .map_err(|e| fail("creating a run folder in", e))?
-        .keep();
+        match std::fs::symlink_metadata(&root) {
+            Ok(meta) => check_private(&root, &meta)?,
+            Err(e) if again(&e) => continue,
+            Err(e) => return Err(fail("looking at the scratch folder", e)),
+        }
+        remove_dead_runs(&root);
+        match tempfile::Builder::new()
+            .prefix(&format!("run-{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&root)
+        {
+            Ok(dir) => break dir.keep(),
+            Err(e) if again(&e) => continue,
+            Err(e) => return Err(fail("creating a run folder in", e)),
+        }
+    };
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -76,6 +95,7 @@ pub fn init(state_dir: Option<&Path>) -> Result<&'static Path> {
         .and_then(|f| f.try_lock().map(|()| f).map_err(std::io::Error::other))
         .map_err(|e| fail("locking a run folder in", e))?;
     let run = RUN.get_or_init(|| Run {
+        root,
         dir,
         _lock: lock,
     });
@@ -84,9 +104,7 @@ pub fn init(state_dir: Option<&Path>) -> Result<&'static Path> {
 
 /// Refuses a scratch root that someone else owns or can read: it would hold decrypted binlogs
 /// and option files with passwords.
-fn check_private(root: &Path) -> Result<()> {
-    let meta = std::fs::symlink_metadata(root)
-        .map_err(|e| Error::other(format!("{}: {e}", root.display())))?;
+fn check_private(root: &Path, meta: &std::fs::Metadata) -> Result<()> {
     let own_uid = std::fs::metadata("/proc/self").map_or(meta.uid(), |m| m.uid());
     if !meta.is_dir() || meta.uid() != own_uid {
         return Err(Error::config(format!(
@@ -169,13 +187,13 @@ pub fn create_private(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Removes this run's scratch folder. Called by the binary as it exits; what is still open is
-/// removed by the next run's [`init`]. The root stays, empty and private: removing it raced with
-/// another coffer starting at that moment, which had just made it (a daemon beside CLI runs, on
-/// the same host and `state_dir`, failed its start with "No such file or directory").
+/// Removes this run's scratch folder, and the root if nothing else is left in it. Called by the
+/// binary as it exits; what is still open is removed by the next run's [`init`].
 pub fn finish() {
     if let Some(run) = RUN.get() {
         let _ = std::fs::remove_dir_all(&run.dir);
+        // Fails while other runs use the root: that is what should happen.
+        let _ = std::fs::remove_dir(&run.root);
     }
 }
 
