@@ -9,7 +9,10 @@
 //! - [`chunk_id`]: a chunk's id, a keyed hash of its plain bytes ([`chunk_id::ChunkId`]), and the
 //!   key, kept encrypted in the repository and in clear on the backup host
 //!   ([`chunk_id::ChunkIdKey`]);
-//! - [`blob`]: one chunk as stored (zstd, then age), and its verified decoding;
+//! - [`blob_key`]: one age file key and header per run, under which its blobs are sealed
+//!   ([`blob_key::BlobKey`]);
+//! - [`blob`]: one chunk as stored (zstd, then sealed under the run's key), and its verified
+//!   decoding;
 //! - [`pack`]: blobs gathered into self-describing pack files named by their SHA-256
 //!   ([`pack::PackWriter`], [`pack::PackReader`]);
 //! - [`index`]: which pack holds which chunk, compact in memory ([`index::ChunkIndex`]), written
@@ -39,6 +42,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod blob_key;
 pub mod chunk_id;
 pub mod chunker;
 pub mod entry;
