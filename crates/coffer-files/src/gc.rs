@@ -578,14 +578,20 @@ pub async fn prune_chunks_also_keeping(
     }
 
     // 1. Repack: live blobs into new packs, then the index file naming them.
+    // Copies are sealed again under this run's key: a repacked pack begins with one age header,
+    // like every pack, whichever runs wrote the blobs it gathers.
+    let write_key = store.write_key()?;
     let mut writer = PackWriter::new(storage).with_target_size(options.pack_target_size);
+    if let Some(key) = &write_key {
+        writer.set_age_header(key.header().clone());
+    }
     let mut index_writer = IndexWriter::new(storage);
     let mut written: Vec<PackInfo> = Vec::new();
     for (pack, copies) in &plan.repack {
         if copies.is_empty() {
             continue;
         }
-        let (bytes, _) = reader
+        let (bytes, entries) = reader
             .read_verified(pack)
             .await
             .map_err(|e| e.context(format!("repacking pack {pack}")))?;
@@ -596,12 +602,14 @@ pub async fn prune_chunks_also_keeping(
                 .ok_or_else(|| Error::integrity(format!("pack {pack}: blob past its end")))?;
             let at = Location {
                 pack: *pack,
+                age_header: crate::pack::age_header_len(&entries) as u32,
                 offset: entry.offset,
                 length: entry.length,
                 raw_length: entry.raw_length,
             };
-            store.decode(&entry.id, &at, blob)?;
-            written.extend(writer.add(entry.id, entry.raw_length, blob).await?);
+            let plain = store.decode(&entry.id, &at, blob).await?;
+            let blob = crate::blob::encode(&plain, write_key.as_deref())?;
+            written.extend(writer.add(entry.id, entry.raw_length, &blob).await?);
         }
     }
     written.extend(writer.flush().await?);

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::chunk_id::ChunkId;
-use crate::pack::{ENTRY_SIZE, PackEntry, PackId, PackInfo, PackReader, TRAILER_SIZE};
+use crate::pack::{
+    ENTRY_SIZE, PackEntry, PackId, PackInfo, PackReader, TRAILER_SIZE, age_header_len,
+};
 use crate::retry::Retry;
 
 /// Where index files live.
@@ -34,6 +36,9 @@ pub const BLOBS_PER_FILE: usize = 50_000;
 pub struct Location {
     /// The pack holding the blob.
     pub pack: PackId,
+    /// How long the age header the pack begins with is (0: none, its blobs stand alone); the
+    /// blob is sealed under that header's key ([`crate::blob_key`]).
+    pub age_header: u32,
     /// The blob's offset in the pack.
     pub offset: u64,
     /// The blob's length.
@@ -83,6 +88,8 @@ impl std::hash::Hasher for IdHasher {
 #[derive(Debug, Default, Clone)]
 pub struct ChunkIndex {
     packs: Vec<PackId>,
+    /// The age header length of each pack in `packs`.
+    age_headers: Vec<u32>,
     pack_numbers: HashMap<PackId, u32>,
     chunks: HashMap<ChunkId, Slot, BuildHasherDefault<IdHasher>>,
 }
@@ -112,6 +119,7 @@ impl ChunkIndex {
     pub fn get(&self, id: &ChunkId) -> Option<Location> {
         self.chunks.get(id).map(|slot| Location {
             pack: self.packs[slot.pack as usize],
+            age_header: self.age_headers[slot.pack as usize],
             offset: slot.offset as u64,
             length: slot.length,
             raw_length: slot.raw_length,
@@ -136,6 +144,7 @@ impl ChunkIndex {
             None => {
                 let n = u32::try_from(self.packs.len()).expect("fewer than 2^32 packs");
                 self.packs.push(at.pack);
+                self.age_headers.push(at.age_header);
                 self.pack_numbers.insert(at.pack, n);
                 n
             }
@@ -157,13 +166,23 @@ impl ChunkIndex {
         self.chunks.remove(id).is_some()
     }
 
-    /// Records every blob of a pack.
+    /// Records every blob of a pack (`entries` in pack order: the first says how long its age
+    /// header is).
     pub fn add_pack(&mut self, pack: &PackId, entries: &[PackEntry]) -> Result<()> {
+        let age_header = u32::try_from(age_header_len(entries))
+            .ok()
+            .filter(|&len| len as usize <= crate::blob_key::MAX_HEADER)
+            .ok_or_else(|| {
+                Error::integrity(format!(
+                    "pack {pack}: its first blob starts past any age header's end"
+                ))
+            })?;
         for entry in entries {
             self.insert(
                 entry.id,
                 Location {
                     pack: *pack,
+                    age_header,
                     offset: entry.offset,
                     length: entry.length,
                     raw_length: entry.raw_length,
@@ -225,6 +244,7 @@ impl ChunkIndex {
         slots(self.chunks.capacity()) * chunk
             + slots(self.pack_numbers.capacity()) * pack
             + self.packs.capacity() * std::mem::size_of::<PackId>()
+            + self.age_headers.capacity() * std::mem::size_of::<u32>()
     }
 
     /// Loads every index file of the repository, up to [`CONCURRENT_READS`] at a time. A file
@@ -282,7 +302,8 @@ pub async fn rebuild(storage: &dyn Storage) -> Result<(ChunkIndex, Vec<(PackId, 
 }
 
 /// An index file: `{"version": 1, "packs": [{"id", "blobs": [{"id", "offset", "length",
-/// "raw_length"}]}]}`.
+/// "raw_length"}]}]}`; version 2 when a pack it lists begins with an age header (its first blob
+/// does not start at 0), so that a reader that cannot read such packs refuses the file.
 #[derive(Serialize, Deserialize)]
 struct IndexFile {
     version: u32,
@@ -305,8 +326,9 @@ struct IndexBlob {
 
 /// The bytes of an index file listing `packs`.
 pub fn encode_index_file(packs: &[PackInfo]) -> Vec<u8> {
+    let sealed = packs.iter().any(|p| age_header_len(&p.entries) > 0);
     let file = IndexFile {
-        version: 1,
+        version: if sealed { 2 } else { 1 },
         packs: packs
             .iter()
             .map(|p| IndexPack {
@@ -358,7 +380,7 @@ pub fn decode_index_file(key: &str, bytes: &[u8]) -> Result<Vec<PackInfo>> {
     };
     let file: IndexFile = serde_json::from_slice(&json)
         .map_err(|e| Error::integrity(format!("index file {key}: {e}")))?;
-    if file.version != 1 {
+    if file.version != 1 && file.version != 2 {
         return Err(Error::integrity(format!(
             "index file {key}: unknown version {}",
             file.version
@@ -501,6 +523,7 @@ mod tests {
         let mut index = ChunkIndex::new();
         let at = |pack: u8| Location {
             pack: PackId([pack; 32]),
+            age_header: 170,
             offset: 7,
             length: 3,
             raw_length: 9,
@@ -523,6 +546,7 @@ mod tests {
         for n in 0..100_000u32 {
             let at = Location {
                 pack: PackId([(n / 1000) as u8; 32]),
+                age_header: 0,
                 offset: n as u64,
                 length: 1,
                 raw_length: 1,
@@ -576,6 +600,33 @@ mod tests {
         bad[20] ^= 1;
         let err = decode_index_file(&key, &bad).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity);
+    }
+
+    #[test]
+    fn a_pack_with_an_age_header_makes_its_index_file_version_2_and_its_locations_carry_it() {
+        let mut sealed = pack_info(3, 0..2);
+        for entry in &mut sealed.entries {
+            entry.offset += 171;
+        }
+        let packs = vec![pack_info(1, 2..4), sealed.clone()];
+        let bytes = encode_index_file(&packs);
+        let json = decompress_index(&bytes).unwrap();
+        assert!(json.starts_with(b"{\"version\":2,"));
+        let key = format!("{INDEX}{}", hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(decode_index_file(&key, &bytes).unwrap(), packs);
+        let mut index = ChunkIndex::new();
+        for info in &packs {
+            index.add_pack(&info.id, &info.entries).unwrap();
+        }
+        assert_eq!(index.get(&chunk(0)).unwrap().age_header, 171);
+        assert_eq!(index.get(&chunk(2)).unwrap().age_header, 0);
+        // An index file of a newer version is refused, not misread.
+        let newer = String::from_utf8(json)
+            .unwrap()
+            .replace("\"version\":2", "\"version\":3");
+        let key = format!("{INDEX}{}", hex::encode(Sha256::digest(newer.as_bytes())));
+        let err = decode_index_file(&key, newer.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("unknown version 3"), "{err}");
     }
 
     #[test]

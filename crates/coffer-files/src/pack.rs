@@ -2,12 +2,17 @@
 //! objects.
 //!
 //! A pack is the blobs one after another, then a header listing them, then a fixed 16-byte
-//! trailer (layout in `docs/FORMAT.md`, and in [`seal`]):
+//! trailer (layout in `docs/FORMAT.md`, and in [`seal`]). In an encrypted repository the blobs
+//! are preceded by the age header of the run that wrote them ([`crate::blob_key`]), and the
+//! trailer says version 2:
 //!
 //! ```text
-//! blob 0 | blob 1 | … | blob n-1 | entry 0 | … | entry n-1 | n (u32 LE) | 1 (u32 LE) | "coffpack"
+//! [age header] | blob 0 | … | blob n-1 | entry 0 | … | entry n-1 | n (u32 LE) | version (u32 LE) | "coffpack"
 //! entry: chunk id (32 bytes) | offset (u64 LE) | length (u32 LE) | raw length (u32 LE)
 //! ```
+//!
+//! The first blob starts where the age header ends, so the header's length is the first entry's
+//! offset ([`age_header_len`]): 0 in a version 1 pack, which has none.
 //!
 //! The header makes a pack self-describing: the chunk index can be rebuilt from the packs alone.
 //! A pack is stored at `packs/XX/PACKID`, `PACKID` the SHA-256 of its bytes in hex and `XX` its
@@ -32,8 +37,11 @@ pub const PACKS: &str = "packs/";
 pub const TARGET_SIZE: usize = 16 * 1024 * 1024;
 /// The last eight bytes of every pack.
 pub const MAGIC: &[u8; 8] = b"coffpack";
-/// The header layout this code writes and reads.
-pub const HEADER_VERSION: u32 = 1;
+/// The version of a pack without an age header (a plain repository, or one written before
+/// 2026-12-08 whose blobs are whole age files).
+pub const VERSION_PLAIN: u32 = 1;
+/// The version of a pack whose blobs follow an age header and are sealed under its key.
+pub const VERSION_SEALED: u32 = 2;
 /// Bytes per header entry.
 pub const ENTRY_SIZE: usize = 48;
 /// Bytes of the trailer: entry count, header version, magic.
@@ -102,6 +110,12 @@ pub struct PackEntry {
     pub raw_length: u32,
 }
 
+/// How long the age header before a pack's blobs is: where its first blob starts (0 in a pack
+/// without one). `entries` in pack order.
+pub fn age_header_len(entries: &[PackEntry]) -> u64 {
+    entries.first().map_or(0, |first| first.offset)
+}
+
 /// A pack written: its id, size and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackInfo {
@@ -113,9 +127,14 @@ pub struct PackInfo {
     pub entries: Vec<PackEntry>,
 }
 
-/// Appends the header and trailer to `blobs` (whose contents `entries` describe, in order) and
-/// returns the finished pack's id.
+/// Appends the header and trailer to `blobs` (whose contents `entries` describe, in order, after
+/// the age header when the first entry does not start at 0) and returns the finished pack's id.
 pub fn seal(blobs: &mut Vec<u8>, entries: &[PackEntry]) -> PackId {
+    let version = if age_header_len(entries) > 0 {
+        VERSION_SEALED
+    } else {
+        VERSION_PLAIN
+    };
     blobs.reserve(entries.len() * ENTRY_SIZE + TRAILER_SIZE);
     for entry in entries {
         blobs.extend_from_slice(&entry.id.0);
@@ -125,13 +144,22 @@ pub fn seal(blobs: &mut Vec<u8>, entries: &[PackEntry]) -> PackId {
     }
     let count = u32::try_from(entries.len()).expect("a pack holds fewer than 2^32 blobs");
     blobs.extend_from_slice(&count.to_le_bytes());
-    blobs.extend_from_slice(&HEADER_VERSION.to_le_bytes());
+    blobs.extend_from_slice(&version.to_le_bytes());
     blobs.extend_from_slice(MAGIC);
     PackId::of(blobs)
 }
 
-/// Parses a pack's trailer (its last [`TRAILER_SIZE`] bytes): how many entries its header has.
-pub fn parse_trailer(pack: &PackId, size: u64, trailer: &[u8]) -> Result<usize> {
+/// What a pack's trailer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    /// How many entries the header has.
+    pub count: usize,
+    /// [`VERSION_PLAIN`] or [`VERSION_SEALED`].
+    pub version: u32,
+}
+
+/// Parses a pack's trailer (its last [`TRAILER_SIZE`] bytes).
+pub fn parse_trailer(pack: &PackId, size: u64, trailer: &[u8]) -> Result<Trailer> {
     let damaged = |what: &str| Error::integrity(format!("pack {pack}: {what}"));
     if trailer.len() != TRAILER_SIZE || size < TRAILER_SIZE as u64 {
         return Err(damaged("too short for a pack trailer"));
@@ -140,20 +168,32 @@ pub fn parse_trailer(pack: &PackId, size: u64, trailer: &[u8]) -> Result<usize> 
         return Err(damaged("no pack trailer (the magic is missing)"));
     }
     let version = u32::from_le_bytes(trailer[4..8].try_into().expect("4 bytes"));
-    if version != HEADER_VERSION {
-        return Err(damaged(&format!("unknown header version {version}")));
+    if version != VERSION_PLAIN && version != VERSION_SEALED {
+        return Err(damaged(&format!(
+            "unknown header version {version} (a newer coffer wrote it?)"
+        )));
     }
     let count = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as u64;
     if count * ENTRY_SIZE as u64 + TRAILER_SIZE as u64 > size {
         return Err(damaged("the header is longer than the pack"));
     }
-    Ok(count as usize)
+    Ok(Trailer {
+        count: count as usize,
+        version,
+    })
 }
 
 /// Parses a pack's header entries (`count` × [`ENTRY_SIZE`] bytes just before the trailer) and
-/// checks that they tile the pack's blob area exactly: in order, from offset 0, without gaps or
-/// overlaps, ending where the header begins.
-pub fn parse_entries(pack: &PackId, size: u64, header: &[u8]) -> Result<Vec<PackEntry>> {
+/// checks that they tile the pack's blob area exactly: in order, from offset 0 in a version 1
+/// pack, from the end of the age header (at least one byte, at most
+/// [`MAX_HEADER`](crate::blob_key::MAX_HEADER)) in a version 2 pack, without gaps or overlaps,
+/// ending where the header begins.
+pub fn parse_entries(
+    pack: &PackId,
+    size: u64,
+    trailer: Trailer,
+    header: &[u8],
+) -> Result<Vec<PackEntry>> {
     let damaged = |what: String| Error::integrity(format!("pack {pack}: {what}"));
     if !header.len().is_multiple_of(ENTRY_SIZE) {
         return Err(damaged("a partial header entry".into()));
@@ -161,7 +201,25 @@ pub fn parse_entries(pack: &PackId, size: u64, header: &[u8]) -> Result<Vec<Pack
     let Some(blob_area) = size.checked_sub(header.len() as u64 + TRAILER_SIZE as u64) else {
         return Err(damaged("the header is longer than the pack".into()));
     };
-    let mut next = 0u64;
+    if header.len() != trailer.count * ENTRY_SIZE {
+        return Err(damaged(format!(
+            "{} header bytes for {} entries",
+            header.len(),
+            trailer.count
+        )));
+    }
+    let mut next = match (trailer.version, header.get(32..40)) {
+        (VERSION_SEALED, Some(first)) => {
+            let start = u64::from_le_bytes(first.try_into().expect("8 bytes"));
+            if start == 0 || start > crate::blob_key::MAX_HEADER as u64 {
+                return Err(damaged(format!(
+                    "a version 2 pack whose age header is {start} bytes long"
+                )));
+            }
+            start
+        }
+        _ => 0,
+    };
     let mut entries = Vec::with_capacity(header.len() / ENTRY_SIZE);
     for raw in header.chunks_exact(ENTRY_SIZE) {
         let entry = PackEntry {
@@ -196,9 +254,14 @@ pub fn parse(pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
     }
     let size = bytes.len() as u64;
     let trailer = &bytes[bytes.len().saturating_sub(TRAILER_SIZE)..];
-    let count = parse_trailer(pack, size, trailer)?;
-    let header_start = bytes.len() - TRAILER_SIZE - count * ENTRY_SIZE;
-    parse_entries(pack, size, &bytes[header_start..bytes.len() - TRAILER_SIZE])
+    let trailer = parse_trailer(pack, size, trailer)?;
+    let header_start = bytes.len() - TRAILER_SIZE - trailer.count * ENTRY_SIZE;
+    parse_entries(
+        pack,
+        size,
+        trailer,
+        &bytes[header_start..bytes.len() - TRAILER_SIZE],
+    )
 }
 
 /// Gathers blobs into packs of about [`TARGET_SIZE`] and uploads each when it is full.
@@ -221,6 +284,8 @@ pub struct PackWriter<'a> {
     target: usize,
     retry: Retry,
     buf: Vec<u8>,
+    /// The age header each pack begins with, in an encrypted repository.
+    age_header: Option<std::sync::Arc<[u8]>>,
     entries: Vec<PackEntry>,
     uploads: std::collections::VecDeque<tokio::task::JoinHandle<Result<PackInfo>>>,
 }
@@ -241,9 +306,24 @@ impl<'a> PackWriter<'a> {
             target: TARGET_SIZE,
             retry: Retry::default(),
             buf: Vec::new(),
+            age_header: None,
             entries: Vec::new(),
             uploads: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Begins every pack from now on with `header`, the age header the blobs added are sealed
+    /// under ([`crate::blob_key::BlobKey::header`]). Set it before the first blob of a pack: the
+    /// pack being filled keeps what it began with.
+    pub fn with_age_header(mut self, header: std::sync::Arc<[u8]>) -> Self {
+        self.set_age_header(header);
+        self
+    }
+
+    /// [`PackWriter::with_age_header`] on a writer in place.
+    pub fn set_age_header(&mut self, header: std::sync::Arc<[u8]>) {
+        debug_assert!(!header.is_empty(), "an age header has bytes");
+        self.age_header = Some(header);
     }
 
     /// Closes packs at `target` bytes instead (tests use small packs).
@@ -283,6 +363,11 @@ impl<'a> PackWriter<'a> {
             // for the header.
             self.buf
                 .reserve_exact(self.target.max(blob.len()) + HEADER_ROOM);
+        }
+        if self.buf.is_empty()
+            && let Some(header) = &self.age_header
+        {
+            self.buf.extend_from_slice(header);
         }
         self.entries.push(PackEntry {
             id,
@@ -430,6 +515,17 @@ impl<'a> PackReader<'a> {
         self.read_range(pack, offset, length).await
     }
 
+    /// Reads the age header at the start of a version 2 pack, `len` bytes
+    /// ([`age_header_len`] of its entries).
+    pub async fn read_age_header(&self, pack: &PackId, len: u64) -> Result<Vec<u8>> {
+        if len == 0 || len > crate::blob_key::MAX_HEADER as u64 {
+            return Err(Error::integrity(format!(
+                "pack {pack}: an age header of {len} bytes"
+            )));
+        }
+        self.read_range(pack, 0, len).await
+    }
+
     /// Reads a pack's header by range reads (its size, the trailer, then the entries). This
     /// checks the header's shape, not the pack's digest: [`PackReader::read_verified`] does.
     pub async fn read_header(&self, pack: &PackId) -> Result<Vec<PackEntry>> {
@@ -442,12 +538,12 @@ impl<'a> PackReader<'a> {
         let trailer = self
             .read_range(pack, size - TRAILER_SIZE as u64, TRAILER_SIZE as u64)
             .await?;
-        let count = parse_trailer(pack, size, &trailer)?;
-        let header_len = (count * ENTRY_SIZE) as u64;
+        let trailer = parse_trailer(pack, size, &trailer)?;
+        let header_len = (trailer.count * ENTRY_SIZE) as u64;
         let header = self
             .read_range(pack, size - TRAILER_SIZE as u64 - header_len, header_len)
             .await?;
-        parse_entries(pack, size, &header)
+        parse_entries(pack, size, trailer, &header)
     }
 
     /// Reads a whole pack and checks its SHA-256 against its name; returns its bytes and entries.
@@ -515,7 +611,7 @@ mod tests {
     }
 
     #[test]
-    fn the_layout_is_blobs_then_entries_then_the_trailer() {
+    fn the_layout_is_blobs_then_entries_then_the_trailer_in_version_1() {
         let (pack, bytes, entries) = sealed(&[b"abc", b"defgh"]);
         assert_eq!(bytes.len(), 8 + 2 * ENTRY_SIZE + TRAILER_SIZE);
         assert_eq!(&bytes[..8], b"abcdefgh");
@@ -559,17 +655,77 @@ mod tests {
         let (_, bytes, _) = sealed(&[b"abc", b"defgh"]);
         let size = bytes.len() as u64;
         let header = &bytes[8..bytes.len() - TRAILER_SIZE];
-        parse_entries(&pack, size, header).unwrap();
+        let trailer = parse_trailer(&pack, size, &bytes[bytes.len() - TRAILER_SIZE..]).unwrap();
+        parse_entries(&pack, size, trailer, header).unwrap();
         let mut gap = header.to_vec();
         gap[ENTRY_SIZE + 32] = 4; // second blob at 4 instead of 3
-        assert!(parse_entries(&pack, size, &gap).is_err());
+        assert!(parse_entries(&pack, size, trailer, &gap).is_err());
         let mut short = header.to_vec();
         short[ENTRY_SIZE + 40] = 4; // second blob 4 bytes long: ends before the header
-        assert!(parse_entries(&pack, size, &short).is_err());
+        assert!(parse_entries(&pack, size, trailer, &short).is_err());
+        let mut late = header.to_vec();
+        late[32] = 1; // the first blob at 1: only a version 2 pack has bytes before it
+        assert!(parse_entries(&pack, size, trailer, &late).is_err());
         let mut trailer = bytes[bytes.len() - TRAILER_SIZE..].to_vec();
         trailer[0] = 200; // more entries than the pack has room for
         assert!(parse_trailer(&pack, size, &trailer).is_err());
         assert!(parse_trailer(&pack, size, b"0123456789abcdef").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pack_with_an_age_header_is_version_2_and_its_first_blob_starts_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().to_path_buf());
+        let header: std::sync::Arc<[u8]> = b"age-encryption.org/v1\n--- header\n"[..].into();
+        let mut writer = PackWriter::new(&storage)
+            .with_target_size(20)
+            .with_age_header(header.clone());
+        let mut written = Vec::new();
+        for n in 0..3u8 {
+            written.extend(writer.add(id(n), 100, &[n; 8]).await.unwrap());
+        }
+        written.extend(writer.flush().await.unwrap());
+        // Each pack begins with the header: 33 + 8 + 8 bytes pass the 20-byte target.
+        let counts: Vec<usize> = written.iter().map(|p| p.entries.len()).collect();
+        assert_eq!(counts, [1, 1, 1], "the header counts toward the target");
+        let reader = PackReader::new(&storage);
+        for info in &written {
+            assert_eq!(age_header_len(&info.entries), header.len() as u64);
+            let (bytes, entries) = reader.read_verified(&info.id).await.unwrap();
+            assert_eq!(entries, info.entries);
+            assert_eq!(&bytes[..header.len()], &header[..]);
+            assert_eq!(
+                &bytes[bytes.len() - 12..bytes.len() - 8],
+                &2u32.to_le_bytes()
+            );
+            assert_eq!(reader.read_header(&info.id).await.unwrap(), info.entries);
+            let len = age_header_len(&entries);
+            assert_eq!(
+                reader.read_age_header(&info.id, len).await.unwrap(),
+                &header[..]
+            );
+        }
+    }
+
+    #[test]
+    fn a_version_2_pack_whose_blobs_start_at_0_or_far_past_a_header_is_refused() {
+        let pack = PackId([0; 32]);
+        let (_, bytes, _) = sealed(&[b"abc", b"defgh"]);
+        let size = bytes.len() as u64;
+        let header = &bytes[8..bytes.len() - TRAILER_SIZE];
+        let v2 = Trailer {
+            count: 2,
+            version: VERSION_SEALED,
+        };
+        let err = parse_entries(&pack, size, v2, header).unwrap_err();
+        assert!(err.to_string().contains("age header is 0 bytes"), "{err}");
+        let mut trailer = bytes[bytes.len() - TRAILER_SIZE..].to_vec();
+        trailer[4] = 3;
+        let err = parse_trailer(&pack, size, &trailer).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown header version 3"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

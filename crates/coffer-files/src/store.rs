@@ -11,11 +11,13 @@
 //! them by hand.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use coffer_core::error::{Error, Result};
 use coffer_core::storage::Storage;
 
-use crate::blob;
+use crate::blob::{self, Sealing};
+use crate::blob_key::BlobKey;
 use crate::chunk_id::{ChunkId, ChunkIdKey};
 use crate::gc::ChunkSet;
 use crate::index::{ChunkIndex, IndexWriter, Location};
@@ -42,6 +44,10 @@ pub struct ChunkStore<'a> {
     key: ChunkIdKey,
     recipient: Option<age::x25519::Recipient>,
     identity: Option<age::x25519::Identity>,
+    /// The run's blob key, made at the first chunk it encrypts ([`ChunkStore::write_key`]).
+    write_key: Mutex<Option<Arc<BlobKey>>>,
+    /// The keys of the packs read so far.
+    read_keys: Arc<Mutex<ReadKeys>>,
     index: ChunkIndex,
     packs: PackWriter<'a>,
     pending: HashSet<ChunkId>,
@@ -99,6 +105,8 @@ impl<'a> ChunkStore<'a> {
             key,
             recipient,
             identity: None,
+            write_key: Mutex::new(None),
+            read_keys: Arc::default(),
             index,
             packs: PackWriter::new(storage),
             pending: HashSet::new(),
@@ -345,8 +353,11 @@ impl<'a> ChunkStore<'a> {
         self.stats.stored += 1;
         self.stats.raw_bytes += plain.len() as u64;
         self.pending.insert(id);
-        let recipient = self.recipient.clone();
-        let blob = tokio::task::spawn_blocking(move || blob::encode(&plain, recipient.as_ref()));
+        let key = self.write_key()?;
+        if let Some(key) = &key {
+            self.packs.set_age_header(key.header().clone());
+        }
+        let blob = tokio::task::spawn_blocking(move || blob::encode(&plain, key.as_deref()));
         self.encoding.push_back(Encoding {
             id,
             raw_length,
@@ -404,6 +415,68 @@ impl<'a> ChunkStore<'a> {
         Ok(())
     }
 
+    /// The key this store seals new blobs under: made (one header, one X25519 exchange) at the
+    /// first call when the repository has a recipient, the same for the rest of the run. `None`
+    /// for a plain repository.
+    pub fn write_key(&self) -> Result<Option<Arc<BlobKey>>> {
+        let Some(recipient) = &self.recipient else {
+            return Ok(None);
+        };
+        let mut slot = self.write_key.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = &*slot {
+            return Ok(Some(key.clone()));
+        }
+        let key = Arc::new(BlobKey::generate(recipient)?);
+        // This run can read back what it wrote, with or without the identity.
+        self.read_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_header
+            .insert(header_digest(key.header()), key.clone());
+        *slot = Some(key.clone());
+        Ok(Some(key))
+    }
+
+    /// The key of the pack `at` is in, when that pack begins with an age header: read by a range
+    /// read and opened with the identity once per pack and once per header, then kept.
+    async fn read_key(&self, at: &Location) -> Result<Option<Arc<BlobKey>>> {
+        if at.age_header == 0 {
+            return Ok(None);
+        }
+        if let Some(key) = self.read_keys().by_pack.get(&at.pack) {
+            return Ok(Some(key.clone()));
+        }
+        let header = PackReader::new(self.storage)
+            .read_age_header(&at.pack, at.age_header.into())
+            .await?;
+        let digest = header_digest(&header);
+        let known = self.read_keys().by_header.get(&digest).cloned();
+        let key = match known {
+            Some(key) => key,
+            None => {
+                let Some(identity) = &self.identity else {
+                    return Err(Error::config(format!(
+                        "pack {} is encrypted: an age identity (private key) is needed to read it",
+                        at.pack
+                    )));
+                };
+                let key = BlobKey::open(&header, identity, &format!("pack {}", at.pack))?;
+                Arc::new(key)
+            }
+        };
+        let mut keys = self.read_keys();
+        if keys.by_pack.len() >= MAX_PACK_KEYS {
+            keys.by_pack.clear();
+        }
+        keys.by_pack.insert(at.pack, key.clone());
+        keys.by_header.insert(digest, key.clone());
+        Ok(Some(key))
+    }
+
+    fn read_keys(&self) -> std::sync::MutexGuard<'_, ReadKeys> {
+        self.read_keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Reads chunk `id` back: one range read of its blob, decoded and checked against `id`. A
     /// chunk the index does not know is `NotFound`; one written but not yet flushed too.
     pub async fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
@@ -418,18 +491,20 @@ impl<'a> ChunkStore<'a> {
             .read_blob(&at.pack, at.offset, at.length)
             .await?;
         // Decrypting, decompressing and hashing a chunk is CPU work: off the async threads.
-        let decoder = self.decoder();
+        let decoder = self.decoder(&at).await?;
         let id = *id;
         tokio::task::spawn_blocking(move || decoder.decode(&id, &at, &blob))
             .await
             .map_err(|e| Error::other(format!("decoding chunk {id}: {e}")))?
     }
 
-    fn decoder(&self) -> Decoder {
-        Decoder {
+    /// What decoding the blobs of `at`'s pack needs.
+    async fn decoder(&self, at: &Location) -> Result<Decoder> {
+        Ok(Decoder {
             key: self.key.clone(),
             identity: self.identity.clone(),
-        }
+            pack_key: self.read_key(at).await?,
+        })
     }
 
     /// Reads the chunks `ids` back, each decoded and checked like [`ChunkStore::read`], with as
@@ -465,7 +540,7 @@ impl<'a> ChunkStore<'a> {
                 let end = last.offset + u64::from(last.length);
                 let bytes = reader.read_span(&pack, start, end - start).await?;
                 let run = run.to_vec();
-                let decoder = self.decoder();
+                let decoder = self.decoder(first).await?;
                 decoding.push(tokio::task::spawn_blocking(move || {
                     run.iter()
                         .map(|(id, at)| {
@@ -493,23 +568,45 @@ impl<'a> ChunkStore<'a> {
 
     /// Decodes the blob of chunk `id`, found at `at`, and checks it against `id` and the plain
     /// length the index records.
-    pub(crate) fn decode(&self, id: &ChunkId, at: &Location, blob: &[u8]) -> Result<Vec<u8>> {
-        self.decoder().decode(id, at, blob)
+    pub(crate) async fn decode(&self, id: &ChunkId, at: &Location, blob: &[u8]) -> Result<Vec<u8>> {
+        self.decoder(at).await?.decode(id, at, blob)
     }
 }
 
-/// What decoding a blob needs, owned, for a blocking thread.
+/// The packs kept from [`MAX_PACK_KEYS`] on are forgotten and their headers read again when
+/// needed: a few MiB, whatever the size of the repository.
+const MAX_PACK_KEYS: usize = 65_536;
+
+/// The blob keys a store has opened: by pack, and by the digest of their header (a run's packs
+/// share one header, so the identity opens it once).
+#[derive(Default)]
+struct ReadKeys {
+    by_pack: HashMap<PackId, Arc<BlobKey>>,
+    by_header: HashMap<[u8; 32], Arc<BlobKey>>,
+}
+
+fn header_digest(header: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(header).into()
+}
+
+/// What decoding the blobs of one pack needs, owned, for a blocking thread.
 struct Decoder {
     key: ChunkIdKey,
     identity: Option<age::x25519::Identity>,
+    /// The pack's key, when it begins with an age header.
+    pack_key: Option<Arc<BlobKey>>,
 }
 
 impl Decoder {
     fn decode(&self, id: &ChunkId, at: &Location, blob: &[u8]) -> Result<Vec<u8>> {
         let expected = at.raw_length as usize;
-        let plain =
-            blob::decode_with_capacity(id, blob, &self.key, self.identity.as_ref(), expected)
-                .map_err(|e| e.context(format!("reading pack {}", at.pack)))?;
+        let sealing = match &self.pack_key {
+            Some(key) => Sealing::Sealed(key),
+            None => Sealing::Standalone(self.identity.as_ref()),
+        };
+        let plain = blob::decode_with_capacity(id, blob, &self.key, sealing, expected)
+            .map_err(|e| e.context(format!("reading pack {}", at.pack)))?;
         if plain.len() != at.raw_length as usize {
             return Err(Error::integrity(format!(
                 "chunk {id}: {} plain bytes where the index says {}",
@@ -617,6 +714,111 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::NotFound);
     }
 
+    fn chunk(n: u32) -> Vec<u8> {
+        (0..1000 + n * 97).map(|i| (i * 7 + n) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_run_begins_each_pack_with_its_one_header_and_reads_back_with_the_identity()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().to_path_buf());
+        let key = ChunkIdKey::from_bytes([7; 32]);
+        let identity = age::x25519::Identity::generate();
+        let mut store = ChunkStore::new(
+            &storage,
+            key.clone(),
+            Some(identity.to_public()),
+            ChunkIndex::new(),
+        );
+        let mut ids = Vec::new();
+        for n in 0..40u32 {
+            ids.push(store.write(&chunk(n)).await.unwrap().0);
+            if n == 19 {
+                store.flush().await.unwrap();
+            }
+        }
+        store.flush().await.unwrap();
+        let header = store.write_key().unwrap().unwrap().header().clone();
+        let packs = PackReader::new(&storage).list().await.unwrap();
+        assert_eq!(packs.len(), 2);
+        for (pack, _) in &packs {
+            let (bytes, entries) = PackReader::new(&storage).read_verified(pack).await.unwrap();
+            assert!(
+                bytes.starts_with(&header),
+                "the run's header, once per pack"
+            );
+            assert_eq!(crate::pack::age_header_len(&entries), header.len() as u64);
+            for entry in &entries {
+                // A nonce and one tag over the zstd frame: 32 bytes, no header of its own.
+                let n = ids.iter().position(|id| *id == entry.id).unwrap() as u32;
+                let frame = blob::encode(&chunk(n), None).unwrap().len();
+                assert_eq!(entry.length as usize, frame + 32);
+            }
+        }
+        // The run reads its own chunks without the identity.
+        assert_eq!(store.read(&ids[3]).await.unwrap(), chunk(3));
+
+        let fresh = ChunkStore::open(&storage, key.clone(), None).await.unwrap();
+        let err = fresh.read(&ids[3]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let other = ChunkStore::open(&storage, key.clone(), None)
+            .await
+            .unwrap()
+            .with_identity(age::x25519::Identity::generate());
+        let err = other.read(&ids[3]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+        let reader = ChunkStore::open(&storage, key, None)
+            .await
+            .unwrap()
+            .with_identity(identity);
+        let many = reader.read_many(&ids).await.unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(many[id], chunk(n as u32));
+        }
+    }
+
+    #[tokio::test]
+    async fn packs_of_whole_age_file_blobs_written_before_the_run_header_still_read() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().to_path_buf());
+        let key = ChunkIdKey::from_bytes([8; 32]);
+        let identity = age::x25519::Identity::generate();
+        // What coffer wrote until 2026-12-07: a version 1 pack, each blob a whole age file.
+        let mut packs = PackWriter::new(&storage);
+        let mut index = IndexWriter::new(&storage);
+        let mut ids = Vec::new();
+        for n in 0..5u32 {
+            let plain = chunk(n);
+            let frame = blob::encode(&plain, None).unwrap();
+            let recipient = identity.to_public();
+            let encryptor =
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .unwrap();
+            let mut old = Vec::new();
+            let mut w = encryptor.wrap_output(&mut old).unwrap();
+            w.write_all(&frame).unwrap();
+            w.finish().unwrap();
+            let id = key.id(&plain);
+            ids.push(id);
+            for pack in packs.add(id, plain.len() as u32, &old).await.unwrap() {
+                index.add(pack).await.unwrap();
+            }
+        }
+        for pack in packs.flush().await.unwrap() {
+            index.add(pack).await.unwrap();
+        }
+        index.flush().await.unwrap();
+        let store = ChunkStore::open(&storage, key, None)
+            .await
+            .unwrap()
+            .with_identity(identity);
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(store.read(id).await.unwrap(), chunk(n as u32));
+        }
+    }
+
     fn at(offset: u64, length: u32) -> (ChunkId, Location) {
         let mut id = [0u8; 32];
         id[..8].copy_from_slice(&offset.to_be_bytes());
@@ -624,6 +826,7 @@ mod tests {
             ChunkId(id),
             Location {
                 pack: PackId([1; 32]),
+                age_header: 0,
                 offset,
                 length,
                 raw_length: length,

@@ -409,7 +409,7 @@ async fn check_pack(
     for (id, at) in &blobs {
         let from = (at.offset - start) as usize;
         let blob = &bytes[from..from + at.length as usize];
-        match store.decode(id, at, blob) {
+        match store.decode(id, at, blob).await {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Integrity => {
                 checked.damaged.push((*id, pack, e.to_string()));
