@@ -27,6 +27,7 @@ have jq || missing+=(jq)
 have git || missing+=(git)           # the configuration history's git mirror (git plumbing)
 have curl || missing+=(curl)         # the demo reads the daemon's /up and /metrics
 have minisign || missing+=(minisign)   # checks coffer's signatures by hand, as FORMAT.md shows
+have age || missing+=(age)             # decrypts a file snapshot's chunk by hand, as FORMAT.md shows
 have openssl || missing+=(openssl)     # the TLS tests make their own CA and certificates
 have make || missing+=(make)           # jemalloc's build (the binary's allocator) runs make
 have cc || missing+=(gcc)              # ... and a C compiler, like zstd's

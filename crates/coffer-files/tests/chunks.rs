@@ -233,10 +233,99 @@ async fn a_fresh_host_recovers_the_chunk_id_key(backend: Backend) {
     );
 }
 
+async fn a_flipped_byte_in_an_encrypted_packs_age_header_fails_its_blobs_only(backend: Backend) {
+    let repo = Repo::new(backend);
+    let key = ChunkIdKey::from_bytes([7; 32]);
+    let identity = age::x25519::Identity::generate();
+    let (ids, chunks) = write_two_hundred(&repo, &key, Some(&identity)).await;
+    let index = ChunkIndex::load(repo.storage.as_ref()).await.unwrap();
+    let victim = index.get(&ids[10]).unwrap();
+    assert!(
+        victim.age_header > 100,
+        "an encrypted pack begins with its header"
+    );
+    flip_byte(&repo.file(&victim.pack.key()), 60);
+
+    let store = small_store(&repo, &key, Some(&identity), index.clone());
+    for (i, id) in ids.iter().enumerate().take(150) {
+        let at = index.get(id).unwrap();
+        match store.read(id).await {
+            Ok(plain) => {
+                assert_ne!(at.pack, victim.pack, "chunk {i}");
+                assert_eq!(plain, chunks[i]);
+            }
+            Err(err) => {
+                assert_eq!(at.pack, victim.pack, "chunk {i}: {err}");
+                assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+                assert!(err.to_string().contains(&victim.pack.to_hex()), "{err}");
+            }
+        }
+    }
+}
+
+/// FORMAT.md's by-hand procedure: its `chunk` function (*Restoring by hand*, the steps of
+/// *Reading a chunk by hand*), taken from the document itself and run with the shell's tools.
+#[tokio::test]
+async fn an_encrypted_chunk_reads_by_hand_with_the_documented_shell_function() {
+    let repo = Repo::new(Backend::Folder);
+    let identity = age::x25519::Identity::generate();
+    let key = chunk_id::load_or_create(
+        repo.storage.as_ref(),
+        &repo.state_dir("state"),
+        Some(&identity.to_public()),
+    )
+    .await
+    .unwrap();
+    let (ids, chunks) = write_two_hundred(&repo, &key, Some(&identity)).await;
+    let format =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/FORMAT.md"))
+            .unwrap();
+    let function: String = format
+        .lines()
+        .skip_while(|line| !line.starts_with("chunk() {"))
+        .scan(false, |done, line| {
+            let keep = !*done;
+            *done |= line == "}";
+            keep.then(|| format!("{line}\n"))
+        })
+        .collect();
+    assert!(
+        function.ends_with("}\n"),
+        "FORMAT.md defines chunk(): {function}"
+    );
+    let root = repo.file("");
+    use age::secrecy::ExposeSecret as _;
+    std::fs::write(root.join("key.txt"), identity.to_string().expose_secret()).unwrap();
+    for n in [0, 1, 77, 149] {
+        let script = format!(
+            "set -eu -o pipefail\n{function}\
+             KEY=$(age -d -i key.txt keys/chunk-id.json.age | jq -r .key)\n\
+             chunk {} > out\n",
+            ids[n].to_hex()
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(&root)
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "chunk {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::read(root.join("out")).unwrap() == chunks[n],
+            "chunk {n}"
+        );
+    }
+}
+
 on_both_backends!(
     two_hundred_chunks_are_stored_once_and_read_back_by_range,
     a_flipped_byte_in_a_pack_is_detected,
     the_index_rebuilt_from_pack_headers_equals_the_written_index,
     a_changed_file_stores_only_the_chunks_around_the_change,
     a_fresh_host_recovers_the_chunk_id_key,
+    a_flipped_byte_in_an_encrypted_packs_age_header_fails_its_blobs_only,
 );
