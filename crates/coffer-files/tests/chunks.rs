@@ -71,8 +71,16 @@ async fn write_two_hundred(
     (ids, chunks)
 }
 
-async fn two_hundred_chunks_are_stored_once_and_read_back_by_range(backend: Backend) {
-    let repo = Repo::new(backend);
+/// [`write_two_hundred`] into an encrypted repository whose chunk-id key is made as a backup
+/// host makes it; returns the identity and the key too.
+async fn encrypted_two_hundred(
+    repo: &Repo,
+) -> (
+    age::x25519::Identity,
+    ChunkIdKey,
+    Vec<ChunkId>,
+    Vec<Vec<u8>>,
+) {
     let identity = age::x25519::Identity::generate();
     let key = chunk_id::load_or_create(
         repo.storage.as_ref(),
@@ -81,7 +89,13 @@ async fn two_hundred_chunks_are_stored_once_and_read_back_by_range(backend: Back
     )
     .await
     .unwrap();
-    let (ids, chunks) = write_two_hundred(&repo, &key, Some(&identity)).await;
+    let (ids, chunks) = write_two_hundred(repo, &key, Some(&identity)).await;
+    (identity, key, ids, chunks)
+}
+
+async fn two_hundred_chunks_are_stored_once_and_read_back_by_range(backend: Backend) {
+    let repo = Repo::new(backend);
+    let (identity, key, ids, chunks) = encrypted_two_hundred(&repo).await;
 
     // A later run: the index comes from the index files; every chunk reads back by range.
     let loaded = ChunkIndex::load(repo.storage.as_ref()).await.unwrap();
@@ -268,15 +282,7 @@ async fn a_flipped_byte_in_an_encrypted_packs_age_header_fails_its_blobs_only(ba
 #[tokio::test]
 async fn an_encrypted_chunk_reads_by_hand_with_the_documented_shell_function() {
     let repo = Repo::new(Backend::Folder);
-    let identity = age::x25519::Identity::generate();
-    let key = chunk_id::load_or_create(
-        repo.storage.as_ref(),
-        &repo.state_dir("state"),
-        Some(&identity.to_public()),
-    )
-    .await
-    .unwrap();
-    let (ids, chunks) = write_two_hundred(&repo, &key, Some(&identity)).await;
+    let (identity, _, ids, chunks) = encrypted_two_hundred(&repo).await;
     let format =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/FORMAT.md"))
             .unwrap();
